@@ -1,0 +1,212 @@
+"""Small classifiers, JSON architecture specs, and saving and loading trained models.
+
+A classifier is ``apply_fn(params, x) -> logits`` with a leading batch axis on ``x``. For the Flax
+linen models here ``apply_fn`` is ``model.apply`` and ``params`` the full variables dict
+``{"params": ...}``; `from_nnx` adapts a flax.nnx module to the same convention.
+"""
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import nnx, serialization
+
+_SPEC_FILE = "model.json"
+_PARAMS_FILE = "params.msgpack"
+
+
+class MLP(nn.Module):
+    """Fully connected ReLU network on flattened inputs.
+
+    Attributes:
+        hidden: widths of the hidden layers (empty for a linear classifier).
+        num_classes: number of output logits.
+    """
+
+    hidden: tuple[int, ...]
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = x.reshape(x.shape[0], -1)
+        for width in self.hidden:
+            x = jax.nn.relu(nn.Dense(width)(x))
+        return nn.Dense(self.num_classes)(x)
+
+
+class CNN(nn.Module):
+    """Convolutional ReLU network on NHWC images.
+
+    Each convolution has a 3x3 kernel, stride 2 and ``"SAME"`` padding, so it halves the height
+    and width (rounding up): two layers map 8x8 digits to 2x2 and 28x28 MNIST to 7x7. The
+    feature map is then flattened and passed through one hidden dense layer.
+
+    Attributes:
+        channels: output channels of the convolutions, one per layer.
+        dense: width of the hidden dense layer.
+        num_classes: number of output logits.
+    """
+
+    channels: tuple[int, ...] = (16, 32)
+    dense: int = 100
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for features in self.channels:
+            x = nn.Conv(features, kernel_size=(3, 3), strides=(2, 2), padding="SAME")(x)
+            x = jax.nn.relu(x)
+        x = x.reshape(x.shape[0], -1)
+        x = jax.nn.relu(nn.Dense(self.dense)(x))
+        return nn.Dense(self.num_classes)(x)
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"spec field {name!r} must be a positive integer, got {value!r}")
+    return value
+
+
+def _widths(value: Any, name: str, allow_empty: bool) -> tuple[int, ...]:
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise ValueError(f"spec field {name!r} must be a list of positive integers, got {value!r}")
+    if not value and not allow_empty:
+        raise ValueError(f"spec field {name!r} must not be empty")
+    return tuple(_positive_int(v, f"{name}[{i}]") for i, v in enumerate(value))
+
+
+def build_model(spec: dict) -> nn.Module:
+    """Builds a linen module from a JSON-able architecture spec.
+
+    Specs are ``{"kind": "mlp", "hidden": [64, 64], "num_classes": 10}`` or
+    ``{"kind": "cnn", "channels": [16, 32], "dense": 100, "num_classes": 10}``; every field other
+    than ``kind`` and the MLP's ``hidden`` is optional and defaults as in `MLP` and `CNN`.
+
+    Args:
+        spec: the architecture spec.
+
+    Returns:
+        The `MLP` or `CNN` module (unbound; initialize it with `init_model`).
+    """
+    if not isinstance(spec, dict):
+        raise TypeError(f"spec must be a dict, got {type(spec).__name__}")
+    kind = spec.get("kind")
+    fields = {k: v for k, v in spec.items() if k != "kind"}
+    allowed = {"mlp": {"hidden", "num_classes"}, "cnn": {"channels", "dense", "num_classes"}}
+    if kind not in allowed:
+        raise ValueError(f"spec field 'kind' must be 'mlp' or 'cnn', got {kind!r}")
+    unknown = set(fields) - allowed[kind]
+    if unknown:
+        raise ValueError(
+            f"unknown spec fields {sorted(unknown)} for kind {kind!r}; "
+            f"allowed: {sorted(allowed[kind])}"
+        )
+    if "num_classes" in fields:
+        fields["num_classes"] = _positive_int(fields["num_classes"], "num_classes")
+    if kind == "mlp":
+        if "hidden" not in fields:
+            raise ValueError("spec field 'hidden' is required for kind 'mlp'")
+        fields["hidden"] = _widths(fields["hidden"], "hidden", allow_empty=True)
+        return MLP(**fields)
+    if "channels" in fields:
+        fields["channels"] = _widths(fields["channels"], "channels", allow_empty=False)
+    if "dense" in fields:
+        fields["dense"] = _positive_int(fields["dense"], "dense")
+    return CNN(**fields)
+
+
+def init_model(spec: dict, key: jax.Array, input_shape: Sequence[int]) -> tuple[Callable, Any]:
+    """Builds a model from its spec and initializes its parameters.
+
+    Args:
+        spec: the architecture spec (see `build_model`).
+        key: a ``jax.random`` key (new-style or legacy uint32).
+        input_shape: shape of one input without the batch axis, e.g. ``(8, 8, 1)``.
+
+    Returns:
+        ``(apply_fn, params)``: the module's ``apply`` and its variables dict ``{"params": ...}``.
+    """
+    model = build_model(spec)
+    params = model.init(key, jnp.zeros((1, *input_shape), jnp.float32))
+    return model.apply, params
+
+
+def save_model(
+    path: str | Path,
+    spec: dict,
+    params: Any,
+    *,
+    input_shape: Sequence[int],
+    metadata: dict | None = None,
+) -> None:
+    """Saves a linen model as a directory holding ``model.json`` and ``params.msgpack``.
+
+    Args:
+        path: the directory; it is created if needed and existing files in it are overwritten.
+        spec: the architecture spec (see `build_model`).
+        params: the variables dict ``{"params": ...}``.
+        input_shape: shape of one input without the batch axis, needed to rebuild the model.
+        metadata: optional JSON-able extras, e.g. training sigma, dataset, accuracy.
+
+    Returns:
+        None.
+    """
+    build_model(spec)
+    info = {"spec": spec, "input_shape": [int(d) for d in input_shape], "metadata": metadata or {}}
+    text = json.dumps(info, indent=2)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / _SPEC_FILE).write_text(text + "\n")
+    (path / _PARAMS_FILE).write_bytes(serialization.to_bytes(params))
+
+
+def load_model(path: str | Path) -> tuple[Callable, Any, dict]:
+    """Loads a model saved by `save_model`.
+
+    Args:
+        path: the directory written by `save_model`.
+
+    Returns:
+        ``(apply_fn, params, info)``: the module's ``apply``, its variables dict, and the parsed
+        ``model.json`` (keys ``spec``, ``input_shape`` and ``metadata``).
+    """
+    path = Path(path)
+    spec_path, params_path = path / _SPEC_FILE, path / _PARAMS_FILE
+    for file in (spec_path, params_path):
+        if not file.is_file():
+            raise FileNotFoundError(
+                f"{file} not found: a saved model is a directory holding "
+                f"{_SPEC_FILE} and {_PARAMS_FILE} (written by jaxcert.models.save_model)"
+            )
+    info = json.loads(spec_path.read_text())
+    apply_fn, template = init_model(info["spec"], jax.random.key(0), info["input_shape"])
+    params = serialization.from_bytes(template, params_path.read_bytes())
+    return apply_fn, jax.tree.map(jnp.asarray, params), info
+
+
+def from_nnx(module: nnx.Module) -> tuple[Callable, Any]:
+    """Adapts a flax.nnx module to the ``apply_fn(params, x)`` convention.
+
+    The module is split into a static graph definition and a state pytree; ``apply_fn`` merges
+    them back on each call, so the parameters are an ordinary argument and ``apply_fn`` can be
+    jitted or differentiated with respect to them. Put modules with dropout or batch statistics
+    in evaluation mode first: state updates made during a call are discarded.
+
+    Args:
+        module: the nnx module, called as ``module(x) -> logits``.
+
+    Returns:
+        ``(apply_fn, params)`` where ``params`` is the module's ``nnx.State``.
+    """
+    if not isinstance(module, nnx.Module):
+        raise TypeError(f"module must be a flax.nnx.Module, got {type(module).__name__}")
+    graphdef, state = nnx.split(module)
+
+    def apply_fn(params: nnx.State, x: jax.Array) -> jax.Array:
+        return nnx.merge(graphdef, params)(x)
+
+    return apply_fn, state

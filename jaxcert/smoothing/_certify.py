@@ -1,0 +1,209 @@
+"""CERTIFY and PREDICT of Cohen, Rosenfeld and Kolter (2019), over a batch of images."""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import _validate
+from ..stats._binomial import binom_pvalue
+from ..stats._clopper_pearson import lower_bound_pair
+from ._noise import get_noise
+from ._sampling import check_classifier, image_keys, sample_counts
+
+ABSTAIN = -1
+
+_SELECTION, _ESTIMATION = 0, 1
+
+
+class Certificate(NamedTuple):
+    """Per-image result of `certify` (NumPy arrays, float64 statistics).
+
+    Attributes:
+      prediction: class of the smoothed classifier, or -1 (ABSTAIN); shape (B,).
+      radius: certified radius (0 when abstaining), in the noise's norm; shape (B,).
+      p_lower: lower confidence bound pA_lower of the top class's probability; shape (B,).
+      counts: class counts of the n estimation samples; shape (B, num_classes).
+      selected: the class cA chosen from the n0 selection samples; shape (B,).
+    """
+
+    prediction: np.ndarray
+    radius: np.ndarray
+    p_lower: np.ndarray
+    counts: np.ndarray
+    selected: np.ndarray
+
+
+def certify(
+    apply_fn,
+    params,
+    x,
+    key,
+    *,
+    sigma,
+    num_classes,
+    n0=100,
+    n=100_000,
+    alpha=0.001,
+    batch_size=1000,
+    noise="gaussian",
+    pb_upper=False,
+):
+    """Certify the smoothed classifier g(x) = argmax_c P(f(x + noise) = c) on a batch of images.
+
+    For each image: the top class cA of n0 selection samples; then n fresh estimation samples
+    (an independent key); pA_lower = the one-sided 1 - alpha Clopper-Pearson bound of cA's count.
+    If pA_lower > 1/2, return cA with radius sigma * Phi^{-1}(pA_lower) (Gaussian noise, l2);
+    otherwise ABSTAIN (-1). With probability >= 1 - alpha, g is constant (= cA) on the ball of
+    that radius. With `pb_upper=True` (Gaussian only) the general radius
+    sigma / 2 * (Phi^{-1}(pA_lower) - Phi^{-1}(pB_upper)) is used instead, where pB_upper bounds
+    every other class (Bonferroni over alpha/2 for pA and alpha/2 shared by the other classes).
+
+    Statistics are computed in float64 whatever the global x64 setting; the classifier runs in
+    the dtype of x.
+
+    Args:
+      apply_fn: the base classifier, `apply_fn(params, x) -> logits` on a batch.
+      params: its parameters.
+      x: images, shape (B, ...).
+      key: a jax.random key, or a batch of B keys (one per image, e.g. derived from the image's
+        index in a data set so a result does not depend on batching).
+      sigma: noise scale (> 0).
+      num_classes: number of classes (>= 2).
+      n0: selection samples per image (>= 1).
+      n: estimation samples per image (>= 1).
+      alpha: failure probability in (0, 1).
+      batch_size: noisy samples per image in one forward pass.
+      noise: "gaussian" (l2 radius), "laplace" or "uniform" (l1 radius).
+      pb_upper: use the two-class radius with an upper bound on the runner-up (Gaussian only).
+
+    Returns:
+      A `Certificate` of NumPy arrays.
+
+    References:
+      Cohen, Rosenfeld, Kolter, "Certified Adversarial Robustness via Randomized Smoothing",
+      ICML 2019, Algorithm CERTIFY and Theorem 1.
+    """
+    num_classes = check_classifier(apply_fn, params, x, num_classes)
+    _validate.check_open_unit("alpha", alpha)
+    n0 = _validate.check_count("n0", n0)
+    n = _validate.check_count("n", n)
+    rule = get_noise(noise)
+    if pb_upper and noise != "gaussian":
+        raise ValueError(f"pb_upper=True needs noise='gaussian', got noise={noise!r}")
+    keys = image_keys(key, x.shape[0])
+    common = dict(sigma=sigma, num_classes=num_classes, batch_size=batch_size, noise=noise)
+    fold = jax.vmap(jax.random.fold_in, in_axes=(0, None))
+    counts0 = sample_counts(apply_fn, params, x, fold(keys, _SELECTION), num=n0, **common)
+    counts = sample_counts(apply_fn, params, x, fold(keys, _ESTIMATION), num=n, **common)
+    selected = np.asarray(jnp.argmax(counts0, axis=1))
+    counts = np.asarray(counts)
+    n_a = counts[np.arange(len(selected)), selected]
+    with jax.enable_x64(True):
+        if pb_upper:
+            p_lower, radius, certified = _two_class_radius(counts, selected, n, alpha, sigma)
+        else:
+            p_lower, q = (np.asarray(v) for v in lower_bound_pair(n_a, n, alpha))
+            certified = p_lower > 0.5
+            radius = np.asarray(rule.radius(float(sigma), jnp.asarray(q)))
+    radius = np.where(certified, radius, 0.0)
+    prediction = np.where(certified, selected, ABSTAIN)
+    return Certificate(prediction, radius, p_lower, counts, selected)
+
+
+def _two_class_radius(counts, selected, n, alpha, sigma):
+    """pA_lower, the radius sigma/2 (Phi^-1(pA_lower) - Phi^-1(pB_upper)), and where it holds."""
+    batch, num_classes = counts.shape
+    rows = np.arange(batch)
+    p_lower, q = lower_bound_pair(counts[rows, selected], n, alpha / 2)
+    # Upper bounds of every class at level alpha / (2 (K - 1)); the selected class is excluded.
+    others_upper = lower_bound_pair(n - counts, n, alpha / (2 * (num_classes - 1)))[1]
+    others_upper = others_upper.at[rows, selected].set(0.0)
+    p_b = jnp.minimum(jnp.max(others_upper, axis=1), q)
+    ndtri = jax.scipy.special.ndtri
+    radius = 0.5 * sigma * (-ndtri(q) - ndtri(p_b))
+    return np.asarray(p_lower), np.asarray(radius), np.asarray(p_lower > p_b)
+
+
+def predict(
+    apply_fn,
+    params,
+    x,
+    key,
+    *,
+    sigma,
+    num_classes,
+    n=1000,
+    alpha=0.001,
+    batch_size=1000,
+    noise="gaussian",
+):
+    """PREDICT: the smoothed classifier's class, or ABSTAIN (-1) when the vote is too close.
+
+    Counts n noisy samples per image; with top two counts nA > nB, returns the top class if the
+    two-sided binomial test of nA against nA + nB trials at p = 1/2 has p-value <= alpha, else
+    ABSTAIN. The returned class differs from g(x) with probability at most alpha.
+
+    Args:
+      apply_fn: the base classifier, `apply_fn(params, x) -> logits` on a batch.
+      params: its parameters.
+      x: images, shape (B, ...).
+      key: a jax.random key, or a batch of B keys.
+      sigma: noise scale (> 0).
+      num_classes: number of classes (>= 2).
+      n: samples per image (>= 1).
+      alpha: error level in (0, 1).
+      batch_size: noisy samples per image in one forward pass.
+      noise: "gaussian", "laplace" or "uniform".
+
+    Returns:
+      `(prediction, counts)`: int NumPy array (B,) with -1 for ABSTAIN, and the counts.
+
+    References:
+      Cohen, Rosenfeld, Kolter, ICML 2019, Algorithm PREDICT.
+    """
+    check_classifier(apply_fn, params, x, num_classes)
+    _validate.check_open_unit("alpha", alpha)
+    counts = sample_counts(
+        apply_fn,
+        params,
+        x,
+        key,
+        sigma=sigma,
+        num=n,
+        num_classes=num_classes,
+        batch_size=batch_size,
+        noise=noise,
+    )
+    counts = np.asarray(counts)
+    order = np.argsort(-counts, axis=1, kind="stable")
+    rows = np.arange(counts.shape[0])
+    n_a, n_b = counts[rows, order[:, 0]], counts[rows, order[:, 1]]
+    with jax.enable_x64(True):
+        pvalue = np.asarray(binom_pvalue(n_a, n_a + n_b, 0.5))
+    prediction = np.where(pvalue <= alpha, order[:, 0], ABSTAIN)
+    return prediction, counts
+
+
+def radius_cap(sigma, n, alpha, noise="gaussian"):
+    """The largest radius `certify` can return with n samples: every sample votes for cA.
+
+    Then pA_lower = alpha^(1/n), so for Gaussian noise the cap is sigma * Phi^{-1}(alpha^(1/n)):
+    a certified-accuracy table is zero beyond it whatever the classifier.
+
+    Args:
+      sigma: noise scale (> 0).
+      n: estimation samples (>= 1).
+      alpha: failure probability in (0, 1).
+      noise: "gaussian", "laplace" or "uniform".
+
+    Returns:
+      The cap as a Python float.
+    """
+    _validate.check_positive("sigma", sigma)
+    _validate.check_count("n", n)
+    _validate.check_open_unit("alpha", alpha)
+    with jax.enable_x64(True):
+        _, q = lower_bound_pair(n, n, alpha)
+        return float(get_noise(noise).radius(float(sigma), q))

@@ -1,0 +1,58 @@
+"""Noise distributions for smoothing, each with its certified radius from pA_lower.
+
+`scale` is the Gaussian's standard deviation sigma, the Laplace scale lambda, or the half-width
+lambda of the uniform noise. Radii take the complement q = 1 - pA_lower (see
+`jaxcert.stats`), so they keep their digits when pA_lower is close to 1.
+
+References:
+  J. Cohen, E. Rosenfeld, J. Z. Kolter, "Certified Adversarial Robustness via Randomized
+  Smoothing", ICML 2019 (Gaussian, l2: R = sigma Phi^{-1}(pA_lower)).
+  J. Teng, G.-H. Lee, Y. Yuan, "l1 Adversarial Robustness Certificates: a Randomized Smoothing
+  Approach", 2020 (Laplace, l1: R = -lambda log(2 (1 - pA_lower))).
+  G. Yang et al., "Randomized Smoothing of All Shapes and Sizes", ICML 2020 (uniform, l1:
+  R = 2 lambda (pA_lower - 1/2)).
+"""
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class Noise(NamedTuple):
+    """A smoothing distribution: a sampler, its radius rule, and the norm it certifies."""
+
+    sample: Callable  # (key, shape, dtype) -> standardised noise (scale 1)
+    radius: Callable  # (scale, q = 1 - pA_lower) -> certified radius where pA_lower > 1/2
+    norm: str
+
+
+def _gaussian_radius(scale, q):
+    return -scale * jax.scipy.special.ndtri(q)
+
+
+def _laplace_radius(scale, q):
+    return -scale * jnp.log(2.0 * q)
+
+
+def _uniform_radius(scale, q):
+    return 2.0 * scale * (0.5 - q)
+
+
+def _uniform_sample(key, shape, dtype):
+    return jax.random.uniform(key, shape, dtype, minval=-1.0, maxval=1.0)
+
+
+NOISES = {
+    "gaussian": Noise(jax.random.normal, _gaussian_radius, "l2"),
+    "laplace": Noise(jax.random.laplace, _laplace_radius, "l1"),
+    "uniform": Noise(_uniform_sample, _uniform_radius, "l1"),
+}
+
+
+def get_noise(name):
+    """The `Noise` called `name`, or a ValueError listing the choices."""
+    if name not in NOISES:
+        raise ValueError(f"noise must be one of {sorted(NOISES)}, got {name!r}")
+    return NOISES[name]

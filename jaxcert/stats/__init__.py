@@ -1,0 +1,6 @@
+"""Exact binomial statistics in pure JAX (batched, jit-able, float64 when x64 is enabled)."""
+
+from ._binomial import binom_pvalue as binom_pvalue
+from ._clopper_pearson import clopper_pearson as clopper_pearson
+from ._clopper_pearson import lower_confidence_bound as lower_confidence_bound
+from ._clopper_pearson import upper_confidence_bound as upper_confidence_bound

@@ -1,0 +1,280 @@
+"""Randomized smoothing against NumPy/SciPy re-implementations and closed-form cases."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats
+from statsmodels.stats.proportion import proportion_confint
+
+import jaxcert as jc
+
+SIGMA = 0.5
+
+
+def linear_apply(params, x):
+    """Two-class linear classifier: class 1 where w . x + b > 0."""
+    score = x.reshape(x.shape[0], -1) @ params["w"] + params["b"]
+    return jnp.stack([-score, score], axis=-1)
+
+
+def three_class_apply(params, x):
+    return x.reshape(x.shape[0], -1) @ params["w"] + params["b"]
+
+
+LINEAR = {"w": jnp.array([1.0, -2.0, 0.5]), "b": jnp.float32(0.1)}
+POINTS = jnp.array(
+    [[0.5, 0.1, 0.2], [0.0, 0.0, 0.0], [1.0, -1.0, 0.3], [-0.3, 0.2, 0.1], [2.0, -1.0, 0.0]],
+    jnp.float32,
+)
+
+
+def index_keys(seed, indices):
+    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.key(seed), indices)
+
+
+def numpy_certify(counts0, counts, n, alpha, sigma):
+    """CERTIFY written out directly from the paper with statsmodels and SciPy."""
+    predictions, radii = [], []
+    for c0, c in zip(np.asarray(counts0), np.asarray(counts)):
+        top = int(np.argmax(c0))
+        p_lower = proportion_confint(int(c[top]), n, alpha=2 * alpha, method="beta")[0]
+        if p_lower < 0.5:
+            predictions.append(-1)
+            radii.append(0.0)
+        else:
+            predictions.append(top)
+            radii.append(sigma * scipy.stats.norm.ppf(p_lower))
+    return np.array(predictions), np.array(radii)
+
+
+def test_certify_matches_numpy_reimplementation():
+    key, n, alpha = jax.random.key(3), 20_000, 0.001
+    points = jnp.concatenate([POINTS, jnp.array([[0.0, 0.05, 0.0]])])  # on the boundary
+    cert = jc.smoothing.certify(
+        linear_apply,
+        LINEAR,
+        points,
+        key,
+        sigma=SIGMA,
+        num_classes=2,
+        n0=100,
+        n=n,
+        alpha=alpha,
+        batch_size=512,
+    )
+    # The selection counts come from the key documented in `certify`: fold_in(key_i, 0).
+    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(index_keys(3, jnp.arange(6)), 0)
+    counts0 = jc.smoothing.sample_counts(
+        linear_apply, LINEAR, points, keys, sigma=SIGMA, num=100, num_classes=2
+    )
+    np.testing.assert_array_equal(cert.selected, np.argmax(counts0, axis=1))
+    assert cert.counts.sum(axis=1).tolist() == [n] * 6
+    prediction, radius = numpy_certify(counts0, cert.counts, n, alpha, SIGMA)
+    np.testing.assert_array_equal(cert.prediction, prediction)
+    np.testing.assert_allclose(cert.radius, radius, rtol=1e-9, atol=1e-12)
+    assert (cert.prediction == -1).any() and (cert.prediction != -1).any()
+
+
+def test_predict_matches_numpy_reimplementation():
+    x = jnp.array([[0.0, 0.0, -0.05], [0.5, 0.1, 0.2], [0.01, 0.0, 0.0]], jnp.float32)
+    prediction, counts = jc.smoothing.predict(
+        linear_apply, LINEAR, x, jax.random.key(5), sigma=SIGMA, num_classes=2, n=400, alpha=0.05
+    )
+    for pred, c in zip(prediction, counts):
+        top, second = np.argsort(-c, kind="stable")[:2]
+        pvalue = scipy.stats.binomtest(int(c[top]), int(c[top] + c[second]), 0.5).pvalue
+        assert pred == (top if pvalue <= 0.05 else -1)
+    assert -1 in prediction and 1 in prediction
+
+
+def test_counts_do_not_depend_on_batching():
+    idx = jnp.arange(5)
+    whole = jc.smoothing.sample_counts(
+        linear_apply,
+        LINEAR,
+        POINTS,
+        index_keys(1, idx),
+        sigma=SIGMA,
+        num=3000,
+        num_classes=2,
+        batch_size=1000,
+    )
+    parts = [
+        jc.smoothing.sample_counts(
+            linear_apply,
+            LINEAR,
+            POINTS[s],
+            index_keys(1, idx[s]),
+            sigma=SIGMA,
+            num=3000,
+            num_classes=2,
+            batch_size=bs,
+        )
+        for s, bs in ((slice(0, 2), 7), (slice(2, 5), 3000))
+    ]
+    np.testing.assert_array_equal(whole, np.concatenate(parts))
+    # A single key means fold_in(key, position), the same as explicit per-position keys.
+    single = jc.smoothing.sample_counts(
+        linear_apply,
+        LINEAR,
+        POINTS,
+        jax.random.key(1),
+        sigma=SIGMA,
+        num=3000,
+        num_classes=2,
+        batch_size=256,
+    )
+    np.testing.assert_array_equal(whole, single)
+
+
+def _true_p_one(noise, scale, margin):
+    """P(margin + scale * noise > 0) for one-dimensional standardised noise."""
+    dist = {
+        "gaussian": scipy.stats.norm(),
+        "laplace": scipy.stats.laplace(),
+        "uniform": scipy.stats.uniform(-1, 2),
+    }[noise]
+    return dist.sf(-margin / scale)
+
+
+@pytest.mark.parametrize("noise", ["gaussian", "laplace", "uniform"])
+def test_counts_are_binomial_with_the_exact_probability(noise):
+    """One-dimensional linear classifier: P(class 1) is a closed-form CDF of the noise."""
+    params = {"w": jnp.array([1.0]), "b": jnp.float32(0.0)}
+    x = jnp.array([[-0.4], [0.0], [0.3], [0.9]], jnp.float32)
+    n = 50_000
+    counts = np.asarray(
+        jc.smoothing.sample_counts(
+            linear_apply,
+            params,
+            x,
+            jax.random.key(11),
+            sigma=SIGMA,
+            num=n,
+            num_classes=2,
+            noise=noise,
+        )
+    )
+    for margin, (_, ones) in zip(np.asarray(x[:, 0]), counts):
+        p = _true_p_one(noise, SIGMA, margin)
+        assert scipy.stats.binomtest(int(ones), n, p).pvalue > 1e-4, (noise, margin, ones / n)
+
+
+def test_smoothed_linear_classifier_radius():
+    """For a linear f, g's exact radius is the distance to the hyperplane: sigma Phi^-1(pA)."""
+    n, alpha = 100_000, 0.001
+    cert = jc.smoothing.certify(
+        linear_apply,
+        LINEAR,
+        POINTS,
+        jax.random.key(7),
+        sigma=SIGMA,
+        num_classes=2,
+        n=n,
+        alpha=alpha,
+        batch_size=5000,
+    )
+    w = np.asarray(LINEAR["w"], np.float64)
+    score = np.asarray(POINTS, np.float64) @ w + 0.1
+    true_radius = np.abs(score) / np.linalg.norm(w)
+    p_a = scipy.stats.norm.cdf(true_radius / SIGMA)
+    np.testing.assert_array_equal(cert.prediction, (score > 0).astype(int))
+    # With these fixed keys the bound holds (it fails with probability <= alpha per point) ...
+    assert np.all(cert.radius <= true_radius)
+    # ... and is not loose: nA is at least its 1e-6 binomial quantile, whose bound gives r_min.
+    k_min = scipy.stats.binom.ppf(1e-6, n, p_a)
+    r_min = SIGMA * scipy.stats.norm.ppf(scipy.stats.beta.ppf(alpha, k_min, n - k_min + 1))
+    assert np.all(cert.radius >= r_min)
+
+
+def test_two_class_radius_option():
+    params = {"w": jnp.array([[1.0, 0.0, -1.0], [0.0, 1.0, 0.0]]), "b": jnp.zeros(3)}
+    x = jnp.array([[0.6, 0.0], [0.2, 0.3], [1.5, -1.0]], jnp.float32)
+    n, alpha = 20_000, 0.001
+    cert = jc.smoothing.certify(
+        three_class_apply,
+        params,
+        x,
+        jax.random.key(2),
+        sigma=SIGMA,
+        num_classes=3,
+        n=n,
+        alpha=alpha,
+        pb_upper=True,
+    )
+    for pred, radius, top, c in zip(cert.prediction, cert.radius, cert.selected, cert.counts):
+        p_a = proportion_confint(int(c[top]), n, alpha=alpha, method="beta")[0]
+        uppers = [
+            proportion_confint(int(c[j]), n, alpha=alpha / 2, method="beta")[1]
+            for j in range(3)
+            if j != top
+        ]
+        p_b = min(max(uppers), 1 - p_a)
+        if p_a > p_b:
+            want = 0.5 * SIGMA * (scipy.stats.norm.ppf(p_a) - scipy.stats.norm.ppf(p_b))
+            assert pred == top and radius == pytest.approx(want, rel=1e-7)
+        else:
+            assert pred == -1 and radius == 0.0
+
+
+def test_radius_cap():
+    want = 0.25 * scipy.stats.norm.ppf(0.001 ** (1 / 10_000))
+    assert jc.smoothing.radius_cap(0.25, 10_000, 0.001) == pytest.approx(want, rel=1e-9)
+
+
+def test_certified_accuracy_by_hand():
+    radius = np.array([0.0, 0.3, 0.6, 1.2, 0.0])
+    correct = np.array([False, True, True, True, True])
+    got = jc.smoothing.certified_accuracy(radius, correct, [0.0, 0.25, 0.5, 1.0, 2.0])
+    np.testing.assert_allclose(got, [4 / 5, 3 / 5, 2 / 5, 1 / 5, 0.0])
+    table = jc.smoothing.certified_accuracy_table(radius, correct, [0.0, 0.5], alpha=0.001)
+    m, rho = 5, 0.001
+    slack = 0.001 + np.sqrt(2 * 0.001 * 0.999 * np.log(1 / rho) / m) + 2 * np.log(1 / rho) / (3 * m)
+    np.testing.assert_allclose(table.lower_bound, np.maximum(table.accuracy - slack, 0))
+    big = jc.smoothing.certified_accuracy_lower_bound(0.8, 10_000, 0.001)
+    assert 0.78 < big < 0.8
+
+
+BAD = [
+    (dict(sigma=0.0), "sigma"),
+    (dict(sigma=-1.0), "sigma"),
+    (dict(alpha=0.0), "alpha"),
+    (dict(alpha=1.0), "alpha"),
+    (dict(n0=0), "n0"),
+    (dict(n=0), "n"),
+    (dict(num_classes=1), "num_classes"),
+    (dict(num_classes=3), "num_classes"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(noise="cauchy"), "noise"),
+    (dict(noise="laplace", pb_upper=True), "pb_upper"),
+]
+
+
+@pytest.mark.parametrize("override, match", BAD)
+def test_certify_bad_arguments(override, match):
+    kwargs = dict(sigma=SIGMA, num_classes=2, n0=10, n=100, alpha=0.01) | override
+    with pytest.raises(ValueError, match=match):
+        jc.smoothing.certify(linear_apply, LINEAR, POINTS, jax.random.key(0), **kwargs)
+
+
+def test_bad_inputs():
+    kwargs = dict(sigma=SIGMA, num_classes=2, n=100)
+    with pytest.raises(ValueError, match="x"):
+        jc.smoothing.certify(linear_apply, LINEAR, POINTS[0], jax.random.key(0), **kwargs)
+    with pytest.raises(ValueError, match="NaN"):
+        jc.smoothing.certify(
+            linear_apply, LINEAR, POINTS.at[1, 1].set(jnp.nan), jax.random.key(0), **kwargs
+        )
+    with pytest.raises(ValueError, match="key"):
+        jc.smoothing.certify(linear_apply, LINEAR, POINTS, index_keys(0, jnp.arange(3)), **kwargs)
+    with pytest.raises(TypeError, match="n"):
+        jc.smoothing.certify(
+            linear_apply, LINEAR, POINTS, jax.random.key(0), sigma=SIGMA, num_classes=2, n=10.5
+        )
+    with pytest.raises(ValueError, match="alpha"):
+        jc.smoothing.predict(
+            linear_apply, LINEAR, POINTS, jax.random.key(0), sigma=SIGMA, num_classes=2, alpha=2.0
+        )
+    with pytest.raises(ValueError, match="radius"):
+        jc.smoothing.certified_accuracy([0.1, 0.2], [True], [0.0])
