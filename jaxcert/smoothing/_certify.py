@@ -46,7 +46,7 @@ def certify(
     n0=100,
     n=100_000,
     alpha=0.001,
-    batch_size=1000,
+    batch_size=None,
     noise="gaussian",
     pb_upper=False,
 ):
@@ -74,7 +74,8 @@ def certify(
       n0: selection samples per image (>= 1).
       n: estimation samples per image (>= 1).
       alpha: failure probability in (0, 1).
-      batch_size: noisy samples per image in one forward pass.
+      batch_size: most noisy inputs in one forward pass, over all images (see
+        `sample_counts`).
       noise: "gaussian" (l2 radius), "laplace" or "uniform" (l1 radius).
       pb_upper: use the two-class radius with an upper bound on the runner-up (Gaussian only).
 
@@ -136,7 +137,7 @@ def predict(
     num_classes,
     n=1000,
     alpha=0.001,
-    batch_size=1000,
+    batch_size=None,
     noise="gaussian",
 ):
     """PREDICT: the smoothed classifier's class, or ABSTAIN (-1) when the vote is too close.
@@ -154,7 +155,8 @@ def predict(
       num_classes: number of classes (>= 2).
       n: samples per image (>= 1).
       alpha: error level in (0, 1).
-      batch_size: noisy samples per image in one forward pass.
+      batch_size: most noisy inputs in one forward pass, over all images (see
+        `sample_counts`).
       noise: "gaussian", "laplace" or "uniform".
 
     Returns:

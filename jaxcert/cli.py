@@ -1,0 +1,403 @@
+"""The `jaxcert` command line: demo, train and certify on the bundled digits or on MNIST."""
+
+import argparse
+import datetime
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from . import data, models, smoothing, train
+from ._progress import Progress
+from ._tsv import ResumableTSV
+
+CERTIFY_COLUMNS = (
+    "idx",
+    "label",
+    "predict",
+    "radius",
+    "correct",
+    "time",
+    "nA",
+    "n",
+    "pA_lower",
+    "seed",
+)
+DEMO_SIGMAS = (0.12, 0.25, 0.5)
+DEMO_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+class UserError(Exception):
+    """A mistake in the command line: reported in one line, exit status 2."""
+
+
+def main(argv=None):
+    """Entry point of the `jaxcert` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except (UserError, ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
+        print(f"jaxcert {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"jaxcert {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="jaxcert",
+        description="Certify the robustness of neural-network classifiers.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+    demo = sub.add_parser(
+        "demo",
+        formatter_class=fmt,
+        help="train on digits and certify by "
+        "randomized smoothing at three noise levels; print the table",
+    )
+    demo.add_argument("--sigmas", type=_floats, default=DEMO_SIGMAS, help="noise levels")
+    demo.add_argument("--n", type=int, default=10_000, help="estimation samples per image")
+    demo.add_argument("--n0", type=int, default=100, help="selection samples per image")
+    demo.add_argument("--alpha", type=float, default=0.001, help="failure probability")
+    demo.add_argument("--epochs", type=int, default=40, help="training epochs per model")
+    demo.add_argument("--max", type=int, default=None, help="certify only the first MAX images")
+    demo.add_argument("--seed", type=int, default=0, help="random seed")
+    demo.set_defaults(run=run_demo)
+
+    tr = sub.add_parser(
+        "train", formatter_class=fmt, help="train a classifier with Gaussian data augmentation"
+    )
+    _add_data_options(tr)
+    tr.add_argument("--model", choices=("mlp", "cnn"), default="mlp", help="architecture")
+    tr.add_argument("--hidden", type=_ints, default=(256, 256), help="MLP hidden widths")
+    tr.add_argument("--sigma", type=float, default=0.25, help="training noise level (0: none)")
+    tr.add_argument("--epochs", type=int, default=40, help="passes over the training set")
+    tr.add_argument("--batch-size", type=int, default=128, help="examples per step")
+    tr.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    tr.add_argument("--seed", type=int, default=0, help="random seed")
+    tr.add_argument("--out", type=Path, required=True, help="directory to save the model in")
+    tr.set_defaults(run=run_train)
+
+    ce = sub.add_parser(
+        "certify",
+        formatter_class=fmt,
+        help="certify a test set by randomized smoothing, one TSV row per image",
+    )
+    _add_data_options(ce)
+    ce.add_argument("--model", type=Path, required=True, help="directory of a saved model")
+    ce.add_argument(
+        "--sigma",
+        type=float,
+        default=None,
+        help="noise level (default: the one the model was trained with)",
+    )
+    ce.add_argument("--n0", type=int, default=100, help="selection samples per image")
+    ce.add_argument("--n", type=int, default=100_000, help="estimation samples per image")
+    ce.add_argument("--alpha", type=float, default=0.001, help="failure probability")
+    ce.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="most noisy inputs in one forward pass, over the --images certified "
+        "together (default: 1024 on CPU, 16384 on accelerators)",
+    )
+    ce.add_argument("--images", type=int, default=8, help="images certified together")
+    ce.add_argument("--skip", type=int, default=1, help="certify every SKIP-th image")
+    ce.add_argument("--max", type=int, default=None, help="certify at most MAX images")
+    ce.add_argument("--seed", type=int, default=0, help="random seed")
+    ce.add_argument("--out", type=Path, required=True, help="TSV file to write")
+    ce.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run of the same settings in --out",
+    )
+    ce.set_defaults(run=run_certify)
+    return parser
+
+
+def _add_data_options(parser):
+    parser.add_argument(
+        "--dataset",
+        choices=("digits", "mnist"),
+        default="digits",
+        help="data set (digits is bundled; mnist needs --data-dir)",
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="directory holding the MNIST IDX files"
+    )
+    parser.add_argument(
+        "--split",
+        choices=("train", "test"),
+        default="test",
+        help="split to certify (training always uses 'train')",
+    )
+
+
+def _floats(text):
+    return tuple(float(v) for v in text.split(","))
+
+
+def _ints(text):
+    return tuple(int(v) for v in text.split(",")) if text else ()
+
+
+def _positive(name, value):
+    if value is None or value < 1:
+        raise UserError(f"--{name} must be >= 1, got {value}")
+
+
+# --- train -----------------------------------------------------------------------------------
+
+
+def train_model(
+    train_x, train_y, *, spec, sigma, epochs, seed, batch_size=128, lr=1e-3, label="train"
+):
+    """Initialise and train a reference model with Gaussian augmentation, with a progress bar."""
+    key = jax.random.key(seed)
+    apply_fn, params = models.init_model(spec, jax.random.fold_in(key, 0), train_x.shape[1:])
+    with Progress(epochs, label, unit="epoch") as bar:
+        params = train.fit(
+            apply_fn,
+            params,
+            train_x,
+            train_y,
+            jax.random.fold_in(key, 1),
+            sigma=sigma,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=lr,
+            progress=lambda epoch, loss: bar.update(),
+        )
+    return apply_fn, params
+
+
+def run_train(args):
+    _positive("epochs", args.epochs)
+    if not args.sigma >= 0:
+        raise UserError(f"--sigma must be >= 0, got {args.sigma}")
+    x, y = data.load_dataset(args.dataset, "train", args.data_dir)
+    test_x, test_y = data.load_dataset(args.dataset, "test", args.data_dir)
+    if args.model == "mlp":
+        spec = {"kind": "mlp", "hidden": list(args.hidden), "num_classes": data.num_classes}
+    else:
+        spec = {"kind": "cnn", "num_classes": data.num_classes}
+    apply_fn, params = train_model(
+        x,
+        y,
+        spec=spec,
+        sigma=args.sigma,
+        epochs=args.epochs,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        lr=args.lr,
+    )
+    acc = train.accuracy(apply_fn, params, test_x, test_y)
+    metadata = {
+        "dataset": args.dataset,
+        "sigma": args.sigma,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "test_accuracy": acc,
+    }
+    models.save_model(args.out, spec, params, input_shape=x.shape[1:], metadata=metadata)
+    print(f"saved {args.out} (clean test accuracy {acc:.4f}, trained at sigma {args.sigma})")
+
+
+# --- certify ---------------------------------------------------------------------------------
+
+
+def certify_rows(
+    apply_fn,
+    params,
+    images,
+    labels,
+    indices,
+    *,
+    sigma,
+    n0,
+    n,
+    alpha,
+    batch_size,
+    seed,
+    images_per_step=8,
+    label="certify",
+    on_row=None,
+):
+    """Certify images one group at a time; call `on_row(row)` as each group finishes.
+
+    Image `idx` draws its noise from `fold_in(key(seed), idx)`, so a row does not depend on
+    which other images were certified with it, and a resumed run equals an uninterrupted one.
+    """
+    root = jax.random.key(seed)
+    rows = []
+    with Progress(len(indices), label) as bar:
+        for start in range(0, len(indices), images_per_step):
+            group = np.asarray(indices[start : start + images_per_step])
+            keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(root, group)
+            began = time.perf_counter()
+            cert = smoothing.certify(
+                apply_fn,
+                params,
+                images[group],
+                keys,
+                sigma=sigma,
+                num_classes=data.num_classes,
+                n0=n0,
+                n=n,
+                alpha=alpha,
+                batch_size=batch_size,
+            )
+            seconds = (time.perf_counter() - began) / len(group)
+            for j, idx in enumerate(group):
+                row = {
+                    "idx": int(idx),
+                    "label": int(labels[idx]),
+                    "predict": int(cert.prediction[j]),
+                    "radius": repr(float(cert.radius[j])),
+                    "correct": int(cert.prediction[j] == labels[idx]),
+                    "time": str(datetime.timedelta(seconds=seconds)),
+                    "nA": int(cert.counts[j, cert.selected[j]]),
+                    "n": n,
+                    "pA_lower": repr(float(cert.p_lower[j])),
+                    "seed": seed,
+                }
+                rows.append(row)
+                if on_row is not None:
+                    on_row(row)
+            bar.update(len(group))
+    return rows
+
+
+def run_certify(args):
+    for name in ("n0", "n", "images", "skip"):
+        _positive(name, getattr(args, name))
+    if args.max is not None and args.max < 0:
+        raise UserError(f"--max must be >= 0, got {args.max}")
+    apply_fn, params, info = models.load_model(args.model)
+    sigma = args.sigma if args.sigma is not None else info["metadata"].get("sigma")
+    if sigma is None or not sigma > 0:
+        raise UserError(f"--sigma must be > 0 (the model records none), got {sigma}")
+    images, labels = data.load_dataset(args.dataset, args.split, args.data_dir)
+    if tuple(images.shape[1:]) != tuple(info["input_shape"]):
+        raise UserError(
+            f"the model takes inputs of shape {tuple(info['input_shape'])}, "
+            f"the {args.dataset} data has {images.shape[1:]}"
+        )
+    indices = np.arange(0, len(images), args.skip)[: args.max]
+    settings = {
+        "model": str(args.model.resolve()),
+        "dataset": args.dataset,
+        "split": args.split,
+        "sigma": sigma,
+        "n0": args.n0,
+        "n": args.n,
+        "alpha": args.alpha,
+        "seed": args.seed,
+        "noise": "gaussian",
+    }
+    with ResumableTSV(args.out, CERTIFY_COLUMNS, settings, resume=args.resume) as log:
+        todo = [i for i in indices if str(i) not in log.done]
+        if len(todo) < len(indices):
+            print(
+                f"resuming: {len(indices) - len(todo)} images already in {args.out}",
+                file=sys.stderr,
+            )
+        certify_rows(
+            apply_fn,
+            params,
+            images,
+            labels,
+            np.asarray(todo, int),
+            sigma=sigma,
+            n0=args.n0,
+            n=args.n,
+            alpha=args.alpha,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            images_per_step=args.images,
+            on_row=log.write,
+        )
+        rows = log.rows()
+    radius = np.array([float(r["radius"]) for r in rows])
+    correct = np.array([r["correct"] == "1" for r in rows])
+    print(f"{len(rows)} images in {args.out}")
+    print(_accuracy_table({sigma: (radius, correct)}, DEMO_RADII, args.n, args.alpha))
+
+
+# --- demo ------------------------------------------------------------------------------------
+
+
+def run_demo(args):
+    _positive("n", args.n)
+    _positive("n0", args.n0)
+    _positive("epochs", args.epochs)
+    train_x, train_y = data.load_digits("train")
+    test_x, test_y = data.load_digits("test")
+    indices = np.arange(len(test_x))[: args.max]
+    spec = {"kind": "mlp", "hidden": [256, 256], "num_classes": data.num_classes}
+    print(
+        f"jaxcert demo: digits ({len(train_x)} train / {len(indices)} test images), MLP "
+        f"64-256-256-10, n0={args.n0}, n={args.n}, alpha={args.alpha}",
+        file=sys.stderr,
+    )
+    results, base_acc = {}, {}
+    for sigma in args.sigmas:
+        apply_fn, params = train_model(
+            train_x,
+            train_y,
+            spec=spec,
+            sigma=sigma,
+            epochs=args.epochs,
+            seed=args.seed,
+            label=f"train  sigma={sigma}",
+        )
+        base_acc[sigma] = train.accuracy(apply_fn, params, test_x[indices], test_y[indices])
+        rows = certify_rows(
+            apply_fn,
+            params,
+            test_x,
+            test_y,
+            indices,
+            sigma=sigma,
+            n0=args.n0,
+            n=args.n,
+            alpha=args.alpha,
+            batch_size=None,
+            seed=args.seed,
+            images_per_step=24,
+            label=f"certify sigma={sigma}",
+        )
+        results[sigma] = (
+            np.array([float(r["radius"]) for r in rows]),
+            np.array([r["correct"] == 1 for r in rows]),
+        )
+    print(_accuracy_table(results, DEMO_RADII, args.n, args.alpha, base_acc))
+
+
+def _accuracy_table(results, radii, n, alpha, base_accuracy=None):
+    """Markdown table: certified accuracy at each radius per sigma, with its lower bound."""
+    head = ["sigma"] + (["base acc"] if base_accuracy else []) + [f"r={r}" for r in radii]
+    head += ["radius cap"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for sigma, (radius, correct) in results.items():
+        table = smoothing.certified_accuracy_table(radius, correct, radii, alpha=alpha)
+        cells = [f"{sigma:g}"]
+        if base_accuracy:
+            cells.append(f"{base_accuracy[sigma]:.3f}")
+        cells += [f"{a:.3f} ({lo:.3f})" for a, lo in zip(table.accuracy, table.lower_bound)]
+        cells.append(f"{smoothing.radius_cap(sigma, n, alpha):.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append(
+        f"\nCertified accuracy of the smoothed classifier over {len(radius)} test images (r=0: "
+        f"its clean accuracy; abstentions count as wrong); in brackets a lower bound that holds "
+        f"with probability 0.999 over the noise (Bernstein, given alpha={alpha}). The radius "
+        f"cap sigma * Phi^-1(alpha^(1/n)) is the largest radius {n} samples can certify."
+    )
+    return "\n".join(lines)
