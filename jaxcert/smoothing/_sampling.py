@@ -1,6 +1,7 @@
 """Monte Carlo class counts of a base classifier under noise, fused and chunked in one jit."""
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -117,24 +118,37 @@ def sample_counts(
     )
 
 
+def noisy_inputs(x, keys, sigma, indices, noise="gaussian"):
+    """Samples `indices` of every image, flattened to one batch of shape (B * len(indices), ...).
+
+    Sample j of image i is `x_i + sigma * eps` with eps drawn from the key `fold_in(keys[i], j)`.
+    """
+    sample = get_noise(noise).sample
+    size = math.prod(x.shape[1:])  # drawn flat: XLA vectorises a flat draw best
+
+    def copies(key):
+        return jax.vmap(lambda j: sample(jax.random.fold_in(key, j), (size,), x.dtype))(indices)
+
+    flat = x.reshape(x.shape[0], 1, size)
+    return (flat + sigma * jax.vmap(copies)(keys)).reshape(-1, *x.shape[1:])
+
+
+def count_predictions(logits, num_classes, valid):
+    """Per-image class counts of a (B * S, num_classes) logit batch; `valid` masks the S samples."""
+    predictions = jnp.argmax(logits, axis=-1).reshape(-1, valid.shape[0])
+    hits = jax.nn.one_hot(predictions, num_classes, dtype=jnp.int32)
+    return jnp.sum(hits * valid[None, :, None], axis=1)
+
+
 @functools.partial(
     jax.jit, static_argnames=("apply_fn", "num", "num_classes", "per_image", "noise")
 )
 def _sample_counts(apply_fn, params, x, keys, sigma, *, num, num_classes, per_image, noise):
-    sample = get_noise(noise).sample
-    batch, shape = x.shape[0], x.shape[1:]
-
-    def noisy_copies(key, indices):
-        return jax.vmap(lambda j: sample(jax.random.fold_in(key, j), shape, x.dtype))(indices)
-
     def chunk(counts, start):
         indices = start + jnp.arange(per_image)
-        eps = jax.vmap(noisy_copies, in_axes=(0, None))(keys, indices)
-        inputs = (x[:, None] + sigma * eps).reshape(batch * per_image, *shape)
-        predictions = jnp.argmax(apply_fn(params, inputs), axis=-1).reshape(batch, per_image)
-        hits = jax.nn.one_hot(predictions, num_classes, dtype=jnp.int32)
-        return counts + jnp.sum(hits * (indices < num)[None, :, None], axis=1), None
+        logits = apply_fn(params, noisy_inputs(x, keys, sigma, indices, noise))
+        return counts + count_predictions(logits, num_classes, indices < num), None
 
     starts = np.arange(0, num, per_image)
-    counts = jnp.zeros((batch, num_classes), jnp.int32)
+    counts = jnp.zeros((x.shape[0], num_classes), jnp.int32)
     return lax.scan(chunk, counts, starts)[0]

@@ -1,0 +1,43 @@
+"""Timing helpers shared by the benchmark scripts: warm-up apart, median of repeats."""
+
+import os
+import platform
+import statistics
+import time
+
+import jax
+import numpy as np
+
+
+def time_call(fn, repeats):
+    """(first-call seconds, median steady-state seconds) of `fn()`, blocking on its result."""
+    began = time.perf_counter()
+    jax.block_until_ready(fn())
+    first = time.perf_counter() - began
+    runs = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        jax.block_until_ready(fn())
+        runs.append(time.perf_counter() - began)
+    return first, statistics.median(runs)
+
+
+def machine():
+    """Where the figures were measured."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    device = jax.devices()[0]
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "backend": jax.default_backend(),
+        "device": getattr(device, "device_kind", str(device)),
+        "devices": jax.device_count(),
+        "jax": jax.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
