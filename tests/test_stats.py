@@ -153,3 +153,14 @@ def test_jit_and_batch():
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("x64")
+@pytest.mark.parametrize("n", [1000, 5000])
+def test_exact_coverage_large_n(n):
+    ks = np.arange(n + 1)
+    lower = np.asarray(jc.stats.lower_confidence_bound(ks, n, 0.001))
+    ps = np.unique(np.concatenate([np.linspace(1e-4, 1 - 1e-4, 2001), lower[1:] - 1e-12]))
+    pmf = scipy.stats.binom.pmf(ks[None, :], n, ps[:, None])
+    assert np.sum(pmf * (lower[None, :] > ps[:, None]), axis=1).max() <= 0.001 * (1 + 1e-9)
