@@ -18,7 +18,7 @@ def image_keys(key, batch):
     Accepts new-style typed keys and legacy uint32 keys. A batch of keys lets a caller tie each
     image's randomness to its index in a data set, so results do not depend on batching.
     """
-    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    key = jnp.asarray(key)
     if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         if key.dtype != jnp.uint32 or key.ndim == 0 or key.shape[-1] != 2:
             raise TypeError("key must be a jax.random key (or a batch of keys, one per image)")
