@@ -29,6 +29,20 @@ DEMO_SIGMAS = (0.12, 0.25, 0.5)
 DEMO_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, unless the help already explains it or there is none."""
+
+    def _get_help_string(self, action):
+        if (
+            action.required
+            or action.default is None
+            or action.default is False
+            or "default" in action.help
+        ):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class UserError(Exception):
     """A mistake in the command line: reported in one line, exit status 2."""
 
@@ -51,10 +65,10 @@ def _parser():
     parser = argparse.ArgumentParser(
         prog="jaxcert",
         description="Certify the robustness of neural-network classifiers.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Help,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _Help
 
     demo = sub.add_parser(
         "demo",
@@ -74,7 +88,7 @@ def _parser():
     tr = sub.add_parser(
         "train", formatter_class=fmt, help="train a classifier with Gaussian data augmentation"
     )
-    _add_data_options(tr)
+    _add_data_options(tr, split=False)
     tr.add_argument("--model", choices=("mlp", "cnn"), default="mlp", help="architecture")
     tr.add_argument("--hidden", type=_ints, default=(256, 256), help="MLP hidden widths")
     tr.add_argument("--sigma", type=float, default=0.25, help="training noise level (0: none)")
@@ -122,7 +136,7 @@ def _parser():
     return parser
 
 
-def _add_data_options(parser):
+def _add_data_options(parser, split=True):
     parser.add_argument(
         "--dataset",
         choices=("digits", "mnist"),
@@ -132,12 +146,10 @@ def _add_data_options(parser):
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="directory holding the MNIST IDX files"
     )
-    parser.add_argument(
-        "--split",
-        choices=("train", "test"),
-        default="test",
-        help="split to certify (training always uses 'train')",
-    )
+    if split:
+        parser.add_argument(
+            "--split", choices=("train", "test"), default="test", help="split to certify"
+        )
 
 
 def _floats(text):
