@@ -3,18 +3,25 @@
 Three families of certificates under one functional API:
 
 * probabilistic: randomized smoothing (`jaxcert.smoothing`, exact statistics in `jaxcert.stats`);
-* relaxed: interval and linear bound propagation (planned: `jaxcert.bounds`);
+* relaxed: interval bound propagation (`jaxcert.bounds`; linear bounds in progress);
 * exact: MILP on OR-Tools (planned: `jaxcert.exact`).
 
 A classifier is ``apply_fn(params, x) -> logits`` with a leading batch axis on ``x``, exactly a
 Flax linen ``model.apply``; ``jaxcert.from_nnx`` adapts a flax.nnx module.
 """
 
+from . import bounds as bounds
 from . import data as data
+from . import graph as graph
 from . import models as models
 from . import smoothing as smoothing
 from . import stats as stats
 from . import train as train
+from ._sets import Box as Box
+from ._sets import L1Ball as L1Ball
+from ._sets import L2Ball as L2Ball
+from ._sets import LinfBall as LinfBall
+from .graph import trace as trace
 from .models import from_nnx as from_nnx
 
 __version__ = "0.1.0"

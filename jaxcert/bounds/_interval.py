@@ -1,0 +1,33 @@
+"""Interval bounds as a registered pytree."""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class Interval(NamedTuple):
+    """Elementwise bounds lower <= value <= upper (a pytree: passes through jit, vmap, grad)."""
+
+    lower: jax.Array
+    upper: jax.Array
+
+    @property
+    def center(self):
+        return (self.lower + self.upper) / 2
+
+    @property
+    def radius(self):
+        return (self.upper - self.lower) / 2
+
+
+def apply_spec(bounds, C):
+    """Bounds of C @ v from elementwise bounds of v, for C of shape (..., K, n)."""
+    c_pos, c_neg = jnp.maximum(C, 0), jnp.minimum(C, 0)
+    lower = jnp.einsum("...kn,...n->...k", c_pos, bounds.lower) + jnp.einsum(
+        "...kn,...n->...k", c_neg, bounds.upper
+    )
+    upper = jnp.einsum("...kn,...n->...k", c_pos, bounds.upper) + jnp.einsum(
+        "...kn,...n->...k", c_neg, bounds.lower
+    )
+    return Interval(lower, upper)

@@ -1,0 +1,34 @@
+"""Checks shared by the bound methods, and helpers for specification matrices."""
+
+import jax.numpy as jnp
+
+from .._sets import InputSet
+
+
+def check_inputs(net, spec, C=None):
+    """Validate the input set against the network, and C's shape (B, K, num_outputs)."""
+    if not isinstance(spec, InputSet):
+        raise TypeError(
+            f"spec must be an input set (LinfBall, L2Ball, L1Ball, Box), got {type(spec).__name__}"
+        )
+    if tuple(spec.shape) != tuple(net.input_shape):
+        raise ValueError(
+            f"spec holds inputs of shape {tuple(spec.shape)}, the network takes "
+            f"{tuple(net.input_shape)}"
+        )
+    if C is not None:
+        C = jnp.asarray(C)
+        want = (spec.batch_size, None, *net.output_shape)
+        if C.ndim != 3 or C.shape[0] != want[0] or C.shape[2:] != tuple(net.output_shape):
+            raise ValueError(
+                f"C must have shape (B={spec.batch_size}, K, {net.output_shape[0]}), "
+                f"got {C.shape}"
+            )
+
+
+def margin_matrix(y, num_classes):
+    """C with rows e_y - e_j for every j != y: shape (B, num_classes - 1, num_classes)."""
+    y = jnp.asarray(y)
+    eye = jnp.eye(num_classes)
+    others = jnp.array([[j for j in range(num_classes) if j != c] for c in range(num_classes)])
+    return eye[y][:, None, :] - eye[others[y]]

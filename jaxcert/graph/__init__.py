@@ -1,0 +1,7 @@
+"""Tracing JAX classifiers into networks of linear operations and ReLUs."""
+
+from ._trace import Equation as Equation
+from ._trace import Network as Network
+from ._trace import UnsupportedOperation as UnsupportedOperation
+from ._trace import Var as Var
+from ._trace import trace as trace

@@ -1,0 +1,295 @@
+"""Tracing a JAX classifier into a network of linear operations and ReLUs.
+
+`trace` reads the jaxpr of `apply_fn(params, x)`, inlines nested `jit` and `custom_jvp_call`
+(that is how `jax.nn.relu` traces) and sorts every equation into one of three kinds:
+
+* "const": depends only on the parameters (evaluated as is, so gradients reach the weights);
+* "linear": affine in the input-dependent operands, e.g. a dense layer, a convolution, a bias
+  add, a reshape, average pooling, batch norm in inference mode, a residual add;
+* "relu": `max(v, 0)`.
+
+Anything else that touches the input raises an error naming the primitive and the line of user
+code it came from. The bound methods in `jaxcert.bounds` interpret this list of equations, one
+example at a time (the trace is taken with a batch of one), and vmap over images.
+"""
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend import core
+
+try:  # source lines for error messages; a private helper, so optional
+    from jax._src import source_info_util as _source_info
+except ImportError:  # pragma: no cover
+    _source_info = None
+
+_counter = itertools.count()
+
+
+@dataclass(frozen=True, eq=False)
+class Var:
+    """A value in the network; `shape` includes the leading batch axis of one."""
+
+    shape: tuple
+    dtype: Any
+    id: int = field(default_factory=lambda: next(_counter))
+
+
+@dataclass(frozen=True)
+class Literal:
+    value: Any
+
+
+@dataclass(frozen=True, eq=False)
+class Equation:
+    """One primitive application. `variable[i]` tells whether input i depends on the input x."""
+
+    primitive: Any
+    inputs: tuple
+    outputs: tuple
+    params: dict
+    kind: str
+    variable: tuple
+    source: str
+
+
+# Linear in their input-dependent operands whatever the other operands are.
+_STRUCTURAL = {
+    "add", "sub", "neg", "reshape", "transpose", "broadcast_in_dim", "squeeze", "expand_dims",
+    "reduce_sum", "reduce_window_sum", "slice", "concatenate", "pad", "convert_element_type",
+    "copy", "copy_p", "rev", "cumsum",
+}  # fmt: skip
+# Linear when exactly one operand depends on the input.
+_BILINEAR = {"mul", "dot_general", "conv_general_dilated"}
+_INLINE = {"jit", "pjit", "custom_jvp_call", "closed_call", "core_call", "remat", "checkpoint"}
+
+
+class UnsupportedOperation(ValueError):
+    """A primitive on the input's path that the bound methods cannot handle."""
+
+
+class Network:
+    """A traced classifier: equations over variables, with the parameters as a pytree.
+
+    Registered as a pytree whose leaves are the parameters, so a Network can be passed through
+    jit and grad (for certified training) while its structure stays static.
+    """
+
+    def __init__(self, graph, params):
+        self.graph = graph
+        self.params = params
+
+    # Structure, shared by every copy of the network with other parameter values.
+    @property
+    def equations(self):
+        return self.graph.equations
+
+    @property
+    def input_shape(self):
+        """Shape of one input, without the batch axis."""
+        return self.graph.input_var.shape[1:]
+
+    @property
+    def output_shape(self):
+        return self.graph.output_var.shape[1:]
+
+    def relus(self):
+        """The ReLU equations, in order; their input variables carry intermediate bounds."""
+        return [e for e in self.equations if e.kind == "relu"]
+
+    def interpret(self, x, rules):
+        """Run the equations on one example `x` (shape (1, ...)).
+
+        Constant equations are evaluated as they are; a linear or ReLU equation calls
+        `rules[kind](equation, values)` with `values` holding arrays for constant inputs and
+        whatever the rules produce (intervals, ...) for input-dependent ones.
+
+        Returns:
+          The dict from every variable to its value, and the value of the output.
+        """
+        env = dict(zip(self.graph.param_vars, jax.tree.leaves(self.params)))
+        env[self.graph.input_var] = x
+        for eq in self.equations:
+            values = [read(env, v) for v in eq.inputs]
+            if eq.kind == "const":
+                outs = eq.primitive.bind(*values, **eq.params)
+            else:
+                outs = rules[eq.kind](eq, values)
+            outs = outs if eq.primitive.multiple_results else [outs]
+            env.update(zip(eq.outputs, outs))
+        return env, env[self.graph.output_var]
+
+    def __call__(self, x):
+        """Evaluate the network on a batch: equals `apply_fn(params, x)`."""
+        rules = {"linear": evaluate, "relu": lambda eq, v: jnp.maximum(v[0], 0)}
+
+        def one(xi):
+            return self.interpret(xi[None], rules)[1][0]
+
+        return jax.vmap(one)(x)
+
+    def tree_flatten(self):
+        return jax.tree.flatten(self.params)[0], (self.graph, jax.tree.structure(self.params))
+
+    @classmethod
+    def tree_unflatten(cls, aux, leaves):
+        graph, treedef = aux
+        return cls(graph, jax.tree.unflatten(treedef, leaves))
+
+
+jax.tree_util.register_pytree_node_class(Network)
+
+
+@dataclass(frozen=True, eq=False)
+class Graph:
+    equations: tuple
+    param_vars: tuple
+    input_var: Var
+    output_var: Var
+
+
+def read(env, ref):
+    return ref.value if isinstance(ref, Literal) else env[ref]
+
+
+def evaluate(eq, values):
+    """Apply an equation's primitive to concrete values."""
+    return eq.primitive.bind(*values, **eq.params)
+
+
+def trace(apply_fn, params, x_example):
+    """Trace `apply_fn(params, x)` into a `Network` that the bound methods can read.
+
+    Args:
+      apply_fn: the classifier, `apply_fn(params, x) -> logits` on a batch (a Flax linen
+        `model.apply`, an `apply_fn` from `jaxcert.from_nnx`, or any JAX function).
+      params: its parameters (a pytree).
+      x_example: one input or a batch of inputs; only its shape (without the batch axis) and
+        dtype matter.
+
+    Returns:
+      A `Network`; `net(x)` equals `apply_fn(params, x)`.
+
+    Raises:
+      UnsupportedOperation: naming a primitive on the input's path that is not linear or a ReLU,
+        and the line of code it came from.
+    """
+    x_example = jnp.asarray(x_example)
+    if x_example.ndim < 1:
+        raise ValueError("x_example must have at least one axis, got a scalar")
+    one = jax.ShapeDtypeStruct((1, *x_example.shape[1:]), x_example.dtype)
+    leaves, treedef = jax.tree.flatten(params)
+    closed = jax.make_jaxpr(lambda ls, x: apply_fn(jax.tree.unflatten(treedef, ls), x))(
+        leaves, one
+    )
+    if len(closed.jaxpr.outvars) != 1:
+        raise ValueError("apply_fn must return a single array of logits")
+    builder = _Builder()
+    env = {}
+    param_vars = tuple(builder.new(v) for v in closed.jaxpr.invars[: len(leaves)])
+    input_var = builder.new(closed.jaxpr.invars[-1])
+    env.update(zip(closed.jaxpr.invars, (*param_vars, input_var)))
+    builder.variable.add(input_var)
+    for var, const in zip(closed.jaxpr.constvars, closed.consts):
+        env[var] = Literal(const)
+    builder.inline(closed.jaxpr, env)
+    output = env[closed.jaxpr.outvars[0]] if not isinstance(
+        closed.jaxpr.outvars[0], core.Literal
+    ) else Literal(closed.jaxpr.outvars[0].val)
+    if not isinstance(output, Var) or output not in builder.variable:
+        raise ValueError("apply_fn's output does not depend on x")
+    graph = Graph(tuple(builder.equations), param_vars, input_var, output)
+    return Network(graph, params)
+
+
+class _Builder:
+    def __init__(self):
+        self.equations = []
+        self.variable = set()  # Vars that depend on the input
+
+    def new(self, jaxpr_var):
+        return Var(tuple(jaxpr_var.aval.shape), jaxpr_var.aval.dtype)
+
+    def ref(self, env, atom):
+        return Literal(atom.val) if isinstance(atom, core.Literal) else env[atom]
+
+    def inline(self, jaxpr, env):
+        for eqn in jaxpr.eqns:
+            name = eqn.primitive.name
+            inputs = tuple(self.ref(env, a) for a in eqn.invars)
+            variable = tuple(isinstance(r, Var) and r in self.variable for r in inputs)
+            sub = _subjaxpr(eqn)
+            if name in _INLINE and sub is not None and any(variable):
+                inner, consts = sub
+                inner_env = dict(zip(inner.invars, inputs))
+                inner_env.update({v: Literal(c) for v, c in zip(inner.constvars, consts)})
+                self.inline(inner, inner_env)
+                env.update(
+                    zip(eqn.outvars, (self.ref(inner_env, o) for o in inner.outvars))
+                )
+                continue
+            outputs = tuple(self.new(v) for v in eqn.outvars)
+            env.update(zip(eqn.outvars, outputs))
+            kind = "const" if not any(variable) else _classify(eqn, inputs, variable)
+            if kind != "const":
+                self.variable.update(outputs)
+            self.equations.append(
+                Equation(eqn.primitive, inputs, outputs, dict(eqn.params), kind, variable,
+                         _where(eqn))
+            )
+
+
+def _subjaxpr(eqn):
+    for key in ("jaxpr", "call_jaxpr"):
+        sub = eqn.params.get(key)
+        if sub is None:
+            continue
+        if hasattr(sub, "jaxpr"):  # a ClosedJaxpr
+            return sub.jaxpr, sub.consts
+        return sub, ()
+    return None
+
+
+def _is_zero(ref):
+    if not isinstance(ref, Literal):
+        return False
+    value = np.asarray(ref.value)
+    return value.size > 0 and not np.any(value)
+
+
+def _classify(eqn, inputs, variable):
+    name = eqn.primitive.name
+    if name == "max" and sum(variable) == 1 and _is_zero(inputs[variable.index(False)]):
+        return "relu"
+    if name in _STRUCTURAL:
+        if name == "pad" and variable[1]:
+            _unsupported(eqn, "a padding value that depends on the input")
+        return "linear"
+    if name in _BILINEAR:
+        if sum(variable) == 1:
+            return "linear"
+        _unsupported(eqn, "a product of two input-dependent values")
+    if name == "div" and variable == (True, False):
+        return "linear"
+    _unsupported(eqn, "an operation that is neither linear nor a ReLU")
+
+
+def _where(eqn):
+    if _source_info is None:
+        return "unknown location"
+    try:
+        return _source_info.summarize(eqn.source_info)
+    except Exception:  # noqa: BLE001 - only for messages
+        return "unknown location"
+
+
+def _unsupported(eqn, why):
+    raise UnsupportedOperation(
+        f"cannot bound primitive '{eqn.primitive.name}' ({why}) at {_where(eqn)}; supported "
+        "on the input's path: dense layers, convolutions, additions, reshapes, average pooling, "
+        "inference-mode batch norm and max(x, 0) ReLUs"
+    )
