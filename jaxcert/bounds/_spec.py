@@ -21,8 +21,7 @@ def check_inputs(net, spec, C=None):
         want = (spec.batch_size, None, *net.output_shape)
         if C.ndim != 3 or C.shape[0] != want[0] or C.shape[2:] != tuple(net.output_shape):
             raise ValueError(
-                f"C must have shape (B={spec.batch_size}, K, {net.output_shape[0]}), "
-                f"got {C.shape}"
+                f"C must have shape (B={spec.batch_size}, K, {net.output_shape[0]}), got {C.shape}"
             )
 
 

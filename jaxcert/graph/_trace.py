@@ -183,9 +183,7 @@ def trace(apply_fn, params, x_example):
         raise ValueError("x_example must have at least one axis, got a scalar")
     one = jax.ShapeDtypeStruct((1, *x_example.shape[1:]), x_example.dtype)
     leaves, treedef = jax.tree.flatten(params)
-    closed = jax.make_jaxpr(lambda ls, x: apply_fn(jax.tree.unflatten(treedef, ls), x))(
-        leaves, one
-    )
+    closed = jax.make_jaxpr(lambda ls, x: apply_fn(jax.tree.unflatten(treedef, ls), x))(leaves, one)
     if len(closed.jaxpr.outvars) != 1:
         raise ValueError("apply_fn must return a single array of logits")
     builder = _Builder()
@@ -197,9 +195,11 @@ def trace(apply_fn, params, x_example):
     for var, const in zip(closed.jaxpr.constvars, closed.consts):
         env[var] = Literal(const)
     builder.inline(closed.jaxpr, env)
-    output = env[closed.jaxpr.outvars[0]] if not isinstance(
-        closed.jaxpr.outvars[0], core.Literal
-    ) else Literal(closed.jaxpr.outvars[0].val)
+    output = (
+        env[closed.jaxpr.outvars[0]]
+        if not isinstance(closed.jaxpr.outvars[0], core.Literal)
+        else Literal(closed.jaxpr.outvars[0].val)
+    )
     if not isinstance(output, Var) or output not in builder.variable:
         raise ValueError("apply_fn's output does not depend on x")
     graph = Graph(tuple(builder.equations), param_vars, input_var, output)
@@ -228,9 +228,7 @@ class _Builder:
                 inner_env = dict(zip(inner.invars, inputs))
                 inner_env.update({v: Literal(c) for v, c in zip(inner.constvars, consts)})
                 self.inline(inner, inner_env)
-                env.update(
-                    zip(eqn.outvars, (self.ref(inner_env, o) for o in inner.outvars))
-                )
+                env.update(zip(eqn.outvars, (self.ref(inner_env, o) for o in inner.outvars)))
                 continue
             outputs = tuple(self.new(v) for v in eqn.outvars)
             env.update(zip(eqn.outvars, outputs))
@@ -238,8 +236,9 @@ class _Builder:
             if kind != "const":
                 self.variable.update(outputs)
             self.equations.append(
-                Equation(eqn.primitive, inputs, outputs, dict(eqn.params), kind, variable,
-                         _where(eqn))
+                Equation(
+                    eqn.primitive, inputs, outputs, dict(eqn.params), kind, variable, _where(eqn)
+                )
             )
 
 

@@ -1,0 +1,130 @@
+"""Interval bound propagation: hand-computed cases, soundness by sampling, bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sampling import sample_set
+
+import jaxcert as jc
+
+
+def test_linear_layer_by_hand():
+    w = jnp.array([[1.0, -2.0], [0.5, 3.0]])  # y = x @ w + b
+    b = jnp.array([0.1, -0.2])
+    net = jc.trace(lambda p, x: x @ p[0] + p[1], (w, b), jnp.zeros((1, 2)))
+    box = jc.Box(jnp.array([[0.0, -1.0]]), jnp.array([[1.0, 2.0]]))
+    bounds = jc.bounds.ibp(net, box)
+    # y0 = x0 + 0.5 x1 + 0.1 in [0 - 0.5 + 0.1, 1 + 1 + 0.1]; y1 = -2 x0 + 3 x1 - 0.2.
+    np.testing.assert_allclose(bounds.lower, [[-0.4, -5.2]], rtol=1e-6)
+    np.testing.assert_allclose(bounds.upper, [[2.1, 5.8]], rtol=1e-6)
+
+
+def test_two_by_two_convolution_by_hand():
+    kernel = jnp.array([[1.0, -1.0], [2.0, 0.0]]).reshape(2, 2, 1, 1)
+
+    def conv(p, x):
+        return jax.lax.conv_general_dilated(
+            x, p, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
+    net = jc.trace(conv, kernel, jnp.zeros((1, 3, 3, 1)))
+    bounds = jc.bounds.ibp(net, jc.LinfBall(jnp.full((1, 3, 3, 1), 0.5), 0.5))
+    np.testing.assert_allclose(bounds.lower, -np.ones((1, 2, 2, 1)))
+    np.testing.assert_allclose(bounds.upper, 3 * np.ones((1, 2, 2, 1)))
+
+
+def test_lone_relu():
+    net = jc.trace(lambda p, x: jax.nn.relu(x), None, jnp.zeros((1, 1)))
+    bounds = jc.bounds.ibp(net, jc.Box(jnp.array([[-1.0]]), jnp.array([[2.0]])))
+    assert bounds.lower.tolist() == [[0.0]] and bounds.upper.tolist() == [[2.0]]
+
+
+def _networks():
+    rng = np.random.default_rng(0)
+    w1, w2, w3 = (
+        jnp.asarray(rng.normal(size=s) / np.sqrt(s[0]), jnp.float32)
+        for s in ((16, 12), (12, 12), (12, 4))
+    )
+    b1, b2 = jnp.asarray(rng.normal(size=12) * 0.1), jnp.asarray(rng.normal(size=12) * 0.1)
+
+    def residual(p, x):
+        h = jax.nn.relu(x.reshape(x.shape[0], -1) @ p[0] + p[3])
+        h = h + jax.nn.relu(h @ p[1] + p[4])
+        return h @ p[2]
+
+    mlp_apply, mlp = jc.models.init_model(
+        {"kind": "mlp", "hidden": [12, 12], "num_classes": 4}, jax.random.key(1), (4, 4, 1)
+    )
+    cnn_apply, cnn = jc.models.init_model(
+        {"kind": "cnn", "channels": [4, 4], "dense": 12, "num_classes": 4},
+        jax.random.key(2),
+        (4, 4, 1),
+    )
+    return {
+        "mlp": (mlp_apply, mlp),
+        "cnn": (cnn_apply, cnn),
+        "residual": (residual, (w1, w2, w3, b1, b2)),
+    }
+
+
+NETWORKS = _networks()
+SETS = {"linf": (jc.LinfBall, 0.1), "l2": (jc.L2Ball, 0.4), "l1": (jc.L1Ball, 1.0)}
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+@pytest.mark.parametrize("kind", sorted(SETS))
+def test_ibp_contains_every_sampled_output(name, kind):
+    apply_fn, params = NETWORKS[name]
+    x = jax.random.uniform(jax.random.key(3), (2, 4, 4, 1), minval=0.2, maxval=0.8)
+    net = jc.trace(apply_fn, params, x)
+    cls, eps = SETS[kind]
+    bounds = jc.bounds.ibp(net, cls(x, eps))
+    for i in range(2):
+        points = sample_set(kind, x[i], eps, 10_000, seed=i)
+        out = np.asarray(apply_fn(params, points))
+        tol = 1e-5 * (1 + np.abs(out))
+        assert np.all(out >= np.asarray(bounds.lower[i]) - tol)
+        assert np.all(out <= np.asarray(bounds.upper[i]) + tol)
+
+
+def test_zero_width_set_gives_the_forward_pass():
+    apply_fn, params = NETWORKS["cnn"]
+    x = jax.random.uniform(jax.random.key(4), (3, 4, 4, 1))
+    net = jc.trace(apply_fn, params, x)
+    bounds = jc.bounds.ibp(net, jc.LinfBall(x, 0.0))
+    np.testing.assert_allclose(bounds.lower, apply_fn(params, x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bounds.upper, apply_fn(params, x), rtol=1e-5, atol=1e-6)
+
+
+def test_specification_matrix():
+    apply_fn, params = NETWORKS["mlp"]
+    x = jax.random.uniform(jax.random.key(5), (2, 4, 4, 1))
+    net = jc.trace(apply_fn, params, x)
+    C = jnp.array([[[1.0, -1.0, 0.0, 0.0]], [[0.0, 0.0, 2.0, -1.0]]])
+    bounds = jc.bounds.ibp(net, jc.LinfBall(x, 0.05), C=C)
+    assert bounds.lower.shape == (2, 1)
+    for i in range(2):
+        out = (
+            np.asarray(apply_fn(params, sample_set("linf", x[i], 0.05, 2000))) @ np.asarray(C[i]).T
+        )
+        assert np.all(out >= np.asarray(bounds.lower[i]) - 1e-5)
+        assert np.all(out <= np.asarray(bounds.upper[i]) + 1e-5)
+
+
+def test_bad_input():
+    apply_fn, params = NETWORKS["mlp"]
+    x = jnp.full((2, 4, 4, 1), 0.5)
+    net = jc.trace(apply_fn, params, x)
+    with pytest.raises(ValueError, match="eps"):
+        jc.LinfBall(x, -0.1)
+    with pytest.raises(ValueError, match="x"):
+        jc.LinfBall(x.at[0, 0, 0, 0].set(jnp.nan), 0.1)
+    with pytest.raises(ValueError, match="empty"):
+        jc.Box(x, x - 1)
+    with pytest.raises(ValueError, match="shape"):
+        jc.bounds.ibp(net, jc.LinfBall(jnp.full((2, 16), 0.5), 0.1))
+    with pytest.raises(ValueError, match="C"):
+        jc.bounds.ibp(net, jc.LinfBall(x, 0.1), C=jnp.ones((2, 1, 3)))
+    with pytest.raises(TypeError, match="spec"):
+        jc.bounds.ibp(net, x)
