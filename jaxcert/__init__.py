@@ -3,7 +3,8 @@
 Three families of certificates under one functional API:
 
 * probabilistic: randomized smoothing (`jaxcert.smoothing`, exact statistics in `jaxcert.stats`);
-* relaxed: interval bound propagation (`jaxcert.bounds`; linear bounds in progress);
+* relaxed: interval and linear bound propagation, alpha-CROWN and the LP relaxation
+  (`jaxcert.bounds`);
 * exact: MILP on OR-Tools (planned: `jaxcert.exact`).
 
 A classifier is ``apply_fn(params, x) -> logits`` with a leading batch axis on ``x``, exactly a

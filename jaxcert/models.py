@@ -41,24 +41,27 @@ class MLP(nn.Module):
 class CNN(nn.Module):
     """Convolutional ReLU network on NHWC images.
 
-    Each convolution has a 3x3 kernel, stride 2 and ``"SAME"`` padding, so it halves the height
+    Each convolution has a square kernel (3x3 by default), stride 2 and ``"SAME"`` padding, so it
+    halves the height
     and width (rounding up): two layers map 8x8 digits to 2x2 and 28x28 MNIST to 7x7. The
     feature map is then flattened and passed through one hidden dense layer.
 
     Attributes:
         channels: output channels of the convolutions, one per layer.
         dense: width of the hidden dense layer.
+        kernel: side of the convolution kernels.
         num_classes: number of output logits.
     """
 
     channels: tuple[int, ...] = (16, 32)
     dense: int = 100
+    kernel: int = 3
     num_classes: int = 10
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for features in self.channels:
-            x = nn.Conv(features, kernel_size=(3, 3), strides=(2, 2), padding="SAME")(x)
+            x = nn.Conv(features, (self.kernel, self.kernel), strides=(2, 2), padding="SAME")(x)
             x = jax.nn.relu(x)
         x = x.reshape(x.shape[0], -1)
         x = jax.nn.relu(nn.Dense(self.dense)(x))
@@ -96,7 +99,10 @@ def build_model(spec: dict) -> nn.Module:
         raise TypeError(f"spec must be a dict, got {type(spec).__name__}")
     kind = spec.get("kind")
     fields = {k: v for k, v in spec.items() if k != "kind"}
-    allowed = {"mlp": {"hidden", "num_classes"}, "cnn": {"channels", "dense", "num_classes"}}
+    allowed = {
+        "mlp": {"hidden", "num_classes"},
+        "cnn": {"channels", "dense", "kernel", "num_classes"},
+    }
     if kind not in allowed:
         raise ValueError(f"spec field 'kind' must be 'mlp' or 'cnn', got {kind!r}")
     unknown = set(fields) - allowed[kind]
@@ -114,8 +120,9 @@ def build_model(spec: dict) -> nn.Module:
         return MLP(**fields)
     if "channels" in fields:
         fields["channels"] = _widths(fields["channels"], "channels", allow_empty=False)
-    if "dense" in fields:
-        fields["dense"] = _positive_int(fields["dense"], "dense")
+    for name in ("dense", "kernel"):
+        if name in fields:
+            fields[name] = _positive_int(fields[name], name)
     return CNN(**fields)
 
 

@@ -1,0 +1,429 @@
+"""Linear relaxation bounds (CROWN and its relatives) by backward propagation.
+
+Each unstable ReLU (l < 0 < u on its input z) is enclosed by two lines,
+alpha * z <= relu(z) <= u (z - l) / (u - l) with alpha in [0, 1]; stable ReLUs are exact. To
+lower-bound <c, f(z)> over an input set, the coefficients c travel backwards through the traced
+equations: a linear equation passes its transpose (a vector-Jacobian product, so convolutions
+need no dense matrix) and adds <c, bias>; a ReLU picks, per coefficient, the line that keeps the
+bound valid (the lower line for a coefficient >= 0, the upper one otherwise). Where a variable
+feeds several equations (a residual add) the coefficients add up. At the input the linear
+function is minimised over the set (`InputSet.minimum`). Upper bounds are lower bounds of -c.
+
+The lower slope alpha of unstable ReLUs is the `relu` option:
+
+* "adaptive": 1 where u > -l, else 0 (CROWN, DeepPoly);
+* "same-slope": u / (u - l), the slope of the upper line (Fast-Lin, which equals the dual
+  network of Wong and Kolter);
+* "zero", "one": always 0 or 1.
+
+The bounds l, u of each ReLU's input come from the same backward pass started at that input
+with one row per neuron (full CROWN, intersected with interval bounds), or from interval bound
+propagation (CROWN-IBP). `alpha_crown` optimises the lower slopes by gradient ascent instead.
+
+References:
+  H. Zhang, T.-W. Weng, P.-Y. Chen, C.-J. Hsieh and L. Daniel, "Efficient Neural Network
+  Robustness Certification with General Activation Functions", NeurIPS 2018.
+  T.-W. Weng et al., "Towards Fast Computation of Certified Robustness for ReLU Networks",
+  ICML 2018.
+  E. Wong and J. Z. Kolter, "Provable Defenses against Adversarial Examples via the Convex Outer
+  Adversarial Polytope", ICML 2018.
+  G. Singh, T. Gehr, M. Pueschel and M. Vechev, "An Abstract Domain for Certifying Neural
+  Networks", POPL 2019.
+  H. Zhang et al., "Towards Stable and Efficient Training of Verifiably Robust Neural Networks",
+  ICLR 2020.
+  K. Xu et al., "Fast and Complete: Enabling Complete Neural Network Verification with Rapid and
+  Massively Parallel Incomplete Verifiers", ICLR 2021.
+"""
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ..graph._trace import read
+from ._ibp import RULES, ibp, ibp_environment
+from ._interval import Interval
+from ._linear import bias, transpose
+from ._spec import check_inputs, margin_matrix
+
+RELU_SLOPES = ("adaptive", "same-slope", "zero", "one")
+INTERMEDIATE = ("crown", "ibp")
+METHODS = ("ibp", "crown", "crown-ibp", "alpha-crown", "lp")
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+
+
+def _check_chunk(chunk):
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+        raise ValueError(f"chunk must be None or a positive integer, got {chunk!r}")
+
+
+def _lower_slope(relu, bound):
+    """The lower line's slope for unstable neurons under the `relu` option."""
+    lower, upper = bound
+    if relu == "adaptive":
+        return (upper > -lower).astype(lower.dtype)
+    if relu == "same-slope":
+        return upper / jnp.where(upper > lower, upper - lower, 1)
+    return jnp.full_like(lower, 1.0 if relu == "one" else 0.0)
+
+
+def _relaxation(bound, lower_slope):
+    """Lines lower_slope * z <= relu(z) <= slope * z + intercept on [l, u].
+
+    Returns:
+      (lower slope, upper slope, upper intercept); stable neurons get the exact line.
+    """
+    lower, upper = bound
+    unstable = (lower < 0) & (upper > 0)
+    exact = (lower >= 0).astype(lower.dtype)
+    slope = jnp.where(unstable, upper / jnp.where(unstable, upper - lower, 1), exact)
+    intercept = jnp.where(unstable, -slope * lower, 0)
+    return jnp.where(unstable, lower_slope, exact), slope, intercept
+
+
+def _dot(rows, value):
+    """<row_k, value> for each row, value broadcast against one row."""
+    return jnp.sum((rows * value).reshape(rows.shape[0], -1), axis=1)
+
+
+def _relu_input(eq):
+    return eq.inputs[eq.variable.index(True)]
+
+
+def _backward(net, env, example, target, rows, relax):
+    """Lower bounds of <row_k, target> over one example's input set.
+
+    Args:
+      net: the traced network.
+      env: constant values of the equations (from `ibp_environment`).
+      example: the input set of one example.
+      target: the variable bounded; `rows` has shape (K, *target.shape).
+      rows: the linear functions to bound.
+      relax: maps a ReLU equation to its (lower slope, upper slope, upper intercept).
+
+    Returns:
+      The K lower bounds.
+    """
+    coefficients = {target: rows}
+    constant = jnp.zeros(rows.shape[0], rows.dtype)
+    for eq in reversed(net.equations):
+        if eq.kind == "const" or eq.outputs[0] not in coefficients:
+            continue
+        a = coefficients.pop(eq.outputs[0])
+        if eq.kind == "linear":
+            values = [read(env, v) for v in eq.inputs]
+            constant = constant + _dot(a, bias(eq, values))
+            inputs = [v for v, var in zip(eq.inputs, eq.variable) if var]
+            grads = jax.vmap(transpose(eq, values))(a)
+        else:
+            lower_slope, slope, intercept = relax(eq)
+            constant = constant + _dot(jnp.minimum(a, 0), intercept)
+            inputs = [_relu_input(eq)]
+            grads = [a * jnp.where(a >= 0, lower_slope, slope)]
+        for v, g in zip(inputs, grads):
+            coefficients[v] = coefficients[v] + g if v in coefficients else g
+    return constant + example.minimum(coefficients[net.graph.input_var][:, 0])
+
+
+def _chunked(fn, rows, chunk):
+    """fn(rows), evaluated `chunk` rows at a time with `lax.map` when chunk is given."""
+    if chunk is None or rows.shape[0] <= chunk:
+        return fn(rows)
+    num = rows.shape[0]
+    pad = -num % chunk
+    padded = jnp.concatenate([rows, jnp.zeros((pad, *rows.shape[1:]), rows.dtype)])
+    out = jax.lax.map(fn, padded.reshape(-1, chunk, *rows.shape[1:]))
+    return out.reshape(-1)[:num]
+
+
+def _two_sided(fn, rows, chunk):
+    """Interval of <row_k, .> from lower bounds of rows and of -rows."""
+    k = rows.shape[0]
+    lows = _chunked(fn, jnp.concatenate([rows, -rows]), chunk)
+    return Interval(lows[:k], -lows[k:])
+
+
+def _relu_bounds(net, example, relu, intermediate, chunk):
+    """Constant values and the input bounds of every ReLU, for one example.
+
+    Returns:
+      (env, bounds): env as from `ibp_environment`, bounds a dict from each ReLU equation to the
+      Interval of its input (shape (1, ...)).
+    """
+    lower, upper = example.box()
+    box = Interval(lower[None], upper[None])
+    env = ibp_environment(net, *box)
+    if intermediate == "ibp":
+        return env, {eq: env[_relu_input(eq)] for eq in net.relus()}
+    bounds = {}
+
+    def relax(eq):
+        return _relaxation(bounds[eq], _lower_slope(relu, bounds[eq]))
+
+    def relu_rule(eq, values):
+        by_intervals = values[eq.variable.index(True)]
+        var = _relu_input(eq)
+        n = int(np.prod(var.shape))
+        eye = jnp.eye(n, dtype=var.dtype).reshape(n, *var.shape)
+        by_crown = _two_sided(lambda r: _backward(net, env, example, var, r, relax), eye, chunk)
+        bound = Interval(
+            jnp.maximum(by_intervals.lower, by_crown.lower.reshape(var.shape)),
+            jnp.minimum(by_intervals.upper, by_crown.upper.reshape(var.shape)),
+        )
+        bounds[eq] = bound
+        return Interval(jnp.maximum(bound.lower, 0), jnp.maximum(bound.upper, 0))
+
+    net.interpret(box, {**RULES, "relu": relu_rule})
+    return env, bounds
+
+
+def _output_rows(net, C):
+    """The specification rows (K, 1, *output_shape): C, or the identity when C is None."""
+    out = net.graph.output_var
+    n = int(np.prod(out.shape))
+    rows = jnp.eye(n, dtype=out.dtype) if C is None else C.astype(out.dtype)
+    return rows.reshape(rows.shape[0], *out.shape)
+
+
+def _shape_result(net, bounds, C):
+    if C is not None:
+        return bounds
+    shape = (bounds.lower.shape[0], *net.output_shape)
+    return Interval(bounds.lower.reshape(shape), bounds.upper.reshape(shape))
+
+
+def crown(net, spec, C=None, *, relu="adaptive", intermediate="crown", chunk=None):
+    """Linear relaxation bounds of the network's outputs (or of C @ outputs) over an input set.
+
+    Args:
+      net: a traced network (`jaxcert.trace`).
+      spec: an input set (`LinfBall`, `L2Ball`, `L1Ball`, `Box`) over a batch of B inputs.
+      C: optional specification matrix (B, K, num_outputs); the bounds are then of C @ f(x),
+        computed directly (tighter than bounding f and applying C).
+      relu: lower slope of unstable ReLUs: "adaptive" (CROWN), "same-slope" (Fast-Lin, the Wong
+        and Kolter dual network), "zero" or "one".
+      intermediate: bounds of each ReLU's input: "crown" (a backward pass from that input with
+        one row per neuron, intersected with interval bounds) or "ibp" (CROWN-IBP).
+      chunk: if given, the backward passes handle at most this many rows at a time (less
+        memory, more time).
+
+    Returns:
+      An `Interval` of shape (B, *output_shape), or (B, K) with C.
+
+    Raises:
+      ValueError: for a malformed spec or C, or an unknown option.
+
+    References:
+      Zhang et al., "Efficient Neural Network Robustness Certification with General Activation
+      Functions", 2018; Weng et al., "Towards Fast Computation of Certified Robustness for ReLU
+      Networks", 2018; Zhang et al., "Towards Stable and Efficient Training of Verifiably Robust
+      Neural Networks", 2020.
+    """
+    check_inputs(net, spec, C)
+    _check_choice("relu", relu, RELU_SLOPES)
+    _check_choice("intermediate", intermediate, INTERMEDIATE)
+    _check_chunk(chunk)
+    return _shape_result(net, _crown(net, spec, C, relu, intermediate, chunk), C)
+
+
+@partial(jax.jit, static_argnums=(3, 4, 5))
+def _crown(net, spec, C, relu, intermediate, chunk):
+    def one(example, c):
+        env, bounds = _relu_bounds(net, example, relu, intermediate, chunk)
+
+        def relax(eq):
+            return _relaxation(bounds[eq], _lower_slope(relu, bounds[eq]))
+
+        target = net.graph.output_var
+        return _two_sided(
+            lambda r: _backward(net, env, example, target, r, relax), _output_rows(net, c), chunk
+        )
+
+    return jax.vmap(one)(spec, C)
+
+
+def intermediate_bounds(net, spec, *, method="crown", relu="adaptive"):
+    """Bounds of every ReLU's input over an input set.
+
+    Args:
+      net: a traced network (`jaxcert.trace`).
+      spec: an input set over a batch of B inputs.
+      method: "crown" (backward passes, intersected with interval bounds) or "ibp".
+      relu: lower slope of unstable ReLUs in the backward passes (see `crown`).
+
+    Returns:
+      A list with one `Interval` per ReLU in `net.relus()` order, each of shape
+      (B, *input shape of that ReLU without the leading 1).
+
+    References:
+      Zhang et al., "Efficient Neural Network Robustness Certification with General Activation
+      Functions", 2018.
+    """
+    check_inputs(net, spec)
+    _check_choice("method", method, INTERMEDIATE)
+    _check_choice("relu", relu, RELU_SLOPES)
+    return _intermediate(net, spec, method, relu)
+
+
+@partial(jax.jit, static_argnums=(2, 3))
+def _intermediate(net, spec, method, relu):
+    def one(example):
+        _, bounds = _relu_bounds(net, example, relu, method, None)
+        return [Interval(bounds[eq].lower[0], bounds[eq].upper[0]) for eq in net.relus()]
+
+    return jax.vmap(one)(spec)
+
+
+def alpha_crown(net, spec, C=None, *, steps=20, optimizer=None, intermediate="crown"):
+    """CROWN bounds with the lower slopes of unstable ReLUs optimised by gradient ascent.
+
+    Every slope in [0, 1] gives a sound bound, so each output keeps the best bound seen; the
+    slopes start at CROWN's adaptive choice, hence the result is never looser than `crown`
+    (adaptive, same intermediate bounds). Slopes are per neuron and per specification row (lower
+    and upper bounds optimised separately); the intermediate bounds are fixed from `crown`.
+
+    Args:
+      net: a traced network (`jaxcert.trace`).
+      spec: an input set over a batch of B inputs.
+      C: optional specification matrix (B, K, num_outputs).
+      steps: number of gradient steps (0 gives CROWN).
+      optimizer: an optax gradient transformation; default `optax.adam(0.1)`. It must be
+        hashable and the same object between calls to avoid recompiling.
+      intermediate: "crown" or "ibp", as in `crown`.
+
+    Returns:
+      An `Interval` of shape (B, *output_shape), or (B, K) with C.
+
+    References:
+      Xu et al., "Fast and Complete: Enabling Complete Neural Network Verification with Rapid
+      and Massively Parallel Incomplete Verifiers", 2021.
+    """
+    check_inputs(net, spec, C)
+    _check_choice("intermediate", intermediate, INTERMEDIATE)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+    return _shape_result(net, _alpha_crown(net, spec, C, steps, optimizer, intermediate), C)
+
+
+@partial(jax.jit, static_argnums=(3, 4, 5))
+def _alpha_crown(net, spec, C, steps, optimizer, intermediate):
+    optimizer = optax.adam(0.1) if optimizer is None else optimizer
+    relus = net.relus()
+
+    def one(example, c):
+        env, bounds = _relu_bounds(net, example, "adaptive", intermediate, None)
+        spec_rows = _output_rows(net, c)
+        rows = jnp.concatenate([spec_rows, -spec_rows])
+
+        def lower_bounds(slopes):
+            def relax(eq):
+                return _relaxation(bounds[eq], slopes[relus.index(eq)])
+
+            return _backward(net, env, example, net.graph.output_var, rows, relax)
+
+        def loss(slopes):
+            values = lower_bounds(slopes)
+            return -jnp.sum(values), values
+
+        def step(carry, _):
+            slopes, state, best = carry
+            (_, values), grads = jax.value_and_grad(loss, has_aux=True)(slopes)
+            updates, state = optimizer.update(grads, state, slopes)
+            slopes = jax.tree.map(lambda s: jnp.clip(s, 0, 1), optax.apply_updates(slopes, updates))
+            return (slopes, state, jnp.maximum(best, values)), None
+
+        start = [
+            jnp.broadcast_to(
+                _lower_slope("adaptive", bounds[eq]), (rows.shape[0], *eq.inputs[0].shape)
+            )
+            for eq in relus
+        ]
+        best = jnp.full(rows.shape[0], -jnp.inf, rows.dtype)
+        (slopes, _, best), _ = jax.lax.scan(
+            step, (start, optimizer.init(start), best), length=steps
+        )
+        lows = jnp.maximum(best, lower_bounds(slopes))
+        k = spec_rows.shape[0]
+        return Interval(lows[:k], -lows[k:])
+
+    return jax.vmap(one)(spec, C)
+
+
+def margins(net, spec, y, method="crown", **kw):
+    """Lower bounds of the margins f_y(z) - f_j(z) over the input set, for every class j.
+
+    Args:
+      net: a traced classifier with outputs of shape (num_classes,).
+      spec: an input set over a batch of B inputs.
+      y: the true classes, integers of shape (B,) (or one for all).
+      method: "ibp", "crown", "crown-ibp" (crown with interval intermediate bounds),
+        "alpha-crown" or "lp" (the triangle LP relaxation, `jaxcert.bounds._lp.lp`).
+      **kw: options of the chosen method (e.g. `relu` for "crown", `steps` for "alpha-crown").
+
+    Returns:
+      An array (B, num_classes): column j bounds min f_y - f_j from below; column y is +inf, so
+      the input set is certified exactly when every entry is > 0.
+
+    Raises:
+      ValueError: for an unknown method or a class out of range.
+
+    References:
+      Zhang et al., "Efficient Neural Network Robustness Certification with General Activation
+      Functions", 2018.
+    """
+    _check_choice("method", method, METHODS)
+    check_inputs(net, spec)
+    if len(net.output_shape) != 1 or net.output_shape[0] < 2:
+        raise ValueError(
+            f"margins need logits of shape (num_classes >= 2,), got {net.output_shape}"
+        )
+    num_classes = net.output_shape[0]
+    y = np.asarray(y)
+    if y.ndim > 1 or (y.ndim == 1 and y.shape[0] != spec.batch_size):
+        raise ValueError(f"y must have shape (B={spec.batch_size},), got {y.shape}")
+    y = np.broadcast_to(y, (spec.batch_size,))
+    if not np.issubdtype(y.dtype, np.integer) or np.any((y < 0) | (y >= num_classes)):
+        raise ValueError(f"y must hold integer classes in [0, {num_classes}), got {y}")
+    C = margin_matrix(jnp.asarray(y), num_classes)
+    if method == "ibp":
+        bounds = ibp(net, spec, C, **kw)
+    elif method == "crown":
+        bounds = crown(net, spec, C, **kw)
+    elif method == "crown-ibp":
+        bounds = crown(net, spec, C, intermediate="ibp", **kw)
+    elif method == "alpha-crown":
+        bounds = alpha_crown(net, spec, C, **kw)
+    else:
+        from ._lp import lp
+
+        bounds = lp(net, spec, C, **kw)
+    classes = np.arange(num_classes)
+    row = classes - (classes > y[:, None])  # row of C holding e_y - e_j
+    lower = jnp.take_along_axis(bounds.lower, jnp.asarray(np.clip(row, 0, num_classes - 2)), 1)
+    return jnp.where(jnp.asarray(classes == y[:, None]), jnp.inf, lower)
+
+
+def certify(net, spec, y, method="crown", **kw):
+    """Whether every input set is certified: all margin lower bounds are > 0.
+
+    Args:
+      net: a traced classifier.
+      spec: an input set over a batch of B inputs.
+      y: the true classes, shape (B,).
+      method: as in `margins`.
+      **kw: options of the method.
+
+    Returns:
+      A boolean array of shape (B,).
+
+    References:
+      Zhang et al., "Efficient Neural Network Robustness Certification with General Activation
+      Functions", 2018.
+    """
+    return jnp.all(margins(net, spec, y, method, **kw) > 0, axis=1)
