@@ -14,9 +14,11 @@ example at a time (the trace is taken with a batch of one), and vmap over images
 """
 
 import itertools
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -277,10 +279,21 @@ def _classify(eqn, inputs, variable):
     _unsupported(eqn, "an operation that is neither linear nor a ReLU")
 
 
+# Frames inside these packages are not the user's line (Flax's layers call the primitives).
+_LIBRARY_DIRS = tuple(
+    os.path.dirname(path) + os.sep
+    for path in (flax.__file__, jax.__file__, os.path.dirname(__file__))
+)
+
+
 def _where(eqn):
+    """The innermost line of user code that produced an equation."""
     if _source_info is None:
         return "unknown location"
     try:
+        for frame in _source_info.user_frames(eqn.source_info.traceback):
+            if not frame.file_name.startswith(_LIBRARY_DIRS):
+                return f"{frame.file_name}:{frame.start_line} ({frame.function_name})"
         return _source_info.summarize(eqn.source_info)
     except Exception:  # noqa: BLE001 - only for messages
         return "unknown location"
