@@ -5,7 +5,7 @@ Three families of certificates under one functional API:
 * probabilistic: randomized smoothing (`jaxcert.smoothing`, exact statistics in `jaxcert.stats`);
 * relaxed: interval and linear bound propagation, alpha-CROWN and the LP relaxation
   (`jaxcert.bounds`);
-* exact: MILP on OR-Tools (planned: `jaxcert.exact`).
+* exact: MILP on OR-Tools for small networks (`jaxcert.exact`, in progress).
 
 A classifier is ``apply_fn(params, x) -> logits`` with a leading batch axis on ``x``, exactly a
 Flax linen ``model.apply``; ``jaxcert.from_nnx`` adapts a flax.nnx module.
@@ -13,6 +13,7 @@ Flax linen ``model.apply``; ``jaxcert.from_nnx`` adapts a flax.nnx module.
 
 from . import bounds as bounds
 from . import data as data
+from . import exact as exact
 from . import graph as graph
 from . import models as models
 from . import smoothing as smoothing

@@ -87,7 +87,7 @@ def lp(net, spec, C=None, *, intermediate="ibp", solver="glop"):
         bounds = None
         if relu_bounds is not None:
             bounds = [Interval(bound.lower[b], bound.upper[b]) for bound in relu_bounds]
-        model, outputs = _build(net, example, bounds)
+        model, _, outputs, _ = build_model(net, example, bounds)
         rows = np.eye(num_outputs) if C is None else np.asarray(C[b])
         lo, hi = _solve_rows(model, outputs, rows, solver)
         lower.append(lo)
@@ -123,10 +123,19 @@ def _intermediate_bounds(net, spec, intermediate):
     return intermediate
 
 
-def _build(net, example, relu_bounds):
-    """The LP of one example: returns the model and the LP variables of the (flat) output.
+def build_model(net, example, relu_bounds, *, exact=False):
+    """The LP (or, with `exact`, the MILP) of one example.
 
-    `relu_bounds` is a list with one Interval per ReLU for this example, or None for IBP's.
+    Args:
+      net: the traced network.
+      example: the input set of one example.
+      relu_bounds: one Interval per ReLU's input for this example, or None for IBP's.
+      exact: encode each unstable ReLU exactly with a binary variable (big-M, Tjeng et al.
+        2019) instead of its triangle relaxation.
+
+    Returns:
+      (model, input variables, output variables, number of binary variables); the variable
+      lists are flat, in the row-major order of the network's input and output.
     """
     lower, upper = example.box()
     env = ibp_environment(net, lower[None], upper[None])  # constants and IBP bounds
@@ -149,8 +158,10 @@ def _build(net, example, relu_bounds):
             values = [read(env, v) for v in eq.inputs]
             lp_vars[eq.outputs[0]] = _linear(model, eq, values, lp_vars)
         elif eq.kind == "relu":
-            lp_vars[eq.outputs[0]] = _relu(model, lp_vars[eq.inputs[0]], next(relu_bounds))
-    return model, lp_vars[net.graph.output_var]
+            bound = next(relu_bounds)
+            lp_vars[eq.outputs[0]] = _relu(model, lp_vars[eq.inputs[0]], bound, exact)
+    binaries = sum(v.integer for v in model.variables())
+    return model, x, lp_vars[net.graph.output_var], binaries
 
 
 def _linear(model, eq, values, lp_vars):
@@ -170,8 +181,12 @@ def _linear(model, eq, values, lp_vars):
     return out
 
 
-def _relu(model, v, bound):
-    """Variables for relu(v): v itself if active, 0 if inactive, else the triangle."""
+def _relu(model, v, bound, exact):
+    """Variables for relu(v): v itself if active, 0 if inactive, else the triangle.
+
+    With `exact`, an unstable ReLU instead gets a binary a and z <= v - l (1 - a), z <= u a,
+    z >= v, z >= 0: z = relu(v) exactly (Tjeng, Xiao, Tedrake 2019).
+    """
     lower = np.asarray(bound.lower, np.float64).ravel()
     upper = np.asarray(bound.upper, np.float64).ravel()
     out = []
@@ -183,8 +198,13 @@ def _relu(model, v, bound):
         else:
             z = model.add_variable(lb=0.0, ub=hi)
             model.add_linear_constraint(z >= vi)
-            slope = hi / (hi - lo)
-            model.add_linear_constraint(z <= slope * vi - slope * lo)
+            if exact:
+                a = model.add_binary_variable()
+                model.add_linear_constraint(z <= vi - lo * (1 - a))
+                model.add_linear_constraint(z <= hi * a)
+            else:
+                slope = hi / (hi - lo)
+                model.add_linear_constraint(z <= slope * vi - slope * lo)
             out.append(z)
     return out
 

@@ -62,8 +62,8 @@ class Equation:
 # Linear in their input-dependent operands whatever the other operands are.
 _STRUCTURAL = {
     "add", "sub", "neg", "reshape", "transpose", "broadcast_in_dim", "squeeze", "expand_dims",
-    "reduce_sum", "reduce_window_sum", "slice", "concatenate", "pad", "convert_element_type",
-    "copy", "copy_p", "rev", "cumsum",
+    "reduce_sum", "reduce_window_sum", "slice", "concatenate", "stack", "pad",
+    "convert_element_type", "copy", "copy_p", "rev", "cumsum",
 }  # fmt: skip
 # Linear when exactly one operand depends on the input.
 _BILINEAR = {"mul", "dot_general", "conv_general_dilated"}

@@ -1,0 +1,196 @@
+"""Complete verification of small ReLU networks by mixed-integer linear programming.
+
+For each image and each class j that the bound methods leave unproved, the margin f_y - f_j is
+minimised over the input set with every unstable ReLU encoded exactly by a binary variable
+(Tjeng, Xiao, Tedrake 2019), first as the LP relaxation (a positive optimum settles j), then as
+the MILP. A positive dual bound proves f_y > f_j everywhere; a solution with a negative margin
+is re-run through the JAX model, in float32 and float64, and reported as a counterexample only
+if the class really changes there.
+
+References:
+  V. Tjeng, K. Xiao, R. Tedrake, "Evaluating Robustness of Neural Networks with Mixed Integer
+  Programming", ICLR 2019.
+"""
+
+import datetime
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ortools.math_opt.python import mathopt
+
+from .._sets import Box, L1Ball, LinfBall
+from ..bounds._crown import intermediate_bounds, margins
+from ..bounds._interval import Interval
+from ..bounds._lp import build_model
+from ..bounds._spec import check_inputs
+
+# Mixed-integer solvers shipped with OR-Tools that treat continuous variables as reals.
+_SOLVERS = {"scip": mathopt.SolverType.GSCIP, "highs": mathopt.SolverType.HIGHS}
+# A candidate must change the class by more than this in the model itself, and a proof needs a
+# dual bound above it: solver tolerances are about 1e-6 to 1e-9.
+MARGIN = 1e-6
+
+
+class Verification(NamedTuple):
+    """The answer for one image.
+
+    Attributes:
+      status: "verified" (no input in the set changes the class), "falsified" (the
+        counterexample changes the class in the JAX model), "unconfirmed" (the solver's
+        counterexample does not change the class when re-run: a tolerance artefact), or
+        "unknown" (time limit).
+      margin_lower: a proven lower bound of min_z min_j f_y(z) - f_j(z) over the set.
+      margin_upper: the smallest margin of a solution found (inf if none).
+      target: the class j of the smallest margin found, or -1.
+      counterexample: an input in the set that the model misclassifies, or None.
+      seconds: wall time for this image.
+      binaries: number of binary variables (unstable ReLUs) in the MILP.
+    """
+
+    status: str
+    margin_lower: float
+    margin_upper: float
+    target: int
+    counterexample: np.ndarray | None
+    seconds: float
+    binaries: int
+
+
+def verify(net, spec, y, *, solver="scip", time_limit=60.0, bounds="crown", threads=None):
+    """Decide, image by image, whether any input in the set changes the network's class.
+
+    Args:
+      net: a traced network (`jaxcert.trace`) of modest size (its linear layers become dense
+        constraint matrices).
+      spec: `LinfBall`, `Box` or `L1Ball` over a batch of B inputs (intersected with the box).
+      y: the class to keep, one per image (B,).
+      solver: "scip" (default) or "highs", both shipped with OR-Tools. CP-SAT is refused: it
+        restricts continuous variables to a grid, so its "infeasible" proves nothing here.
+      time_limit: seconds per image (> 0).
+      bounds: "crown", "crown-ibp", "alpha-crown" or "ibp": proves classes before any LP and
+        gives the ReLU bounds (tighter bounds mean fewer binaries and smaller big-M constants).
+      threads: solver threads (SCIP only), or None for the solver's default.
+
+    Returns:
+      A list of B `Verification`s.
+
+    References:
+      Tjeng, Xiao, Tedrake, ICLR 2019.
+    """
+    check_inputs(net, spec)
+    if str(solver).lower().replace("-", "").replace("_", "") == "cpsat":
+        raise ValueError(
+            "solver 'cp-sat' is refused: it restricts real-valued variables to a finite grid, "
+            "so its answers prove nothing for a ReLU network; use 'scip' or 'highs'"
+        )
+    if solver not in _SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; use one of {sorted(_SOLVERS)}")
+    if not isinstance(spec, LinfBall | Box | L1Ball):
+        raise ValueError(f"verify needs an LinfBall, Box or L1Ball, got {type(spec).__name__}")
+    if not time_limit > 0:
+        raise ValueError(f"time_limit must be > 0 seconds, got {time_limit}")
+    if threads is not None and solver != "scip":
+        raise ValueError("threads is supported with solver='scip' only")
+    proved = np.asarray(margins(net, spec, y, method=bounds))
+    relu_method = "ibp" if bounds == "ibp" else "crown"
+    relu_bounds = intermediate_bounds(net, spec, method=relu_method)
+    y = np.asarray(y)
+    results = []
+    for b in range(spec.batch_size):
+        example = jax.tree.map(lambda a, b=b: a[b], spec)
+        example_bounds = [Interval(r.lower[b], r.upper[b]) for r in relu_bounds]
+        results.append(
+            _verify_one(
+                net, example, example_bounds, int(y[b]), proved[b], solver, time_limit, threads
+            )
+        )
+    return results
+
+
+def _verify_one(net, example, relu_bounds, label, proved, solver, time_limit, threads):
+    began = time.perf_counter()
+    # best[j]: a proven lower bound of min f_label - f_j, improved by the LP, then the MILP.
+    best = {j: float(proved[j]) for j in range(len(proved)) if j != label}
+    targets = sorted((j for j in best if not best[j] > 0), key=best.get)
+    upper, target, unconfirmed, binaries = np.inf, -1, False, 0
+    if targets:
+        relaxation, _, relaxed_out, _ = build_model(net, example, relu_bounds)
+        model, inputs, outputs, binaries = build_model(net, example, relu_bounds, exact=True)
+
+    def answer(status, counterexample=None):
+        return Verification(
+            status,
+            min(best.values()),
+            upper,
+            target,
+            counterexample,
+            time.perf_counter() - began,
+            binaries,
+        )
+
+    for j in targets:
+        lp_value = _solve(relaxation, relaxed_out, label, j, mathopt.SolverType.GLOP, None, None)
+        best[j] = max(best[j], lp_value.objective_value() - MARGIN)
+        if best[j] > 0:
+            continue
+        left = time_limit - (time.perf_counter() - began)
+        if left <= 0:
+            return answer("unknown")
+        result = _solve(model, outputs, label, j, _SOLVERS[solver], left, threads)
+        best[j] = max(best[j], result.termination.objective_bounds.dual_bound - MARGIN)
+        if result.has_primal_feasible_solution() and result.objective_value() < upper:
+            upper, target = result.objective_value(), j
+            if upper < 0:
+                x = np.array([result.variable_values(v) for v in inputs])
+                counterexample = _confirm(net, example, x.reshape(net.input_shape), label)
+                if counterexample is not None:
+                    return answer("falsified", counterexample)
+                unconfirmed = True
+        if not best[j] > 0 and result.termination.reason != mathopt.TerminationReason.OPTIMAL:
+            return answer("unconfirmed" if unconfirmed else "unknown")
+    if min(best.values()) > 0:
+        return answer("verified")
+    return answer("unconfirmed" if unconfirmed else "unknown")
+
+
+def _solve(model, outputs, label, j, solver, time_limit, threads):
+    """Minimise f_label - f_j over the model (to optimality, or until the time limit)."""
+    model.objective.set_to_expression(outputs[label] - outputs[j])
+    model.objective.is_maximize = False
+    params = mathopt.SolveParameters(
+        time_limit=None if time_limit is None else datetime.timedelta(seconds=time_limit),
+        threads=threads,
+    )
+    result = mathopt.solve(model, solver, params=params)
+    reason = result.termination.reason
+    if reason in (
+        mathopt.TerminationReason.INFEASIBLE,
+        mathopt.TerminationReason.UNBOUNDED,
+        mathopt.TerminationReason.NUMERICAL_ERROR,
+        mathopt.TerminationReason.OTHER_ERROR,
+        mathopt.TerminationReason.INFEASIBLE_OR_UNBOUNDED,
+    ):
+        raise RuntimeError(f"the solver failed: {reason.name} ({result.termination.detail})")
+    return result
+
+
+def _confirm(net, example, x, label):
+    """x clipped into the set, if the JAX model misclassifies it in float32 and float64."""
+    dtype = net.graph.input_var.dtype
+    lower, upper = (np.asarray(v, dtype) for v in example.box())
+    x = np.clip(np.asarray(x, dtype), lower, upper)
+    if isinstance(example, L1Ball):
+        center = np.asarray(example.x, np.float64)
+        if np.abs(x.astype(np.float64) - center).sum() > float(example.eps):
+            return None
+    for dtype in (jnp.float32, jnp.float64):
+        with jax.enable_x64(dtype == jnp.float64):
+            params = jax.tree.map(lambda p, dtype=dtype: jnp.asarray(p, dtype), net.params)
+            logits = np.asarray(type(net)(net.graph, params)(jnp.asarray(x[None], dtype)))[0]
+        others = np.delete(logits, label)
+        if not others.max() > logits[label] + MARGIN:
+            return None
+    return x

@@ -1,0 +1,126 @@
+"""Complete verification against brute-force enumeration of activation patterns."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+from ortools.math_opt.python import mathopt
+
+import jaxcert as jc
+from jaxcert.bounds._interval import Interval
+from jaxcert.bounds._lp import build_model
+from jaxcert.exact._verify import _solve
+
+
+def random_mlp(seed, sizes=(3, 5, 4, 3)):
+    rng = np.random.default_rng(seed)
+    return [(rng.normal(size=(a, b)), rng.normal(size=b) * 0.5) for a, b in zip(sizes, sizes[1:])]
+
+
+def mlp_apply(params, x):
+    h = x
+    for i, (w, b) in enumerate(params):
+        h = h @ w + b
+        if i < len(params) - 1:
+            h = jax.nn.relu(h)
+    return h
+
+
+def exact_min_margin(params, lower, upper, label, j):
+    """min over the box of f_label - f_j, by one LP per activation pattern (numpy + SciPy)."""
+    hidden = [w.shape[1] for w, _ in params[:-1]]
+    best = np.inf
+    for pattern in itertools.product([0, 1], repeat=sum(hidden)):
+        A, c = np.eye(len(lower)), np.zeros(len(lower))  # current layer = A x + c
+        rows, rhs, start = [], [], 0
+        for (w, b), width in zip(params[:-1], hidden):
+            A, c = A @ w, c @ w + b
+            s = np.array(pattern[start : start + width], float)
+            start += width
+            sign = np.where(s > 0, -1.0, 1.0)  # active: pre >= 0; inactive: pre <= 0
+            rows.append(sign[:, None] * A.T)
+            rhs.append(-sign * c)
+            A, c = A * s, c * s
+        w, b = params[-1]
+        A, c = A @ w, c @ w + b
+        objective = A[:, label] - A[:, j]
+        res = scipy.optimize.linprog(
+            objective,
+            A_ub=np.vstack(rows),
+            b_ub=np.concatenate(rhs),
+            bounds=list(zip(lower, upper)),
+            method="highs",
+        )
+        if res.status == 0:
+            best = min(best, res.fun + c[label] - c[j])
+    return best
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_verify_agrees_with_enumeration(seed):
+    params = random_mlp(seed)
+    x = jnp.asarray(np.random.default_rng(10 + seed).uniform(0.2, 0.8, (5, 3)), jnp.float32)
+    y = np.asarray(jnp.argmax(mlp_apply(params, x), axis=1))
+    net = jc.trace(mlp_apply, params, x[:1])
+    spec = jc.LinfBall(x, 0.15)
+    results = jc.exact.verify(net, spec, y, time_limit=30)
+    lower, upper = (np.asarray(v, np.float64) for v in spec.box())
+    for i, r in enumerate(results):
+        exact = min(
+            exact_min_margin(params, lower[i], upper[i], y[i], j) for j in range(3) if j != y[i]
+        )
+        if abs(exact) < 1e-4:
+            continue  # too close to call in float32
+        assert r.status == ("verified" if exact > 0 else "falsified"), (i, exact, r)
+        assert r.margin_lower <= exact + 1e-5
+        if r.status == "falsified":
+            z = r.counterexample
+            assert np.all(z >= lower[i] - 1e-7) and np.all(z <= upper[i] + 1e-7)
+            assert int(jnp.argmax(mlp_apply(params, z[None]))) != y[i]
+
+
+def test_milp_ge_lp_ge_crown_with_the_same_intermediate_bounds():
+    params = random_mlp(5, (3, 6, 5, 3))
+    x = jnp.asarray([[0.5, 0.4, 0.6]], jnp.float32)
+    net = jc.trace(mlp_apply, params, x)
+    spec = jc.LinfBall(x, 0.2)
+    label = int(jnp.argmax(mlp_apply(params, x)[0]))
+    relu_bounds = jc.bounds.intermediate_bounds(net, spec, method="crown")
+    crown = np.asarray(jc.bounds.margins(net, spec, [label], method="crown"))[0]
+    example = jax.tree.map(lambda a: a[0], spec)
+    bounds = [Interval(b.lower[0], b.upper[0]) for b in relu_bounds]
+    lower, upper = (np.asarray(v, np.float64) for v in example.box())
+    for j in (j for j in range(3) if j != label):
+        values = []
+        for exact, solver in ((False, mathopt.SolverType.GLOP), (True, mathopt.SolverType.GSCIP)):
+            model, _, outputs, _ = build_model(net, example, bounds, exact=exact)
+            values.append(_solve(model, outputs, label, j, solver, 30.0, None).objective_value())
+        lp, milp = values
+        assert crown[j] <= lp + 1e-5 <= milp + 2e-5
+        assert milp == pytest.approx(exact_min_margin(params, lower, upper, label, j), abs=1e-4)
+
+
+def test_robust_by_construction_is_verified():
+    # margin f_0 - f_1 = 1.01 - |t| with t = x_0 - x_1 in [-1, 1]: at least 0.01 everywhere.
+    def apply_fn(_, x):
+        t = x[:, 0] - x[:, 1]
+        return jnp.stack([1.01 - jax.nn.relu(t) - jax.nn.relu(-t), jnp.zeros_like(t)], axis=1)
+
+    net = jc.trace(apply_fn, None, jnp.zeros((1, 2)))
+    result = jc.exact.verify(net, jc.LinfBall(jnp.full((1, 2), 0.5), 0.5), [0], bounds="ibp")
+    assert result[0].status == "verified" and result[0].margin_lower > 0
+
+
+def test_cp_sat_and_bad_input_are_refused():
+    params = random_mlp(0)
+    x = jnp.full((1, 3), 0.5)
+    net = jc.trace(mlp_apply, params, x)
+    with pytest.raises(ValueError, match="grid"):
+        jc.exact.verify(net, jc.LinfBall(x, 0.1), [0], solver="cp-sat")
+    with pytest.raises(ValueError, match="L2Ball"):
+        jc.exact.verify(net, jc.L2Ball(x, 0.1), [0])
+    with pytest.raises(ValueError, match="time_limit"):
+        jc.exact.verify(net, jc.LinfBall(x, 0.1), [0], time_limit=0)
