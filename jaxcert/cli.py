@@ -1,4 +1,4 @@
-"""The `jaxcert` command line: demo, train and certify on the bundled digits or on MNIST."""
+"""The `jaxcert` command line: demo, train, certify and verify, on the bundled digits or MNIST."""
 
 import argparse
 import datetime
@@ -9,8 +9,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from . import data, models, smoothing, train
+from . import bounds, data, exact, graph, models, smoothing, train
 from ._progress import Progress
+from ._sets import LinfBall
 from ._tsv import ResumableTSV
 
 CERTIFY_COLUMNS = (
@@ -25,6 +26,18 @@ CERTIFY_COLUMNS = (
     "pA_lower",
     "seed",
 )
+VERIFY_COLUMNS = (
+    "idx",
+    "label",
+    "predict",
+    "status",
+    "margin_lower",
+    "margin_upper",
+    "target",
+    "time",
+    "binaries",
+)
+VERIFY_METHODS = ("milp", "ibp", "crown-ibp", "crown", "alpha-crown", "lp")
 DEMO_SIGMAS = (0.12, 0.25, 0.5)
 DEMO_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -133,6 +146,32 @@ def _parser():
         help="continue an interrupted run of the same settings in --out",
     )
     ce.set_defaults(run=run_certify)
+
+    ve = sub.add_parser(
+        "verify",
+        formatter_class=fmt,
+        help="verify l_inf robustness by bound methods or exactly (MILP), one TSV row per image",
+    )
+    _add_data_options(ve)
+    ve.add_argument("--model", type=Path, required=True, help="directory of a saved model")
+    ve.add_argument("--eps", type=float, required=True, help="l_inf radius (pixels in [0, 1])")
+    ve.add_argument(
+        "--method",
+        choices=VERIFY_METHODS,
+        default="milp",
+        help="milp decides exactly; the others prove or answer 'unknown'",
+    )
+    ve.add_argument("--solver", choices=("scip", "highs"), default="scip", help="MILP solver")
+    ve.add_argument("--time-limit", type=float, default=60.0, help="MILP seconds per image")
+    ve.add_argument("--skip", type=int, default=1, help="verify every SKIP-th image")
+    ve.add_argument("--max", type=int, default=None, help="verify at most MAX images")
+    ve.add_argument("--out", type=Path, required=True, help="TSV file to write")
+    ve.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run of the same settings in --out",
+    )
+    ve.set_defaults(run=run_verify)
     return parser
 
 
@@ -341,6 +380,74 @@ def run_certify(args):
     correct = np.array([r["correct"] == "1" for r in rows])
     print(f"{len(rows)} images in {args.out}")
     print(_accuracy_table({sigma: (radius, correct)}, DEMO_RADII, args.n, args.alpha))
+
+
+# --- verify --------------------------------------------------------------------------------
+
+
+def run_verify(args):
+    _positive("skip", args.skip)
+    if not args.eps >= 0:
+        raise UserError(f"--eps must be >= 0, got {args.eps}")
+    if not args.time_limit > 0:
+        raise UserError(f"--time-limit must be > 0, got {args.time_limit}")
+    apply_fn, params, info = models.load_model(args.model)
+    images, labels = data.load_dataset(args.dataset, args.split, args.data_dir)
+    net = graph.trace(apply_fn, params, images[:1])
+    indices = np.arange(0, len(images), args.skip)[: args.max]
+    settings = {
+        "model": str(args.model.resolve()),
+        "dataset": args.dataset,
+        "split": args.split,
+        "eps": args.eps,
+        "method": args.method,
+        "solver": args.solver,
+        "time_limit": args.time_limit,
+    }
+    with ResumableTSV(args.out, VERIFY_COLUMNS, settings, resume=args.resume) as log:
+        todo = [i for i in indices if str(i) not in log.done]
+        with Progress(len(todo), f"verify eps={args.eps} {args.method}") as bar:
+            for idx in todo:
+                log.write(_verify_row(net, images, labels, int(idx), args))
+                bar.update()
+        rows = log.rows()
+    counts = {
+        s: sum(r["status"] == s for r in rows)
+        for s in ("verified", "falsified", "unknown", "unconfirmed")
+    }
+    verified = sum(r["status"] == "verified" and r["predict"] == r["label"] for r in rows)
+    print(
+        f"{len(rows)} images in {args.out}: "
+        + ", ".join(f"{v} {k}" for k, v in counts.items())
+        + f"; verified accuracy {verified / max(len(rows), 1):.3f} at eps {args.eps}"
+    )
+
+
+def _verify_row(net, images, labels, idx, args):
+    x, label = images[idx : idx + 1], int(labels[idx])
+    spec = LinfBall(x, args.eps)
+    began = time.perf_counter()
+    predict = int(np.argmax(np.asarray(net(x))[0]))
+    if args.method == "milp":
+        result = exact.verify(net, spec, [label], solver=args.solver, time_limit=args.time_limit)[0]
+        status, lower, upper = result.status, result.margin_lower, result.margin_upper
+        target, binaries = result.target, result.binaries
+    else:
+        margin = np.asarray(bounds.margins(net, spec, [label], method=args.method))[0]
+        lower, upper, binaries = float(margin.min()), float("inf"), 0
+        target = int(np.argmin(margin))
+        status = "verified" if lower > 0 else "unknown"
+    return {
+        "idx": idx,
+        "label": label,
+        "predict": predict,
+        "status": status,
+        "margin_lower": repr(float(lower)),
+        "margin_upper": repr(float(upper)),
+        "target": target,
+        "time": repr(time.perf_counter() - began),
+        "binaries": binaries,
+    }
 
 
 # --- demo ------------------------------------------------------------------------------------

@@ -193,3 +193,24 @@ def test_certify_rows_equal_library_certify(model_dir):
     )
     assert [r["predict"] for r in rows] == cert.prediction.tolist()
     assert [float(r["radius"]) for r in rows] == cert.radius.tolist()
+
+
+def test_verify_milp_rows_and_resume(model_dir, tmp_path, capsys):
+    out = tmp_path / "verify.tsv"
+    base = ["verify", "--model", str(model_dir), "--eps", "0.02", "--out", str(out)]
+    assert main([*base, "--max", "3"]) == 0
+    assert main([*base, "--max", "6", "--resume"]) == 0
+    header, rows = read_tsv(out)
+    assert header == list(jc.cli.VERIFY_COLUMNS)
+    assert [int(r["idx"]) for r in rows] == list(range(6))
+    assert {r["status"] for r in rows} <= {"verified", "falsified", "unknown", "unconfirmed"}
+    for r in rows:
+        assert (r["status"] == "verified") == (float(r["margin_lower"]) > 0)
+    assert "verified accuracy" in capsys.readouterr().out
+    # The bound methods never claim more than the exact answer.
+    crown = tmp_path / "crown.tsv"
+    assert main([*base[:-2], "--method", "crown", "--max", "6", "--out", str(crown)]) == 0
+    _, by_crown = read_tsv(crown)
+    for exact, relaxed in zip(rows, by_crown):
+        if relaxed["status"] == "verified":
+            assert exact["status"] == "verified"

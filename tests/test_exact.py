@@ -124,3 +124,19 @@ def test_cp_sat_and_bad_input_are_refused():
         jc.exact.verify(net, jc.L2Ball(x, 0.1), [0])
     with pytest.raises(ValueError, match="time_limit"):
         jc.exact.verify(net, jc.LinfBall(x, 0.1), [0], time_limit=0)
+
+
+def test_minimal_distortion_of_a_known_boundary():
+    # f_0 - f_1 = x_0 - x_1 + 0.1 near x = (0.5, 0.5): the l_inf distance to the boundary is
+    # 0.1 / ||(1, -1)||_1 = 0.05.
+    def apply_fn(_, x):
+        t = jax.nn.relu(x[:, 0] - x[:, 1] + 1.1) - 1.0
+        return jnp.stack([t, jnp.zeros_like(t)], axis=1)
+
+    net = jc.trace(apply_fn, None, jnp.zeros((1, 2)))
+    found = jc.exact.minimal_distortion(net, jnp.full((1, 2), 0.5), [0], max_eps=0.37, tol=1e-3)[0]
+    assert found.exact and found.robust_eps <= 0.05 <= found.adversarial_eps
+    assert found.adversarial_eps - found.robust_eps <= 1e-3
+    z = found.counterexample
+    assert np.abs(z - 0.5).max() <= found.adversarial_eps + 1e-6
+    assert int(jnp.argmax(apply_fn(None, z[None])[0])) == 1

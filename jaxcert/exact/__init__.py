@@ -1,4 +1,6 @@
 """Exact certification: MILP on OR-Tools for small ReLU networks."""
 
+from ._distortion import Distortion as Distortion
+from ._distortion import minimal_distortion as minimal_distortion
 from ._verify import Verification as Verification
 from ._verify import verify as verify

@@ -26,6 +26,7 @@ from ..bounds._crown import intermediate_bounds, margins
 from ..bounds._interval import Interval
 from ..bounds._lp import build_model
 from ..bounds._spec import check_inputs
+from ..graph._trace import read
 
 # Mixed-integer solvers shipped with OR-Tools that treat continuous variables as reals.
 _SOLVERS = {"scip": mathopt.SolverType.GSCIP, "highs": mathopt.SolverType.HIGHS}
@@ -186,11 +187,30 @@ def _confirm(net, example, x, label):
         center = np.asarray(example.x, np.float64)
         if np.abs(x.astype(np.float64) - center).sum() > float(example.eps):
             return None
-    for dtype in (jnp.float32, jnp.float64):
-        with jax.enable_x64(dtype == jnp.float64):
-            params = jax.tree.map(lambda p, dtype=dtype: jnp.asarray(p, dtype), net.params)
-            logits = np.asarray(type(net)(net.graph, params)(jnp.asarray(x[None], dtype)))[0]
-        others = np.delete(logits, label)
-        if not others.max() > logits[label] + MARGIN:
+    logits32 = np.asarray(net(jnp.asarray(x[None])))[0]
+    with jax.enable_x64(True):
+        logits64 = np.asarray(_evaluate_float64(net, x))
+    for logits in (logits32, logits64):
+        if not np.delete(logits, label).max() > logits[label] + MARGIN:
             return None
     return x
+
+
+def _evaluate_float64(net, x):
+    """The network's logits at x computed in float64 throughout (weights and constants too)."""
+
+    def wide(value):
+        value = jnp.asarray(value)
+        return value.astype(jnp.float64) if jnp.issubdtype(value.dtype, jnp.floating) else value
+
+    env = {v: wide(p) for v, p in zip(net.graph.param_vars, jax.tree.leaves(net.params))}
+    env[net.graph.input_var] = wide(x[None])
+    for eq in net.equations:
+        params = dict(eq.params)
+        for key in ("new_dtype", "preferred_element_type"):
+            if params.get(key) is not None and jnp.issubdtype(params[key], jnp.floating):
+                params[key] = jnp.float64
+        values = [wide(read(env, v)) for v in eq.inputs]
+        outs = eq.primitive.bind(*values, **params)
+        env.update(zip(eq.outputs, outs if eq.primitive.multiple_results else [outs]))
+    return env[net.graph.output_var][0]
