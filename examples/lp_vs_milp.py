@@ -14,7 +14,7 @@ import numpy as np
 
 import jaxcert as jc
 
-EPS = 0.03
+EPS = 0.1
 
 train_x, train_y = jc.data.load_digits("train")
 test_x, test_y = jc.data.load_digits("test")
