@@ -136,15 +136,8 @@ def _parser():
         "together (default: 1024 on CPU, 16384 on accelerators)",
     )
     ce.add_argument("--images", type=int, default=8, help="images certified together")
-    ce.add_argument("--skip", type=int, default=1, help="certify every SKIP-th image")
-    ce.add_argument("--max", type=int, default=None, help="certify at most MAX images")
     ce.add_argument("--seed", type=int, default=0, help="random seed")
-    ce.add_argument("--out", type=Path, required=True, help="TSV file to write")
-    ce.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue an interrupted run of the same settings in --out",
-    )
+    _add_log_options(ce, "certify")
     ce.set_defaults(run=run_certify)
 
     ve = sub.add_parser(
@@ -163,14 +156,7 @@ def _parser():
     )
     ve.add_argument("--solver", choices=("scip", "highs"), default="scip", help="MILP solver")
     ve.add_argument("--time-limit", type=float, default=60.0, help="MILP seconds per image")
-    ve.add_argument("--skip", type=int, default=1, help="verify every SKIP-th image")
-    ve.add_argument("--max", type=int, default=None, help="verify at most MAX images")
-    ve.add_argument("--out", type=Path, required=True, help="TSV file to write")
-    ve.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue an interrupted run of the same settings in --out",
-    )
+    _add_log_options(ve, "verify")
     ve.set_defaults(run=run_verify)
     return parser
 
@@ -189,6 +175,24 @@ def _add_data_options(parser, split=True):
         parser.add_argument(
             "--split", choices=("train", "test"), default="test", help="split to certify"
         )
+
+
+def _add_log_options(parser, verb):
+    """Which images to process, and the resumable TSV log they go to."""
+    parser.add_argument("--skip", type=int, default=1, help=f"{verb} every SKIP-th image")
+    parser.add_argument("--max", type=int, default=None, help=f"{verb} at most MAX images")
+    parser.add_argument("--out", type=Path, required=True, help="TSV file to write")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run of the same settings in --out",
+    )
+
+
+def _check_log_options(args):
+    _positive("skip", args.skip)
+    if args.max is not None and args.max < 0:
+        raise UserError(f"--max must be >= 0, got {args.max}")
 
 
 def _floats(text):
@@ -327,10 +331,9 @@ def certify_rows(
 
 
 def run_certify(args):
-    for name in ("n0", "n", "images", "skip"):
+    for name in ("n0", "n", "images"):
         _positive(name, getattr(args, name))
-    if args.max is not None and args.max < 0:
-        raise UserError(f"--max must be >= 0, got {args.max}")
+    _check_log_options(args)
     apply_fn, params, info = models.load_model(args.model)
     sigma = args.sigma if args.sigma is not None else info["metadata"].get("sigma")
     if sigma is None or not sigma > 0:
@@ -386,7 +389,7 @@ def run_certify(args):
 
 
 def run_verify(args):
-    _positive("skip", args.skip)
+    _check_log_options(args)
     if not args.eps >= 0:
         raise UserError(f"--eps must be >= 0, got {args.eps}")
     if not args.time_limit > 0:
