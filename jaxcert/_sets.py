@@ -7,7 +7,10 @@ over it. Two operations serve every bound method, for one example:
 * `minimum(a)`: a lower bound of min_z <a_k, z> over the set for each row a_k (linear bounds
   end there): <a, x> - eps ||a||_q by the dual norm (1/p + 1/q = 1), and for a box
   sum_i min(a_i l_i, a_i u_i); for a ball intersected with the box the larger of the two,
-  since each minimises over a superset.
+  since each minimises over a superset. Rows may carry several leading axes: the sums run over
+  the trailing axes, as many as one input has. With `window`, each row holds only the
+  coefficients of a window of the input (zero elsewhere) and `window(v)` cuts the matching
+  windows out of an input-shaped array v, broadcastable against the rows.
 """
 
 import jax
@@ -17,11 +20,17 @@ import numpy as np
 from . import _validate
 
 
-def _box_minimum(a, lower, upper):
-    """min over lower <= z <= upper of <a_k, z>, rows a_k on the leading axis."""
-    lo = jnp.where(a > 0, a * lower, 0.0)
-    hi = jnp.where(a < 0, a * upper, 0.0)
-    return jnp.sum((lo + hi).reshape(a.shape[0], -1), axis=1)
+def _identity(v):
+    return v
+
+
+def _sum_trailing(v, ndim):
+    return jnp.sum(v, axis=tuple(range(v.ndim - ndim, v.ndim)))
+
+
+def _box_minimum(a, lower, upper, ndim):
+    """min over lower <= z <= upper of <a_k, z>, summed over the last `ndim` axes."""
+    return _sum_trailing(jnp.where(a > 0, a * lower, a * upper), ndim)
 
 
 class InputSet:
@@ -81,8 +90,8 @@ class Box(InputSet):
     def box(self):
         return self.lower, self.upper
 
-    def minimum(self, a):
-        return _box_minimum(a, self.lower, self.upper)
+    def minimum(self, a, window=_identity):
+        return _box_minimum(a, window(self.lower), window(self.upper), self.lower.ndim)
 
     def center(self):
         return (self.lower + self.upper) / 2
@@ -120,13 +129,14 @@ class _Ball(InputSet):
     def center(self):
         return self.x
 
-    def minimum(self, a):
-        in_box = _box_minimum(a, *self.box())
+    def minimum(self, a, window=_identity):
+        ndim = self.x.ndim
+        in_box = _box_minimum(a, *map(window, self.box()), ndim)
         if self._dual_norm is None:
             return in_box
-        flat = a.reshape(a.shape[0], -1)
-        ball = flat @ self.x.reshape(-1) - self.eps * self._dual_norm(flat)
-        return jnp.maximum(ball, in_box)
+        flat = a.reshape(*a.shape[: a.ndim - ndim], -1)
+        at_x = _sum_trailing(a * window(self.x), ndim)
+        return jnp.maximum(at_x - self.eps * self._dual_norm(flat), in_box)
 
 
 class LinfBall(_Ball):
@@ -147,7 +157,7 @@ class L2Ball(_Ball):
 
     @staticmethod
     def _dual_norm(a):
-        return jnp.linalg.norm(a, axis=1)
+        return jnp.linalg.norm(a, axis=-1)
 
 
 class L1Ball(_Ball):
@@ -155,7 +165,7 @@ class L1Ball(_Ball):
 
     @staticmethod
     def _dual_norm(a):
-        return jnp.max(jnp.abs(a), axis=1)
+        return jnp.max(jnp.abs(a), axis=-1)
 
 
 for _cls in (Box, LinfBall, L2Ball, L1Ball):

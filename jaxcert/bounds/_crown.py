@@ -45,7 +45,8 @@ import optax
 from ..graph._trace import read
 from ._ibp import RULES, ibp, ibp_environment
 from ._interval import Interval
-from ._linear import bias, transpose
+from ._linear import bias, transpose_rows
+from ._patches import conv_chain, patch_bounds
 from ._spec import check_inputs, margin_matrix
 
 RELU_SLOPES = ("adaptive", "same-slope", "zero", "one")
@@ -120,7 +121,7 @@ def _backward(net, env, example, target, rows, relax):
             values = [read(env, v) for v in eq.inputs]
             constant = constant + _dot(a, bias(eq, values))
             inputs = [v for v, var in zip(eq.inputs, eq.variable) if var]
-            grads = jax.vmap(transpose(eq, values))(a)
+            grads = transpose_rows(eq, values)(a)
         else:
             lower_slope, slope, intercept = relax(eq)
             constant = constant + _dot(jnp.minimum(a, 0), intercept)
@@ -169,9 +170,15 @@ def _relu_bounds(net, example, relu, intermediate, chunk):
     def relu_rule(eq, values):
         by_intervals = values[eq.variable.index(True)]
         var = _relu_input(eq)
-        n = int(np.prod(var.shape))
-        eye = jnp.eye(n, dtype=var.dtype).reshape(n, *var.shape)
-        by_crown = _two_sided(lambda r: _backward(net, env, example, var, r, relax), eye, chunk)
+        chain = conv_chain(net, var)
+        if chain is not None:
+            by_crown = patch_bounds(net, env, example, *chain, relax)
+        else:
+            n = int(np.prod(var.shape))
+            eye = jnp.eye(n, dtype=var.dtype).reshape(n, *var.shape)
+            by_crown = _two_sided(
+                lambda r: _backward(net, env, example, var, r, relax), eye, chunk
+            )
         bound = Interval(
             jnp.maximum(by_intervals.lower, by_crown.lower.reshape(var.shape)),
             jnp.minimum(by_intervals.upper, by_crown.upper.reshape(var.shape)),

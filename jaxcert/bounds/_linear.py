@@ -1,7 +1,11 @@
 """The affine map of a traced linear equation, its transpose, and its absolute value."""
 
+import math
+
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax import lax
 
 _MULTIPLICATIVE = {"mul", "dot_general", "conv_general_dilated", "div"}
 
@@ -37,6 +41,92 @@ def transpose(eq, values):
     """L^T as a function from an output cotangent to one cotangent per input-dependent operand."""
     _, vjp = jax.vjp(affine(eq, values), *zeros_for(eq))
     return vjp
+
+
+def transpose_rows(eq, values):
+    """L^T applied to a stack of rows: (K, *output shape) -> one (K, *input shape) per operand.
+
+    Convolutions of the input go through `conv_transpose`, several times faster on CPU than the
+    vjp's dilated convolution; everything else is the vmapped vjp.
+    """
+    if is_plain_conv(eq):
+        return _conv_rows_transpose(eq, values[1])
+    return jax.vmap(transpose(eq, values))
+
+
+def is_plain_conv(eq):
+    """A convolution of the input by a constant kernel, without dilation or feature groups."""
+    p = eq.params
+    return (
+        eq.primitive.name == "conv_general_dilated"
+        and tuple(eq.variable) == (True, False)
+        and all(d == 1 for d in (*p["lhs_dilation"], *p["rhs_dilation"]))
+        and p["feature_group_count"] == 1
+        and p["batch_group_count"] == 1
+    )
+
+
+def canonical_kernel(eq, kernel):
+    """A plain convolution's kernel as (*window, in features, out features)."""
+    rhs = eq.params["dimension_numbers"].rhs_spec
+    return jnp.transpose(kernel, (*rhs[2:], rhs[1], rhs[0]))
+
+
+def _conv_rows_transpose(eq, kernel):
+    dims = eq.params["dimension_numbers"]
+    lhs, out = dims.lhs_spec, dims.out_spec
+    in_shape = eq.inputs[0].shape
+    spatial = tuple(in_shape[d] for d in lhs[2:])
+    to_canonical = (0, *(1 + d for d in (out[0], *out[2:], out[1])))
+    from_canonical = np.argsort((0, *(1 + d for d in (lhs[0], *lhs[2:], lhs[1]))))
+    k = canonical_kernel(eq, kernel)
+
+    def apply(rows):
+        y = jnp.transpose(rows, to_canonical)
+        y = y.reshape(y.shape[0], *y.shape[2:])
+        x = conv_transpose(y, k, eq.params["window_strides"], eq.params["padding"], spatial)
+        return [jnp.transpose(x[:, None], from_canonical)]
+
+    return apply
+
+
+def conv_transpose(y, kernel, strides, padding, in_spatial):
+    """The input cotangent of a strided convolution, as one stride-1 convolution.
+
+    For x -> conv(x, kernel) with the given strides and (low, high) padding, no dilation and one
+    feature group, in channels-last layout: y (N, *out window positions, C_out) and kernel
+    (*window, C_in, C_out) give (N, *in_spatial, C_in). Input positions u = o * s + k split into
+    s phases by u mod s; each phase is a stride-1 correlation of y with the flipped taps
+    k = phase + m * s, and all phases are computed by one convolution with s * C_in outputs,
+    then interleaved ("sub-pixel" decomposition), instead of a convolution of y dilated by s.
+    """
+    n = len(strides)
+    window = kernel.shape[:n]
+    taps = [math.ceil(k / s) for k, s in zip(window, strides)]
+    sub = kernel
+    for d in reversed(range(n)):  # axis d becomes (phase, flipped tap)
+        s, k, t = strides[d], window[d], taps[d]
+        index = np.array([[r + (t - 1 - j) * s for j in range(t)] for r in range(s)]).reshape(-1)
+        mask = (index < k).astype(kernel.dtype).reshape((-1,) + (1,) * (sub.ndim - d - 1))
+        sub = jnp.take(sub, np.minimum(index, k - 1), axis=d) * mask
+        sub = sub.reshape(*sub.shape[:d], s, t, *sub.shape[d + 1 :])
+    c_in, c_out = kernel.shape[n], kernel.shape[n + 1]
+    order = (*range(1, 2 * n, 2), 2 * n + 1, *range(0, 2 * n, 2), 2 * n)
+    sub = jnp.transpose(sub, order).reshape(*taps, c_out, math.prod(strides) * c_in)
+    canonical = (0, n + 1, *range(1, n + 1))
+    kernel_spec = (n + 1, n, *range(n))
+    phases = lax.conv_general_dilated(
+        y, sub, (1,) * n, [(t - 1, t - 1) for t in taps],
+        dimension_numbers=lax.ConvDimensionNumbers(canonical, kernel_spec, canonical),
+    )  # fmt: skip
+    q = phases.shape[1 : n + 1]
+    phases = phases.reshape(y.shape[0], *q, *strides, c_in)
+    order = (0, *(i for d in range(n) for i in (1 + d, 1 + n + d)), 1 + 2 * n)
+    full = jnp.transpose(phases, order).reshape(y.shape[0], *(a * s for a, s in zip(q, strides)), c_in)
+    config = [(0, 0, 0)]
+    for (low, _), size, length in zip(padding, in_spatial, full.shape[1:]):
+        config.append((-low, size + low - length, 0))
+    return lax.pad(full, jnp.zeros((), full.dtype), [*config, (0, 0, 0)])
 
 
 def abs_linear(eq, values, inputs):

@@ -1,0 +1,217 @@
+"""Backward passes over convolutional layers in patch form, for intermediate bounds.
+
+Full CROWN bounds every neuron of every ReLU input with one backward row per neuron. When a
+ReLU's input is computed from the network input by a chain of convolutions, elementwise affine
+maps (bias, scale, normalisation) and ReLUs, the row of a neuron is non-zero only on the
+neuron's receptive field, so each row is kept as a window (a "patch") of every layer around
+that field rather than a full-sized array: a convolution's transpose maps a patch of size P to
+one of size (P - 1) * stride + kernel, and elementwise factors (ReLU slopes, scales, biases) are
+cut out of their full maps at each neuron's window, zero outside the layer so padding drops
+out. The bounds are the same as the full-sized pass; the work per row is the receptive field's
+size instead of the layer's. This is the patches mode of auto_LiRPA (Xu et al., 2020).
+
+References:
+  K. Xu et al., "Automatic Perturbation Analysis for Scalable Certified Robustness and
+  Beyond", NeurIPS 2020.
+"""
+
+import math
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..graph._trace import read
+from ._interval import Interval
+from ._linear import affine, bias, canonical_kernel, conv_transpose, is_plain_conv, zeros_for
+
+_ELEMENTWISE = {"add", "sub", "mul", "div", "neg", "convert_element_type", "copy"}
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where a variable (with its batch axis of one) keeps its batch, feature and spatial axes."""
+
+    batch: int
+    feature: int
+    spatial: tuple
+
+    def to_channels_last(self, v):
+        """(1, ...) in this layout -> (*spatial, features)."""
+        return jnp.transpose(v, (*self.spatial, self.feature, self.batch))[..., 0]
+
+    def from_channels_last(self, v):
+        order = (*self.spatial, self.feature, self.batch)
+        return jnp.transpose(v[..., None], np.argsort(order))
+
+
+def conv_chain(net, var):
+    """The equations computing `var` from the input, last first, if they form a patch chain.
+
+    A patch chain is a sequence of plain convolutions (`is_plain_conv`), elementwise affine maps
+    and ReLUs, each with one input-dependent operand, with at least one convolution and one
+    layout throughout. Returns (equations, layout), or None when `var` is computed otherwise
+    (dense layers, reshapes, residual additions...).
+    """
+    producer = {out: eq for eq in net.equations for out in eq.outputs}
+    chain, v = [], var
+    while v is not net.graph.input_var:
+        eq = producer.get(v)
+        inputs = [u for u, dep in zip(eq.inputs, eq.variable) if dep] if eq else []
+        if len(inputs) != 1 or not _in_chain(eq, inputs[0]):
+            return None
+        chain.append(eq)
+        v = inputs[0]
+    specs = {
+        spec
+        for eq in chain
+        if eq.primitive.name == "conv_general_dilated"
+        for spec in (eq.params["dimension_numbers"].lhs_spec, eq.params["dimension_numbers"].out_spec)
+    }
+    if len(specs) != 1:
+        return None
+    (spec,) = specs
+    return chain, _Layout(spec[0], spec[1], tuple(spec[2:]))
+
+
+def _in_chain(eq, operand):
+    if eq.kind == "relu" or is_plain_conv(eq):
+        return True
+    return eq.primitive.name in _ELEMENTWISE and eq.outputs[0].shape == operand.shape
+
+
+class _Windows:
+    """Each target position's window in one layer: per spatial axis, window size and origin.
+
+    The window of target position p starts at p * stride + offset (per axis) and has `size`
+    elements; positions outside the layer read as zero.
+    """
+
+    def __init__(self, positions, size, stride, offset):
+        self.positions, self.size, self.stride, self.offset = positions, size, stride, offset
+
+    @classmethod
+    def at(cls, positions):
+        n = len(positions)
+        return cls(positions, (1,) * n, (1,) * n, (0,) * n)
+
+    def through_conv(self, window, strides, padding):
+        """The windows in a convolution's input."""
+        return _Windows(
+            self.positions,
+            tuple((p - 1) * s + k for p, s, k in zip(self.size, strides, window)),
+            tuple(a * s for a, s in zip(self.stride, strides)),
+            tuple(o * s - low for o, s, (low, _) in zip(self.offset, strides, padding)),
+        )
+
+    def cut(self, v):
+        """v (*layer spatial, C) -> (num positions, *size, C), zero outside the layer."""
+        n = len(self.positions)
+        index, pads = [], []
+        for d in range(n):
+            i = (
+                np.arange(self.positions[d])[:, None] * self.stride[d]
+                + self.offset[d]
+                + np.arange(self.size[d])[None, :]
+            )
+            low = max(0, -int(i.min()))
+            pads.append((low, max(0, int(i.max()) + 1 - v.shape[d])))
+            shape = [1] * (2 * n)
+            shape[d], shape[n + d] = i.shape
+            index.append((i + low).reshape(shape))
+        padded = jnp.pad(v, [*pads, (0, 0)])
+        cut = padded[tuple(index)]
+        return cut.reshape(-1, *self.size, v.shape[-1])
+
+
+_DENSE_ENTRIES = 1 << 20
+
+
+def _patch_transpose(rows, kernel, strides, size):
+    """A convolution's transpose from output patches (..., *patch, C_out) to input patches.
+
+    Patches are small, so when the patch-to-patch map fits in `_DENSE_ENTRIES` entries it is
+    built once as a dense matrix and applied by one matrix product (far faster on CPU than a
+    convolution with few output positions); otherwise by `conv_transpose`.
+    """
+    n = len(strides)
+    lead, patch = rows.shape[:2], rows.shape[2:]
+    flat = rows.reshape(-1, *patch)
+    padding = [(0, 0)] * n
+    num_out, num_in = math.prod(patch), math.prod(size) * kernel.shape[n]
+    if num_out * num_in <= _DENSE_ENTRIES:
+        basis = jnp.eye(num_out, dtype=rows.dtype).reshape(num_out, *patch)
+        matrix = conv_transpose(basis, kernel, strides, padding, size).reshape(num_out, -1)
+        out = flat.reshape(flat.shape[0], -1) @ matrix
+    else:
+        out = conv_transpose(flat, kernel, strides, padding, size)
+    return out.reshape(*lead, *size, kernel.shape[n])
+
+
+def patch_bounds(net, env, example, chain, layout, relax):
+    """Bounds of every element of the chain's output by backward passes in patch form.
+
+    Args:
+      net: the traced network.
+      env: constant values of the equations (from `ibp_environment`).
+      example: the input set of one example.
+      chain, layout: from `conv_chain`.
+      relax: maps a ReLU equation to its (lower slope, upper slope, upper intercept).
+
+    Returns:
+      An Interval of the shape of the chain's output variable.
+    """
+    target = chain[0].outputs[0]
+    lower = jax.vmap(lambda sign: _lower_bounds(net, env, example, chain, layout, relax, sign))(
+        jnp.array([1.0, -1.0], target.dtype)
+    )
+    shape = tuple(target.shape[d] for d in layout.spatial) + (target.shape[layout.feature],)
+    low, high = (layout.from_channels_last(b.reshape(shape)) for b in (lower[0], -lower[1]))
+    return Interval(low, high)
+
+
+def _lower_bounds(net, env, example, chain, layout, relax, sign):
+    """Lower bounds of sign * (each element of the chain's output), in channels-last order."""
+    target = chain[0].outputs[0]
+    positions = tuple(target.shape[d] for d in layout.spatial)
+    channels = target.shape[layout.feature]
+    windows = _Windows.at(positions)
+    num = math.prod(positions)
+    n = len(positions)
+    # rows: (position, channel) -> a window of coefficients (num, channels, *size, features)
+    rows = sign * jnp.broadcast_to(
+        jnp.eye(channels, dtype=target.dtype).reshape(1, channels, *(1,) * n, channels),
+        (num, channels, *(1,) * n, channels),
+    )
+    constant = jnp.zeros((num, channels), target.dtype)
+
+    def cut(v):  # a variable-shaped array -> windows broadcast over the row channels
+        return windows.cut(layout.to_channels_last(v))[:, None]
+
+    def dot(a, b):
+        return jnp.sum(a * b, axis=tuple(range(2, a.ndim)))
+
+    for eq in chain:
+        values = [read(env, v) for v in eq.inputs]
+        if eq.kind == "relu":
+            lower_slope, slope, intercept = (cut(a) for a in relax(eq))
+            constant = constant + dot(jnp.minimum(rows, 0), intercept)
+            rows = rows * jnp.where(rows >= 0, lower_slope, slope)
+        elif eq.primitive.name == "conv_general_dilated":
+            kernel = canonical_kernel(eq, values[1])
+            strides, padding = eq.params["window_strides"], eq.params["padding"]
+            inner = windows.through_conv(kernel.shape[:n], strides, padding)
+            rows = _patch_transpose(rows, kernel, strides, inner.size)
+            windows = inner
+        else:  # elementwise affine: the bias adds a constant, rows scale by the diagonal
+            constant = constant + dot(rows, cut(bias(eq, values)))
+            if eq.primitive.name in ("mul", "div"):
+                (diagonal,) = jax.vjp(affine(eq, values), *zeros_for(eq))[1](
+                    jnp.ones(eq.outputs[0].shape, target.dtype)
+                )
+                rows = rows * cut(diagonal)
+            elif eq.primitive.name == "neg" or (eq.primitive.name == "sub" and eq.variable[1]):
+                rows = -rows
+    rows = rows * cut(jnp.ones(net.graph.input_var.shape, target.dtype))
+    return (constant + example.minimum(rows, lambda v: cut(v[None]))).reshape(-1)

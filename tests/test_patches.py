@@ -1,0 +1,123 @@
+"""The fast convolution transpose and patch-form backward passes equal their plain versions."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import jaxcert as jc
+from jaxcert.bounds import _crown
+from jaxcert.bounds._linear import conv_transpose
+from jaxcert.bounds._patches import conv_chain, patch_bounds
+
+CONVS = [  # (input height, kernel, stride, padding)
+    (14, 4, 2, "SAME"),
+    (9, 3, 2, "VALID"),
+    (10, 3, 1, "SAME"),
+    (11, 5, 3, ((2, 1), (0, 3))),
+    (7, 2, 3, "VALID"),  # stride larger than the kernel: some input positions get nothing
+    (8, 3, 2, ((-1, 2), (1, -1))),  # negative padding crops
+]
+
+
+@pytest.mark.parametrize("height,kernel,stride,padding", CONVS)
+def test_conv_transpose_equals_the_vjp(height, kernel, stride, padding):
+    rng = np.random.default_rng(0)
+    spatial = (height, height + 1)
+    k = jnp.asarray(rng.normal(size=(kernel, kernel, 3, 5)), jnp.float32)
+
+    def conv(x):
+        return lax.conv_general_dilated(
+            x, k, (stride, stride), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
+    out, vjp = jax.vjp(conv, jnp.zeros((1, *spatial, 3)))
+    y = jnp.asarray(rng.normal(size=(4, *out.shape[1:])), jnp.float32)
+    want = jax.vmap(lambda r: vjp(r[None])[0][0])(y)
+    pads = padding
+    if isinstance(padding, str):
+        pads = lax.padtype_to_pads(spatial, (kernel, kernel), (stride, stride), padding)
+    got = conv_transpose(y, k, (stride, stride), pads, spatial)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def nchw_net(p, x):
+    """Plain JAX in NCHW/OIHW layout: normalisation, two convolutions, a dense layer."""
+    h = (x - 0.3) / 0.7
+    for w, b, stride, padding in ((p[0], p[1], 2, "SAME"), (p[2], p[3], 1, "VALID")):
+        h = lax.conv_general_dilated(
+            h, w, (stride, stride), padding, dimension_numbers=("NCHW", "OIHW", "NCHW")
+        )
+        h = jax.nn.relu(h + b[None, :, None, None])
+    h = jax.nn.relu(-2.0 * h)  # a scale between ReLUs
+    return h.reshape(h.shape[0], -1) @ p[4]
+
+
+def _networks():
+    rng = np.random.default_rng(1)
+    shapes = [(4, 2, 3, 3), (4,), (3, 4, 2, 2), (3,), (3 * 2 * 2, 5)]
+    nchw = [jnp.asarray(rng.normal(size=s) * 0.6, jnp.float32) for s in shapes]
+    cnn_apply, cnn = jc.models.init_model(
+        {"kind": "cnn", "channels": [3, 4], "dense": 6, "kernel": 4, "num_classes": 3},
+        jax.random.key(3),
+        (8, 8, 1),
+    )
+    cnn = jax.tree.map(lambda v: v + 0.1 * jax.random.normal(jax.random.key(4), v.shape), cnn)
+    return {"nchw": (nchw_net, nchw, (2, 6, 6)), "flax_cnn": (cnn_apply, cnn, (8, 8, 1))}
+
+
+SETS = {
+    "linf": lambda x: jc.LinfBall(x, 0.1),
+    "l2": lambda x: jc.L2Ball(x, 0.5),
+    "l1": lambda x: jc.L1Ball(x, 1.0),
+    "box": lambda x: jc.Box(x - 0.05, x + 0.2),
+}
+
+
+@pytest.mark.parametrize("name", ["nchw", "flax_cnn"])
+@pytest.mark.parametrize("kind", sorted(SETS))
+def test_patch_bounds_equal_the_full_sized_backward_pass(name, kind):
+    apply_fn, params, shape = _networks()[name]
+    x = jax.random.uniform(jax.random.key(5), (3, *shape))
+    net = jc.trace(apply_fn, params, x[:1])
+    spec = SETS[kind](x)
+    chained = [eq for eq in net.relus() if conv_chain(net, _crown._relu_input(eq))]
+    assert len(chained) >= 2  # both convolution ReLUs go through patches
+
+    def both(example):
+        env, bounds = _crown._relu_bounds(net, example, "adaptive", "ibp", None)
+
+        def relax(eq):
+            return _crown._relaxation(bounds[eq], _crown._lower_slope("adaptive", bounds[eq]))
+
+        out = []
+        for eq in chained:
+            var = _crown._relu_input(eq)
+            n = int(np.prod(var.shape))
+            eye = jnp.eye(n, dtype=var.dtype).reshape(n, *var.shape)
+            full = _crown._two_sided(
+                lambda r, var=var: _crown._backward(net, env, example, var, r, relax), eye, None
+            )
+            patch = patch_bounds(net, env, example, *conv_chain(net, var), relax)
+            out.append((full, patch))
+        return out
+
+    for full, patch in jax.jit(jax.vmap(both))(spec):
+        np.testing.assert_allclose(patch.lower.reshape(full.lower.shape), full.lower, atol=2e-5)
+        np.testing.assert_allclose(patch.upper.reshape(full.upper.shape), full.upper, atol=2e-5)
+
+
+def test_only_convolution_chains_take_patches():
+    apply_fn, params, shape = _networks()["nchw"]
+    net = jc.trace(apply_fn, params, jnp.zeros((1, *shape)))
+    first, second, scaled = (_crown._relu_input(eq) for eq in net.relus())
+    assert conv_chain(net, first) and conv_chain(net, second) and conv_chain(net, scaled)
+    assert conv_chain(net, net.graph.output_var) is None  # a dense layer and a reshape
+
+    def residual(p, x):
+        h = lax.conv_general_dilated(x, p, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jax.nn.relu(h + x).reshape(x.shape[0], -1)
+
+    net = jc.trace(residual, jnp.ones((3, 3, 2, 2)), jnp.zeros((1, 4, 4, 2)))
+    assert conv_chain(net, _crown._relu_input(net.relus()[0])) is None
