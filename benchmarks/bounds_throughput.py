@@ -65,8 +65,18 @@ def main():
                 "mean_width": float((bounds.upper - bounds.lower).mean()),
             }
         results[name] = rows
-    print(json.dumps({"benchmark": "bounds_throughput", "machine": machine(),
-                      "images": args.images, "eps": args.eps, "results": results}, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "bounds_throughput",
+                "machine": machine(),
+                "images": args.images,
+                "eps": args.eps,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

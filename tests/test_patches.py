@@ -116,7 +116,8 @@ def test_only_convolution_chains_take_patches():
     assert conv_chain(net, net.graph.output_var) is None  # a dense layer and a reshape
 
     def residual(p, x):
-        h = lax.conv_general_dilated(x, p, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        dims = ("NHWC", "HWIO", "NHWC")
+        h = lax.conv_general_dilated(x, p, (1, 1), "SAME", dimension_numbers=dims)
         return jax.nn.relu(h + x).reshape(x.shape[0], -1)
 
     net = jc.trace(residual, jnp.ones((3, 3, 2, 2)), jnp.zeros((1, 4, 4, 2)))

@@ -176,9 +176,7 @@ def _relu_bounds(net, example, relu, intermediate, chunk):
         else:
             n = int(np.prod(var.shape))
             eye = jnp.eye(n, dtype=var.dtype).reshape(n, *var.shape)
-            by_crown = _two_sided(
-                lambda r: _backward(net, env, example, var, r, relax), eye, chunk
-            )
+            by_crown = _two_sided(lambda r: _backward(net, env, example, var, r, relax), eye, chunk)
         bound = Interval(
             jnp.maximum(by_intervals.lower, by_crown.lower.reshape(var.shape)),
             jnp.minimum(by_intervals.upper, by_crown.upper.reshape(var.shape)),

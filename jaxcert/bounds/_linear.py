@@ -122,7 +122,8 @@ def conv_transpose(y, kernel, strides, padding, in_spatial):
     q = phases.shape[1 : n + 1]
     phases = phases.reshape(y.shape[0], *q, *strides, c_in)
     order = (0, *(i for d in range(n) for i in (1 + d, 1 + n + d)), 1 + 2 * n)
-    full = jnp.transpose(phases, order).reshape(y.shape[0], *(a * s for a, s in zip(q, strides)), c_in)
+    sizes = [a * s for a, s in zip(q, strides)]
+    full = jnp.transpose(phases, order).reshape(y.shape[0], *sizes, c_in)
     config = [(0, 0, 0)]
     for (low, _), size, length in zip(padding, in_spatial, full.shape[1:]):
         config.append((-low, size + low - length, 0))

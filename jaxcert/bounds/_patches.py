@@ -63,12 +63,8 @@ def conv_chain(net, var):
             return None
         chain.append(eq)
         v = inputs[0]
-    specs = {
-        spec
-        for eq in chain
-        if eq.primitive.name == "conv_general_dilated"
-        for spec in (eq.params["dimension_numbers"].lhs_spec, eq.params["dimension_numbers"].out_spec)
-    }
+    dims = [eq.params["dimension_numbers"] for eq in chain if is_plain_conv(eq)]
+    specs = {spec for d in dims for spec in (d.lhs_spec, d.out_spec)}
     if len(specs) != 1:
         return None
     (spec,) = specs
