@@ -11,6 +11,7 @@ A classifier is ``apply_fn(params, x) -> logits`` with a leading batch axis on `
 Flax linen ``model.apply``; ``jaxcert.from_nnx`` adapts a flax.nnx module.
 """
 
+from . import attacks as attacks
 from . import bounds as bounds
 from . import data as data
 from . import exact as exact

@@ -56,13 +56,18 @@ def exact_min_margin(params, lower, upper, label, j):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_verify_agrees_with_enumeration(seed):
+@pytest.mark.parametrize(
+    "mode,solver,attack", [("decide", "scip", 50), ("decide", "highs", 0), ("minimum", "scip", 0)]
+)
+def test_verify_agrees_with_enumeration(seed, mode, solver, attack):
     params = random_mlp(seed)
     x = jnp.asarray(np.random.default_rng(10 + seed).uniform(0.2, 0.8, (5, 3)), jnp.float32)
     y = np.asarray(jnp.argmax(mlp_apply(params, x), axis=1))
     net = jc.trace(mlp_apply, params, x[:1])
     spec = jc.LinfBall(x, 0.15)
-    results = jc.exact.verify(net, spec, y, time_limit=30)
+    results = jc.exact.verify(
+        net, spec, y, time_limit=30, mode=mode, solver=solver, attack_steps=attack
+    )
     lower, upper = (np.asarray(v, np.float64) for v in spec.box())
     for i, r in enumerate(results):
         exact = min(
@@ -114,6 +119,8 @@ def test_cp_sat_and_bad_input_are_refused():
         jc.exact.verify(net, jc.L2Ball(x, 0.1), [0])
     with pytest.raises(ValueError, match="time_limit"):
         jc.exact.verify(net, jc.LinfBall(x, 0.1), [0], time_limit=0)
+    with pytest.raises(ValueError, match="mode"):
+        jc.exact.verify(net, jc.LinfBall(x, 0.1), [0], mode="fast")
 
 
 def test_minimal_distortion_of_a_known_boundary():

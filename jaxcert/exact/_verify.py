@@ -3,9 +3,11 @@
 For each image and each class j that the bound methods leave unproved, the margin f_y - f_j is
 minimised over the input set with every unstable ReLU encoded exactly by a binary variable
 (Tjeng, Xiao, Tedrake 2019), first as the LP relaxation (a positive optimum settles j), then as
-the MILP. A positive dual bound proves f_y > f_j everywhere; a solution with a negative margin
-is re-run through the JAX model, in float32 and float64, and reported as a counterexample only
-if the class really changes there.
+the MILP, from the class with the lowest LP optimum on. By default the MILP is a feasibility
+question (is there an input with f_j >= f_y?) that stops at its first solution; infeasibility
+proves f_y > f_j everywhere, as does a positive dual bound when margins are minimised. A
+solution with a negative margin is re-run through the JAX model, in float32 and float64, and
+reported as a counterexample only if the class really changes there.
 
 References:
   V. Tjeng, K. Xiao, R. Tedrake, "Evaluating Robustness of Neural Networks with Mixed Integer
@@ -22,6 +24,7 @@ import numpy as np
 from ortools.math_opt.python import mathopt
 
 from .._sets import Box, L1Ball, LinfBall
+from ..attacks import pgd
 from ..bounds._crown import intermediate_bounds, margins
 from ..bounds._interval import Interval
 from ..bounds._lp import build_model
@@ -29,7 +32,13 @@ from ..bounds._spec import check_inputs
 from ..graph._trace import read
 
 # Mixed-integer solvers shipped with OR-Tools that treat continuous variables as reals.
-_SOLVERS = {"scip": mathopt.SolverType.GSCIP, "highs": mathopt.SolverType.HIGHS}
+_SOLVERS = ("scip", "highs")
+_SOLVER_TYPES = {
+    "scip": mathopt.SolverType.GSCIP,
+    "highs": mathopt.SolverType.HIGHS,
+    "glop": mathopt.SolverType.GLOP,
+}
+MODES = ("decide", "minimum")
 # A candidate must change the class by more than this in the model itself, and a proof needs a
 # dual bound above it: solver tolerances are about 1e-6 to 1e-9.
 MARGIN = 1e-6
@@ -47,7 +56,8 @@ class Verification(NamedTuple):
       margin_upper: the smallest margin of a solution found (inf if none).
       target: the class j of the smallest margin found, or -1.
       counterexample: an input in the set that the model misclassifies, or None.
-      seconds: wall time for this image.
+      seconds: wall time for this image, including its share of the batch's bound and attack
+        computations.
       binaries: number of binary variables (unstable ReLUs) in the MILP.
     """
 
@@ -60,7 +70,18 @@ class Verification(NamedTuple):
     binaries: int
 
 
-def verify(net, spec, y, *, solver="scip", time_limit=60.0, bounds="crown", threads=None):
+def verify(
+    net,
+    spec,
+    y,
+    *,
+    solver="scip",
+    time_limit=60.0,
+    bounds="crown",
+    threads=None,
+    mode="decide",
+    attack_steps=50,
+):
     """Decide, image by image, whether any input in the set changes the network's class.
 
     Args:
@@ -74,6 +95,15 @@ def verify(net, spec, y, *, solver="scip", time_limit=60.0, bounds="crown", thre
       bounds: "crown", "crown-ibp", "alpha-crown" or "ibp": proves classes before any LP and
         gives the ReLU bounds (tighter bounds mean fewer binaries and smaller big-M constants).
       threads: solver threads (SCIP only), or None for the solver's default.
+      mode: "decide" (default) asks each MILP only whether some input brings f_j within 2e-6
+        of f_y and stops at the first such input, so a falsified image costs one solution and a
+        verified one an infeasibility proof; `margin_lower` is then a proof that the margin is
+        positive, not its value. "minimum" minimises every open margin to optimality, so
+        `margin_lower`/`margin_upper` bracket the exact minimum margin.
+
+      attack_steps: steps of a PGD attack (`jaxcert.attacks.pgd`, 4 restarts) run on the batch
+        first (l_inf balls and boxes): an attack point that the model misclassifies (checked in
+        float32 and float64) settles its image as "falsified" without any solver; 0 skips it.
 
     Returns:
       A list of B `Verification`s.
@@ -93,22 +123,59 @@ def verify(net, spec, y, *, solver="scip", time_limit=60.0, bounds="crown", thre
         raise ValueError(f"verify needs an LinfBall, Box or L1Ball, got {type(spec).__name__}")
     if not time_limit > 0:
         raise ValueError(f"time_limit must be > 0 seconds, got {time_limit}")
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
     if threads is not None and solver != "scip":
         raise ValueError("threads is supported with solver='scip' only")
+    if isinstance(attack_steps, bool) or not isinstance(attack_steps, int) or attack_steps < 0:
+        raise ValueError(f"attack_steps must be a non-negative integer, got {attack_steps!r}")
+    began = time.perf_counter()
     proved = np.asarray(margins(net, spec, y, method=bounds))
+    y = np.broadcast_to(np.asarray(y), (spec.batch_size,))
+    attacked = _attack(net, spec, y, attack_steps) if attack_steps else None
     relu_method = "ibp" if bounds == "ibp" else "crown"
     relu_bounds = intermediate_bounds(net, spec, method=relu_method)
-    y = np.asarray(y)
     results = []
+    shared = (time.perf_counter() - began) / spec.batch_size  # bounds and attack, per image
     for b in range(spec.batch_size):
         example = jax.tree.map(lambda a, b=b: a[b], spec)
+        if attacked is not None and attacked[1][b] > 0 and not np.all(proved[b] > 0):
+            found = _confirm(net, example, attacked[0][b], int(y[b]))
+            if found is not None:
+                target = int(jnp.argmax(net(jnp.asarray(found[None]))[0]))
+                lower, upper = float(np.min(proved[b])), float(-attacked[1][b])
+                results.append(Verification("falsified", lower, upper, target, found, shared, 0))
+                continue
         example_bounds = [Interval(r.lower[b], r.upper[b]) for r in relu_bounds]
-        results.append(
-            _verify_one(
-                net, example, example_bounds, int(y[b]), proved[b], solver, time_limit, threads
-            )
+        result = _verify_one(
+            net,
+            example,
+            example_bounds,
+            int(y[b]),
+            proved[b],
+            solver,
+            time_limit,
+            threads,
+            mode,
         )
+        results.append(result._replace(seconds=result.seconds + shared))
     return results
+
+
+def _network(net, x):
+    return net(x)
+
+
+def _attack(net, spec, y, steps):
+    """PGD over the set's box (l_inf balls and boxes), as NumPy (points, margin losses)."""
+    if not isinstance(spec, LinfBall | Box):
+        return None
+    lower, upper = jax.vmap(lambda s: s.box())(spec)
+    center = (lower + upper) / 2
+    radius = jnp.max((upper - lower).reshape(spec.batch_size, -1), axis=1) / 2
+    z, loss = pgd(_network, net, center, jnp.asarray(y), jax.random.key(0), radius,
+                  steps=steps, restarts=4, lower=lower, upper=upper)  # fmt: skip
+    return np.asarray(z), np.asarray(loss)
 
 
 def margin_optima(net, spec, y, *, solver="scip", time_limit=60.0, bounds="crown"):
@@ -148,9 +215,8 @@ def margin_optima(net, spec, y, *, solver="scip", time_limit=60.0, bounds="crown
         for j in range(num_classes):
             if j == y[b]:
                 continue
-            glop = mathopt.SolverType.GLOP
-            lp[b, j] = _solve(relaxed, relaxed_out, y[b], j, glop, None, None).objective_value()
-            result = _solve(model, outputs, y[b], j, _SOLVERS[solver], time_limit, None)
+            lp[b, j] = _solve(relaxed, relaxed_out, y[b], j, "glop", None, None).objective_value()
+            result = _solve(model, outputs, y[b], j, solver, time_limit, None)
             optimal = result.termination.reason == mathopt.TerminationReason.OPTIMAL
             milp[b, j] = (
                 result.objective_value()
@@ -160,15 +226,12 @@ def margin_optima(net, spec, y, *, solver="scip", time_limit=60.0, bounds="crown
     return lp, milp
 
 
-def _verify_one(net, example, relu_bounds, label, proved, solver, time_limit, threads):
+def _verify_one(net, example, relu_bounds, label, proved, solver, time_limit, threads, mode):
     began = time.perf_counter()
     # best[j]: a proven lower bound of min f_label - f_j, improved by the LP, then the MILP.
     best = {j: float(proved[j]) for j in range(len(proved)) if j != label}
-    targets = sorted((j for j in best if not best[j] > 0), key=best.get)
+    targets = [j for j in best if not best[j] > 0]
     upper, target, unconfirmed, binaries = np.inf, -1, False, 0
-    if targets:
-        relaxation, _, relaxed_out, _ = build_model(net, example, relu_bounds)
-        model, inputs, outputs, binaries = build_model(net, example, relu_bounds, exact=True)
 
     def answer(status, counterexample=None):
         return Verification(
@@ -181,48 +244,86 @@ def _verify_one(net, example, relu_bounds, label, proved, solver, time_limit, th
             binaries,
         )
 
+    if not targets:
+        return answer("verified")
+    relaxation, _, relaxed_out, _ = build_model(net, example, relu_bounds)
+    model, inputs, outputs, binaries = build_model(net, example, relu_bounds, exact=True)
+    # Every LP first (they are cheap); the MILPs then go from the most promising target on.
+    lp_optimum = {}
     for j in targets:
-        lp_value = _solve(relaxation, relaxed_out, label, j, mathopt.SolverType.GLOP, None, None)
-        best[j] = max(best[j], lp_value.objective_value() - MARGIN)
-        if best[j] > 0:
-            continue
-        left = time_limit - (time.perf_counter() - began)
-        if left <= 0:
-            return answer("unknown")
-        result = _solve(model, outputs, label, j, _SOLVERS[solver], left, threads)
-        best[j] = max(best[j], result.termination.objective_bounds.dual_bound - MARGIN)
-        if result.has_primal_feasible_solution() and result.objective_value() < upper:
-            upper, target = result.objective_value(), j
-            if upper < 0:
-                x = np.array([result.variable_values(v) for v in inputs])
-                counterexample = _confirm(net, example, x.reshape(net.input_shape), label)
-                if counterexample is not None:
-                    return answer("falsified", counterexample)
-                unconfirmed = True
-        if not best[j] > 0 and result.termination.reason != mathopt.TerminationReason.OPTIMAL:
-            return answer("unconfirmed" if unconfirmed else "unknown")
+        lp_optimum[j] = _solve(relaxation, relaxed_out, label, j, "glop", None, None)
+        best[j] = max(best[j], lp_optimum[j].objective_value() - MARGIN)
+    targets = sorted(
+        (j for j in targets if not best[j] > 0), key=lambda j: lp_optimum[j].objective_value()
+    )
+    for j in targets:
+        searches = ("decide", "minimum") if mode == "decide" else ("minimum",)
+        for search in searches:
+            left = time_limit - (time.perf_counter() - began)
+            if left <= 0:
+                return answer("unconfirmed" if unconfirmed else "unknown")
+            result = _solve(model, outputs, label, j, solver, left, threads, search)
+            if result is None:  # no input has f_label - f_j <= 2 MARGIN
+                best[j] = max(best[j], MARGIN)
+                break
+            if search == "minimum":
+                best[j] = max(best[j], result.termination.objective_bounds.dual_bound - MARGIN)
+            if result.has_primal_feasible_solution() and result.objective_value() < upper:
+                upper, target = result.objective_value(), j
+                if upper < 0:
+                    x = np.array([result.variable_values(v) for v in inputs])
+                    counterexample = _confirm(net, example, x.reshape(net.input_shape), label)
+                    if counterexample is not None:
+                        return answer("falsified", counterexample)
+                    unconfirmed = True
+            if search == "minimum" and result.termination.reason != _OPTIMAL:
+                return answer("unconfirmed" if unconfirmed else "unknown")
+            # a "decide" solution that is no counterexample: minimise the margin to settle j
     if min(best.values()) > 0:
         return answer("verified")
     return answer("unconfirmed" if unconfirmed else "unknown")
 
 
-def _solve(model, outputs, label, j, solver, time_limit, threads):
-    """Minimise f_label - f_j over the model (to optimality, or until the time limit)."""
-    model.objective.set_to_expression(outputs[label] - outputs[j])
+_OPTIMAL = mathopt.TerminationReason.OPTIMAL
+_FAILED = {
+    mathopt.TerminationReason.UNBOUNDED,
+    mathopt.TerminationReason.NUMERICAL_ERROR,
+    mathopt.TerminationReason.OTHER_ERROR,
+    mathopt.TerminationReason.INFEASIBLE_OR_UNBOUNDED,
+}
+
+
+def _solve(model, outputs, label, j, solver, time_limit, threads, search="minimum"):
+    """Minimise f_label - f_j over the model with "glop" (the LP) or a MILP solver.
+
+    search="minimum" solves to optimality (or until the time limit). search="decide" asks for
+    any input with f_label - f_j <= 2 * MARGIN and stops at the first one found; it returns None
+    when there is none (the problem is infeasible: f_label - f_j > MARGIN everywhere, allowing
+    for the solver's feasibility tolerance).
+    """
+    margin = outputs[label] - outputs[j]
+    model.objective.set_to_expression(margin)
     model.objective.is_maximize = False
     params = mathopt.SolveParameters(
         time_limit=None if time_limit is None else datetime.timedelta(seconds=time_limit),
         threads=threads,
     )
-    result = mathopt.solve(model, solver, params=params)
+    unsafe = None
+    if search == "decide":
+        unsafe = model.add_linear_constraint(margin <= 2 * MARGIN)
+        if solver == "highs":
+            params.highs.int_options["mip_max_improving_sols"] = 1
+        else:
+            params.solution_limit = 1
+    try:
+        result = mathopt.solve(model, _SOLVER_TYPES[solver], params=params)
+    finally:
+        if unsafe is not None:
+            model.delete_linear_constraint(unsafe)
     reason = result.termination.reason
-    if reason in (
-        mathopt.TerminationReason.INFEASIBLE,
-        mathopt.TerminationReason.UNBOUNDED,
-        mathopt.TerminationReason.NUMERICAL_ERROR,
-        mathopt.TerminationReason.OTHER_ERROR,
-        mathopt.TerminationReason.INFEASIBLE_OR_UNBOUNDED,
-    ):
+    if reason == mathopt.TerminationReason.INFEASIBLE and search == "decide":
+        return None
+    if reason in _FAILED or reason == mathopt.TerminationReason.INFEASIBLE:
         raise RuntimeError(f"the solver failed: {reason.name} ({result.termination.detail})")
     return result
 
