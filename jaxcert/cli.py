@@ -156,6 +156,18 @@ def _parser():
     )
     ve.add_argument("--solver", choices=("scip", "highs"), default="scip", help="MILP solver")
     ve.add_argument("--time-limit", type=float, default=60.0, help="MILP seconds per image")
+    ve.add_argument(
+        "--mode",
+        choices=("decide", "minimum"),
+        default="decide",
+        help="decide stops each MILP at its first solution; minimum finds the exact margin",
+    )
+    ve.add_argument(
+        "--attack-steps",
+        type=int,
+        default=50,
+        help="PGD steps tried before the MILP (0: none); a confirmed attack falsifies",
+    )
     _add_log_options(ve, "verify")
     ve.set_defaults(run=run_verify)
     return parser
@@ -394,6 +406,8 @@ def run_verify(args):
         raise UserError(f"--eps must be >= 0, got {args.eps}")
     if not args.time_limit > 0:
         raise UserError(f"--time-limit must be > 0, got {args.time_limit}")
+    if args.attack_steps < 0:
+        raise UserError(f"--attack-steps must be >= 0, got {args.attack_steps}")
     apply_fn, params, info = models.load_model(args.model)
     images, labels = data.load_dataset(args.dataset, args.split, args.data_dir)
     net = graph.trace(apply_fn, params, images[:1])
@@ -406,6 +420,8 @@ def run_verify(args):
         "method": args.method,
         "solver": args.solver,
         "time_limit": args.time_limit,
+        "mode": args.mode,
+        "attack_steps": args.attack_steps,
     }
     with ResumableTSV(args.out, VERIFY_COLUMNS, settings, resume=args.resume) as log:
         todo = [i for i in indices if str(i) not in log.done]
@@ -432,7 +448,15 @@ def _verify_row(net, images, labels, idx, args):
     began = time.perf_counter()
     predict = int(np.argmax(np.asarray(net(x))[0]))
     if args.method == "milp":
-        result = exact.verify(net, spec, [label], solver=args.solver, time_limit=args.time_limit)[0]
+        result = exact.verify(
+            net,
+            spec,
+            [label],
+            solver=args.solver,
+            time_limit=args.time_limit,
+            mode=args.mode,
+            attack_steps=args.attack_steps,
+        )[0]
         status, lower, upper = result.status, result.margin_lower, result.margin_upper
         target, binaries = result.target, result.binaries
     else:
