@@ -152,6 +152,10 @@ def test_demo_prints_the_table(capsys):
         (["demo", "--n", "0"], "--n"),
         (["train", "--epochs", "0", "--out", "x"], "--epochs"),
         (["certify", "--model", "does-not-exist", "--out", "x.tsv"], "model.json"),
+        (
+            ["verify", "--model", "m", "--eps", "0.1", "--attack-steps", "-1", "--out", "x.tsv"],
+            "--attack-steps",
+        ),
     ],
 )
 def test_bad_options_give_one_line(args, match, capsys):
@@ -214,3 +218,9 @@ def test_verify_milp_rows_and_resume(model_dir, tmp_path, capsys):
     for exact, relaxed in zip(rows, by_crown):
         if relaxed["status"] == "verified":
             assert exact["status"] == "verified"
+    # Minimising the margins exactly, without an attack, gives the same answers.
+    minimum = tmp_path / "minimum.tsv"
+    args = ["--mode", "minimum", "--attack-steps", "0", "--max", "6", "--out", str(minimum)]
+    assert main([*base[:-2], *args]) == 0
+    _, by_minimum = read_tsv(minimum)
+    assert [r["status"] for r in by_minimum] == [r["status"] for r in rows]
