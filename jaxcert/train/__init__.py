@@ -1,5 +1,8 @@
-"""Training classifiers with Gaussian noise augmentation, as randomized smoothing requires."""
+"""Training: Gaussian augmentation for randomized smoothing, IBP losses for certified training."""
 
+from ._certified import ibp_loss as ibp_loss
+from ._certified import ramp_schedule as ramp_schedule
+from ._certified import worst_case_logits as worst_case_logits
 from ._gaussian import cross_entropy_loss as cross_entropy_loss
 from ._gaussian import gaussian_augmentation_loss as gaussian_augmentation_loss
 from ._loop import accuracy as accuracy
