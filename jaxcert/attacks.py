@@ -25,7 +25,15 @@ NORMS = ("linf", "l2")
 
 
 def margin_loss(logits, y):
-    """max_{j != y} logits_j - logits_y per example: positive exactly when the class changes."""
+    """max_{j != y} logits_j - logits_y per example: positive exactly when the class changes.
+
+    Args:
+      logits: (B, num_classes).
+      y: integer classes (B,).
+
+    Returns:
+      The margin losses (B,) (Carlini and Wagner, 2017).
+    """
     own = jnp.take_along_axis(logits, y[:, None], axis=1)[:, 0]
     others = jnp.where(jax.nn.one_hot(y, logits.shape[1], dtype=bool), -jnp.inf, logits)
     return jnp.max(others, axis=1) - own

@@ -76,6 +76,14 @@ def test_ramp_schedule_warms_up_then_hits_its_end_value():
         jc.train.ramp_schedule(0.1, -1, 10)
 
 
+def test_ibp_loss_rejects_bad_kappa_and_eps():
+    x, y = jnp.full((2, 5), 0.5), jnp.array([0, 1])
+    with pytest.raises(ValueError, match="kappa"):
+        jc.train.ibp_loss(mlp, _params(), x, y, 0.1, kappa=1.5)
+    with pytest.raises(ValueError, match="eps"):
+        jc.train.ibp_loss(mlp, _params(), x, y, -0.1)
+
+
 def test_ibp_training_raises_ibp_verified_accuracy_on_digits():
     train_x, train_y = jc.data.load_digits("train")
     test_x, test_y = jc.data.load_digits("test")
