@@ -8,3 +8,4 @@ from ._crown import margins as margins
 from ._ibp import ibp as ibp
 from ._interval import Interval as Interval
 from ._lp import lp as lp
+from ._stability import relu_counts as relu_counts

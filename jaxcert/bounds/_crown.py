@@ -143,9 +143,12 @@ def _chunked(fn, rows, chunk):
     return out.reshape(-1)[:num]
 
 
-def _two_sided(fn, rows, chunk):
-    """Interval of <row_k, .> from lower bounds of rows and of -rows."""
+def _two_sided(fn, rows, chunk, lower_only=False):
+    """Interval of <row_k, .> from lower bounds of rows and of -rows (upper +inf if lower_only)."""
     k = rows.shape[0]
+    if lower_only:
+        lows = _chunked(fn, rows, chunk)
+        return Interval(lows, jnp.full_like(lows, jnp.inf))
     lows = _chunked(fn, jnp.concatenate([rows, -rows]), chunk)
     return Interval(lows[:k], -lows[k:])
 
@@ -203,7 +206,9 @@ def _shape_result(net, bounds, C):
     return Interval(bounds.lower.reshape(shape), bounds.upper.reshape(shape))
 
 
-def crown(net, spec, C=None, *, relu="adaptive", intermediate="crown", chunk=None):
+def crown(
+    net, spec, C=None, *, relu="adaptive", intermediate="crown", chunk=None, lower_only=False
+):
     """Linear relaxation bounds of the network's outputs (or of C @ outputs) over an input set.
 
     Args:
@@ -217,6 +222,8 @@ def crown(net, spec, C=None, *, relu="adaptive", intermediate="crown", chunk=Non
         one row per neuron, intersected with interval bounds) or "ibp" (CROWN-IBP).
       chunk: if given, the backward passes handle at most this many rows at a time (less
         memory, more time).
+      lower_only: bound the outputs from below only (half the work; the upper bounds are
+        +inf). Intermediate bounds stay two-sided.
 
     Returns:
       An `Interval` of shape (B, *output_shape), or (B, K) with C.
@@ -234,11 +241,12 @@ def crown(net, spec, C=None, *, relu="adaptive", intermediate="crown", chunk=Non
     _check_choice("relu", relu, RELU_SLOPES)
     _check_choice("intermediate", intermediate, INTERMEDIATE)
     _check_chunk(chunk)
-    return _shape_result(net, _crown(net, spec, C, relu, intermediate, chunk), C)
+    result = _crown(net, spec, C, relu, intermediate, chunk, bool(lower_only))
+    return _shape_result(net, result, C)
 
 
-@partial(jax.jit, static_argnums=(3, 4, 5))
-def _crown(net, spec, C, relu, intermediate, chunk):
+@partial(jax.jit, static_argnums=(3, 4, 5, 6))
+def _crown(net, spec, C, relu, intermediate, chunk, lower_only):
     def one(example, c):
         env, bounds = _relu_bounds(net, example, relu, intermediate, chunk)
 
@@ -247,7 +255,10 @@ def _crown(net, spec, C, relu, intermediate, chunk):
 
         target = net.graph.output_var
         return _two_sided(
-            lambda r: _backward(net, env, example, target, r, relax), _output_rows(net, c), chunk
+            lambda r: _backward(net, env, example, target, r, relax),
+            _output_rows(net, c),
+            chunk,
+            lower_only,
         )
 
     return jax.vmap(one)(spec, C)
@@ -285,7 +296,9 @@ def _intermediate(net, spec, method, relu):
     return jax.vmap(one)(spec)
 
 
-def alpha_crown(net, spec, C=None, *, steps=20, optimizer=None, intermediate="crown"):
+def alpha_crown(
+    net, spec, C=None, *, steps=20, optimizer=None, intermediate="crown", lower_only=False
+):
     """CROWN bounds with the lower slopes of unstable ReLUs optimised by gradient ascent.
 
     Every slope in [0, 1] gives a sound bound, so each output keeps the best bound seen; the
@@ -301,6 +314,7 @@ def alpha_crown(net, spec, C=None, *, steps=20, optimizer=None, intermediate="cr
       optimizer: an optax gradient transformation; default `optax.adam(0.1)`. It must be
         hashable and the same object between calls to avoid recompiling.
       intermediate: "crown" or "ibp", as in `crown`.
+      lower_only: optimise and return lower bounds only (the upper bounds are +inf).
 
     Returns:
       An `Interval` of shape (B, *output_shape), or (B, K) with C.
@@ -313,18 +327,19 @@ def alpha_crown(net, spec, C=None, *, steps=20, optimizer=None, intermediate="cr
     _check_choice("intermediate", intermediate, INTERMEDIATE)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
-    return _shape_result(net, _alpha_crown(net, spec, C, steps, optimizer, intermediate), C)
+    result = _alpha_crown(net, spec, C, steps, optimizer, intermediate, bool(lower_only))
+    return _shape_result(net, result, C)
 
 
-@partial(jax.jit, static_argnums=(3, 4, 5))
-def _alpha_crown(net, spec, C, steps, optimizer, intermediate):
+@partial(jax.jit, static_argnums=(3, 4, 5, 6))
+def _alpha_crown(net, spec, C, steps, optimizer, intermediate, lower_only):
     optimizer = optax.adam(0.1) if optimizer is None else optimizer
     relus = net.relus()
 
     def one(example, c):
         env, bounds = _relu_bounds(net, example, "adaptive", intermediate, None)
         spec_rows = _output_rows(net, c)
-        rows = jnp.concatenate([spec_rows, -spec_rows])
+        rows = spec_rows if lower_only else jnp.concatenate([spec_rows, -spec_rows])
 
         def lower_bounds(slopes):
             def relax(eq):
@@ -354,6 +369,8 @@ def _alpha_crown(net, spec, C, steps, optimizer, intermediate):
             step, (start, optimizer.init(start), best), length=steps
         )
         lows = jnp.maximum(best, lower_bounds(slopes))
+        if lower_only:
+            return Interval(lows, jnp.full_like(lows, jnp.inf))
         k = spec_rows.shape[0]
         return Interval(lows[:k], -lows[k:])
 
@@ -399,11 +416,11 @@ def margins(net, spec, y, method="crown", **kw):
     if method == "ibp":
         bounds = ibp(net, spec, C, **kw)
     elif method == "crown":
-        bounds = crown(net, spec, C, **kw)
+        bounds = crown(net, spec, C, lower_only=True, **kw)
     elif method == "crown-ibp":
-        bounds = crown(net, spec, C, intermediate="ibp", **kw)
+        bounds = crown(net, spec, C, intermediate="ibp", lower_only=True, **kw)
     elif method == "alpha-crown":
-        bounds = alpha_crown(net, spec, C, **kw)
+        bounds = alpha_crown(net, spec, C, lower_only=True, **kw)
     else:
         from ._lp import lp
 
