@@ -31,7 +31,7 @@ for epoch in range(40):
     for i in range(0, len(order), 128):
         batch = order[i : i + 128]
         key, sub = jax.random.split(key)
-        params, opt_state, loss = step(params, opt_state, train_x[batch], train_y[batch], sub)
+        params, opt_state, loss, _ = step(params, opt_state, train_x[batch], train_y[batch], sub)
 base_accuracy = jc.train.accuracy(apply_fn, params, test_x, test_y)
 print(f"base classifier: clean test accuracy {base_accuracy:.3f}")
 

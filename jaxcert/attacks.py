@@ -18,10 +18,12 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from . import _validate
 
 NORMS = ("linf", "l2")
+OBJECTIVES = ("margin", "cross-entropy")
 
 
 def margin_loss(logits, y):
@@ -51,6 +53,8 @@ def pgd(
     steps=40,
     step_size=None,
     restarts=1,
+    objective="margin",
+    random_start=False,
     lower=0.0,
     upper=1.0,
 ):
@@ -66,15 +70,21 @@ def pgd(
       norm: "linf" (signed-gradient steps) or "l2" (normalised-gradient steps).
       steps: gradient steps per restart (>= 1).
       step_size: step length; default 2.5 * eps / steps (Madry et al.).
-      restarts: random starts per image (>= 1); the first restart of each starts at x itself.
+      restarts: starts per image (>= 1), uniform in the ball; the first starts at x itself
+        unless random_start.
+      objective: the loss ascended: "margin" (`margin_loss`, for evaluation) or
+        "cross-entropy" (for adversarial training, as in Madry et al.).
+      random_start: start every restart at a random point (Madry et al.'s training attack).
       lower, upper: the data box.
 
     Returns:
-      (z, loss): the points with the largest margin loss seen per image, and that loss
-      (`margin_loss`); loss > 0 means z is misclassified.
+      (z, loss): the points with the largest objective seen per image, and that objective;
+      with "margin", loss > 0 means z is misclassified.
     """
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; use one of {', '.join(NORMS)}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
     for name, value in (("steps", steps), ("restarts", restarts)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -92,11 +102,13 @@ def pgd(
     step = 2.5 * eps / steps if step_size is None else jnp.broadcast_to(step_size, eps.shape)
     lower = jnp.broadcast_to(jnp.asarray(lower, x.dtype), x.shape)
     upper = jnp.broadcast_to(jnp.asarray(upper, x.dtype), x.shape)
-    return _pgd(apply_fn, norm, steps, restarts, params, x, y, key, eps, step, lower, upper)
+    options = (norm, steps, restarts, objective, bool(random_start))
+    return _pgd(apply_fn, options, params, x, y, key, eps, step, lower, upper)
 
 
-@partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _pgd(apply_fn, norm, steps, restarts, params, x, y, key, eps, step, lower, upper):
+@partial(jax.jit, static_argnums=(0, 1))
+def _pgd(apply_fn, options, params, x, y, key, eps, step, lower, upper):
+    norm, steps, restarts, objective, random_start = options
     shape = (-1,) + (1,) * (x.ndim - 1)
     eps, step = eps.reshape(shape), step.reshape(shape)
 
@@ -110,7 +122,11 @@ def _pgd(apply_fn, norm, steps, restarts, params, x, y, key, eps, step, lower, u
         return jnp.clip(x + delta, lower, upper)  # clipping into the box stays in the ball
 
     def loss(z):
-        values = margin_loss(apply_fn(params, z), y)
+        logits = apply_fn(params, z)
+        if objective == "margin":
+            values = margin_loss(logits, y)
+        else:
+            values = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         return jnp.sum(values), values
 
     def direction(g):
@@ -128,7 +144,7 @@ def _pgd(apply_fn, norm, steps, restarts, params, x, y, key, eps, step, lower, u
         noise = jax.random.uniform(cube, x.shape, x.dtype, -1.0, 1.0)
         if norm == "l2":
             noise = direction(noise) * jax.random.uniform(radius, (x.shape[0], *shape[1:]))
-        z = project(jnp.where(r == 0, x, x + eps * noise))
+        z = project(x + eps * noise if random_start else jnp.where(r == 0, x, x + eps * noise))
 
         def ascend(carry, _):
             z, best = carry

@@ -92,7 +92,7 @@ def test_train_step_decreases_loss(mlp, batch):
     opt_state = optimizer.init(params)
     losses = []
     for i in range(20):
-        params, opt_state, loss = step(params, opt_state, x, y, jax.random.key(i))
+        params, opt_state, loss, _ = step(params, opt_state, x, y, jax.random.key(i))
         losses.append(float(loss))
     assert losses[-1] < losses[0] / 2
 
@@ -115,7 +115,7 @@ def test_fit_reaches_accuracy_on_digits():
         epochs=10,
         batch_size=64,
         learning_rate=3e-3,
-        progress=lambda epoch, loss: seen.append((epoch, loss)),
+        progress=lambda epoch, params, loss, aux: seen.append((epoch, loss)),
     )
     assert [epoch for epoch, _ in seen] == list(range(10))
     assert seen[-1][1] < seen[0][1]

@@ -1,16 +1,28 @@
-"""Certified-training losses built on interval bound propagation, and ramp schedules.
+"""Losses for certified and adversarial training, and the ramp schedules they use.
+
+Each loss is pure, jit-able and differentiable in params, traces the model itself, and returns
+(loss, aux metrics). The robust losses apply cross-entropy to worst-case logits assembled from
+lower bounds of the margins f_y - f_j over the l_inf ball; they differ in the bound method.
 
 References:
   S. Gowal et al., "On the Effectiveness of Interval Bound Propagation for Training Verifiably
   Robust Models", 2018.
   H. Zhang et al., "Towards Stable and Efficient Training of Verifiably Robust Neural
   Networks", ICLR 2020.
+  E. Wong and J. Z. Kolter, "Provable Defenses against Adversarial Examples via the Convex Outer
+  Adversarial Polytope", ICML 2018.
+  K. Y. Xiao et al., "Training for Faster Adversarial Robustness Verification via Inducing ReLU
+  Stability", ICLR 2019.
+  A. Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks", ICLR 2018.
 """
 
+import jax
 import jax.numpy as jnp
 import optax
 
 from .._sets import LinfBall
+from ..attacks import margin_loss, pgd
+from ..bounds._crown import crown, intermediate_bounds
 from ..bounds._ibp import ibp
 from ..bounds._spec import margin_matrix
 from ..graph._trace import trace
@@ -36,6 +48,31 @@ def worst_case_logits(margin_lower, y, num_classes):
     return z.at[jnp.arange(y.shape[0])[:, None], others[y]].set(-margin_lower)
 
 
+def _check_weight(name, value):
+    if isinstance(value, int | float) and not 0 <= value <= 1:
+        raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
+
+
+def _cross_entropy(logits, y):
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
+def _setup(apply_fn, params, x, y, eps, lower, upper):
+    """Clean logits, the traced network, the l_inf ball and the margin specification."""
+    logits = apply_fn(params, x)
+    net = trace(apply_fn, params, x[:1])
+    return logits, net, LinfBall(x, eps, lower, upper), margin_matrix(y, logits.shape[-1])
+
+
+def _robust_loss(logits, margins, y, kappa, **verified):
+    """kappa * clean + (1 - kappa) * worst-case cross-entropy, and the aux metrics."""
+    clean = _cross_entropy(logits, y)
+    robust = _cross_entropy(worst_case_logits(margins, y, logits.shape[-1]), y)
+    aux = {"clean_loss": clean, "robust_loss": robust}
+    aux.update({name: jnp.mean(jnp.all(m > 0, axis=1)) for name, m in verified.items()})
+    return kappa * clean + (1 - kappa) * robust, aux
+
+
 def ibp_loss(apply_fn, params, x, y, eps, kappa=0.5, *, lower=0.0, upper=1.0):
     """kappa * clean cross-entropy + (1 - kappa) * cross-entropy of the IBP worst-case logits.
 
@@ -59,19 +96,165 @@ def ibp_loss(apply_fn, params, x, y, eps, kappa=0.5, *, lower=0.0, upper=1.0):
     References:
       Gowal et al., 2018.
     """
-    if isinstance(kappa, int | float) and not 0 <= kappa <= 1:
-        raise ValueError(f"kappa must lie in [0, 1], got {kappa!r}")
-    logits = apply_fn(params, x)
-    num_classes = logits.shape[-1]
+    _check_weight("kappa", kappa)
+    logits, net, spec, C = _setup(apply_fn, params, x, y, eps, lower, upper)
+    margins = ibp(net, spec, C).lower
+    return _robust_loss(logits, margins, y, kappa, ibp_verified=margins)
+
+
+def crown_ibp_loss(apply_fn, params, x, y, eps, kappa=0.0, beta=1.0, *, lower=0.0, upper=1.0):
+    """Robust cross-entropy on margin bounds beta * CROWN-IBP + (1 - beta) * IBP.
+
+    CROWN-IBP bounds the margins by one CROWN backward pass from the output, with interval
+    bounds for the ReLUs inside; training starts at beta = 1 and ramps it down to 0 while eps
+    ramps up (Zhang et al., 2020). Every convex combination of two lower bounds is a lower
+    bound, so the loss bounds the worst-case cross-entropy from above for every beta.
+
+    Args:
+      apply_fn, params, x, y, eps, lower, upper: as in `ibp_loss`.
+      kappa: weight of the clean loss, in [0, 1].
+      beta: weight of the CROWN-IBP bound, in [0, 1] (0 gives `ibp_loss`).
+
+    Returns:
+      (loss, aux): the scalar loss and a dict with the clean and robust cross-entropies and the
+      fractions of the batch verified by IBP and by CROWN-IBP.
+
+    References:
+      H. Zhang et al., "Towards Stable and Efficient Training of Verifiably Robust Neural
+      Networks", ICLR 2020.
+    """
+    _check_weight("kappa", kappa)
+    _check_weight("beta", beta)
+    logits, net, spec, C = _setup(apply_fn, params, x, y, eps, lower, upper)
+    by_ibp = ibp(net, spec, C).lower
+    by_crown = crown(net, spec, C, intermediate="ibp", lower_only=True).lower
+    margins = beta * by_crown + (1 - beta) * by_ibp
+    return _robust_loss(
+        logits, margins, y, kappa, ibp_verified=by_ibp, crown_ibp_verified=by_crown
+    )
+
+
+def dual_loss(apply_fn, params, x, y, eps, kappa=0.0, *, lower=0.0, upper=1.0):
+    """Robust cross-entropy on the margin bounds of the dual network of Wong and Kolter.
+
+    The dual network's objective equals CROWN with the upper line's slope as the lower slope
+    ("same-slope", Fast-Lin), with every layer's ReLU bounds from the same backward passes; here
+    those intermediate bounds are also intersected with interval bounds, which can only tighten
+    them. Cost grows with the number of hidden neurons: meant for small networks.
+
+    Args:
+      apply_fn, params, x, y, eps, lower, upper: as in `ibp_loss`.
+      kappa: weight of the clean loss, in [0, 1] (Wong and Kolter use 0).
+
+    Returns:
+      (loss, aux): the scalar loss and a dict with the clean and robust cross-entropies and the
+      fraction of the batch the dual bound verifies.
+
+    References:
+      E. Wong and J. Z. Kolter, "Provable Defenses against Adversarial Examples via the Convex
+      Outer Adversarial Polytope", ICML 2018.
+    """
+    _check_weight("kappa", kappa)
+    logits, net, spec, C = _setup(apply_fn, params, x, y, eps, lower, upper)
+    margins = crown(net, spec, C, relu="same-slope", lower_only=True).lower
+    return _robust_loss(logits, margins, y, kappa, dual_verified=margins)
+
+
+def pgd_loss(
+    apply_fn,
+    params,
+    x,
+    y,
+    key,
+    eps,
+    kappa=0.0,
+    *,
+    norm="linf",
+    steps=10,
+    step_size=None,
+    lower=0.0,
+    upper=1.0,
+):
+    """Cross-entropy at the points PGD finds by ascending it (adversarial training).
+
+    The attack's points are constants for the gradient (Danskin's theorem, as in Madry et al.).
+
+    Args:
+      apply_fn, params, x, y, lower, upper: as in `ibp_loss`.
+      key: PRNG key for the attack's random start.
+      eps: radius (>= 0) of the `norm` ball.
+      kappa: weight of the clean loss, in [0, 1] (Madry et al. use 0).
+      norm, steps, step_size: as in `jaxcert.attacks.pgd`.
+
+    Returns:
+      (loss, aux): the scalar loss and a dict with the clean and adversarial cross-entropies and
+      the fraction of the batch PGD fails to misclassify.
+
+    References:
+      A. Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks", ICLR
+      2018.
+    """
+    _check_weight("kappa", kappa)
+    z, _ = pgd(
+        apply_fn,
+        params,
+        x,
+        y,
+        key,
+        eps,
+        norm=norm,
+        steps=steps,
+        step_size=step_size,
+        objective="cross-entropy",
+        random_start=True,
+        lower=lower,
+        upper=upper,
+    )
+    z = jax.lax.stop_gradient(z)
+    adversarial_logits = apply_fn(params, z)
+    clean = _cross_entropy(apply_fn(params, x), y)
+    adversarial = _cross_entropy(adversarial_logits, y)
+    robust = jnp.mean(margin_loss(adversarial_logits, y) < 0)
+    aux = {"clean_loss": clean, "robust_loss": adversarial, "pgd_accuracy": robust}
+    return kappa * clean + (1 - kappa) * adversarial, aux
+
+
+def relu_stability(apply_fn, params, x, eps, *, bounds="ibp", lower=0.0, upper=1.0):
+    """The ReLU-stability loss: mean over the batch of sum over ReLUs of -tanh(1 + l * u).
+
+    l and u bound each ReLU's input over the l_inf ball; the loss rewards l * u > 0 (a stable
+    ReLU, which an exact verifier needs no binary variable for). Used with adversarial or
+    certified training and an L1 penalty (`l1_penalty`) for weight sparsity.
+
+    Args:
+      apply_fn, params, x, eps, lower, upper: as in `ibp_loss` (no labels needed).
+      bounds: how l, u are computed: "ibp" (the naive estimate of Xiao et al.) or "crown"
+        (tighter, in the spirit of their improved estimate, and costlier).
+
+    Returns:
+      (loss, aux): the scalar loss and {"unstable": mean number of unstable ReLUs per input}.
+
+    References:
+      K. Y. Xiao, V. Tjeng, N. M. Shafiullah and A. Madry, "Training for Faster Adversarial
+      Robustness Verification via Inducing ReLU Stability", ICLR 2019.
+    """
     net = trace(apply_fn, params, x[:1])
-    spec = LinfBall(x, eps, lower, upper)
-    margins = ibp(net, spec, margin_matrix(y, num_classes)).lower
-    clean = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-    worst = worst_case_logits(margins, y, num_classes)
-    robust = optax.softmax_cross_entropy_with_integer_labels(worst, y).mean()
-    verified = jnp.mean(jnp.all(margins > 0, axis=1))
-    loss = kappa * clean + (1 - kappa) * robust
-    return loss, {"clean_loss": clean, "robust_loss": robust, "ibp_verified": verified}
+    layers = intermediate_bounds(net, LinfBall(x, eps, lower, upper), method=bounds)
+    loss = unstable = 0.0
+    for b in layers:
+        product = (b.lower * b.upper).reshape(x.shape[0], -1)
+        loss = loss - jnp.sum(jnp.tanh(1 + product), axis=1)
+        unstable = unstable + jnp.sum(product < 0, axis=1)
+    return jnp.mean(loss), {"unstable": jnp.mean(unstable)}
+
+
+def l1_penalty(params):
+    """Sum of absolute weights over every parameter array with two or more axes (no biases).
+
+    Xiao et al. (2019) pair it with `relu_stability`: sparse weights give tighter bounds.
+    """
+    leaves = [w for w in jax.tree.leaves(params) if jnp.ndim(w) >= 2]
+    return sum(jnp.sum(jnp.abs(w)) for w in leaves)
 
 
 def ramp_schedule(end_value, warmup_steps, ramp_steps, start_value=0.0):

@@ -12,6 +12,11 @@ import optax
 from ._gaussian import gaussian_augmentation_loss
 
 
+def _resolve(loss_kwargs, count):
+    """Keyword arguments with every callable (a schedule) evaluated at the step count."""
+    return {k: v(count) if callable(v) else v for k, v in loss_kwargs.items()}
+
+
 def make_train_step(
     apply_fn: Callable,
     optimizer: optax.GradientTransformation,
@@ -23,21 +28,28 @@ def make_train_step(
     Args:
         apply_fn: the classifier, ``apply_fn(params, x) -> logits``.
         optimizer: the optax optimizer.
-        loss_fn: ``loss_fn(apply_fn, params, x, y, key, **loss_kwargs) -> scalar``.
-        **loss_kwargs: fixed keyword arguments of ``loss_fn``, e.g. ``sigma=0.25``.
+        loss_fn: ``loss_fn(apply_fn, params, x, y, key, **loss_kwargs)`` returning a scalar or
+            ``(scalar, aux dict)``, e.g. `gaussian_augmentation_loss` or a loss from
+            `training_loss`.
+        **loss_kwargs: keyword arguments of ``loss_fn``, e.g. ``sigma=0.25``; a callable value
+            is a schedule (such as `ramp_schedule`), evaluated at the step count each step.
 
     Returns:
-        ``step(params, opt_state, x, y, key) -> (params, opt_state, loss)``. The ``params`` and
-        ``opt_state`` passed in are donated: use only the returned ones afterwards.
+        ``step(params, opt_state, x, y, key, count=0) -> (params, opt_state, loss, aux)``, where
+        ``count`` is the number of steps taken so far (what schedules read) and ``aux`` the
+        loss's metrics (empty for a scalar loss). The ``params`` and ``opt_state`` passed in are
+        donated: use only the returned ones afterwards.
     """
 
+    def objective(params, x, y, key, count):
+        out = loss_fn(apply_fn, params, x, y, key, **_resolve(loss_kwargs, count))
+        return out if isinstance(out, tuple) else (out, {})
+
     @partial(jax.jit, donate_argnums=(0, 1))
-    def step(params, opt_state, x, y, key):
-        loss, grads = jax.value_and_grad(loss_fn, argnums=1)(
-            apply_fn, params, x, y, key, **loss_kwargs
-        )
+    def step(params, opt_state, x, y, key, count=0):
+        (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(params, x, y, key, count)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+        return optax.apply_updates(params, updates), opt_state, loss, aux
 
     return step
 
@@ -49,16 +61,19 @@ def fit(
     train_y: np.ndarray,
     key: jax.Array,
     *,
-    sigma: float,
     epochs: int,
+    loss_fn: Callable = gaussian_augmentation_loss,
     batch_size: int = 128,
     learning_rate: float = 1e-3,
-    progress: Callable[[int, float], None] | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+    progress: Callable[[int, Any, float, dict], None] | None = None,
+    **loss_kwargs: Any,
 ) -> Any:
-    """Trains a classifier with Adam on Gaussian-augmented inputs.
+    """Trains a classifier by minimising ``loss_fn`` (default: Gaussian augmentation).
 
     Each epoch visits the training set in a fresh random order (the last batch may be smaller);
-    epoch ``e`` draws its shuffle and noise from ``jax.random.fold_in(key, e)``.
+    epoch ``e`` draws its shuffle and noise from ``jax.random.fold_in(key, e)``. Schedules
+    among ``loss_kwargs`` (callables) are evaluated at the global step count.
 
     Args:
         apply_fn: the classifier, ``apply_fn(params, x) -> logits``.
@@ -66,12 +81,15 @@ def fit(
         train_x: training inputs, leading axis over examples.
         train_y: integer labels, one per input.
         key: a ``jax.random`` key (new-style or legacy uint32).
-        sigma: standard deviation of the Gaussian noise added to inputs, >= 0 (0: standard
-            training).
         epochs: number of passes over the training set.
+        loss_fn: the loss, as in `make_train_step`.
         batch_size: examples per step.
-        learning_rate: Adam step size.
-        progress: optional ``progress(epoch, mean_loss)`` called after each epoch.
+        learning_rate: Adam step size (ignored when ``optimizer`` is given).
+        optimizer: an optax optimizer; default ``optax.adam(learning_rate)``.
+        progress: optional ``progress(epoch, params, mean_loss, mean_aux)`` called after each
+            epoch, e.g. to evaluate ``params`` (which the next step donates: do not keep them).
+        **loss_kwargs: keyword arguments of ``loss_fn``, e.g. ``sigma=0.25`` (the noise level of
+            Gaussian augmentation, 0 for standard training) or ``eps=ramp_schedule(...)``.
 
     Returns:
         The trained parameters.
@@ -85,31 +103,41 @@ def fit(
         raise ValueError(
             f"train_x and train_y must be non-empty with equal lengths, got {n} and {len(train_y)}"
         )
-    if not sigma >= 0:
-        raise ValueError(f"sigma must be >= 0, got {sigma!r}")
-    if not isinstance(epochs, int) or epochs < 0:
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if not learning_rate > 0:
+    if optimizer is None and not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
-    optimizer = optax.adam(learning_rate)
-    step = make_train_step(apply_fn, optimizer, sigma=sigma)
+    sigma = loss_kwargs.get("sigma")
+    if isinstance(sigma, int | float) and not sigma >= 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma!r}")
+    optimizer = optax.adam(learning_rate) if optimizer is None else optimizer
+    step = make_train_step(apply_fn, optimizer, loss_fn, **loss_kwargs)
     params = jax.tree.map(jnp.array, params)  # a copy, since step donates its input
     opt_state = optimizer.init(params)
     train_x, train_y = jnp.asarray(train_x), jnp.asarray(train_y)
+    count = 0
     for epoch in range(epochs):
         shuffle_key, noise_key = jax.random.split(jax.random.fold_in(key, epoch))
         order = jax.random.permutation(shuffle_key, n)
-        losses = []
+        totals = {}
         for i, start in enumerate(range(0, n, batch_size)):
             idx = order[start : start + batch_size]
-            params, opt_state, loss = step(
-                params, opt_state, train_x[idx], train_y[idx], jax.random.fold_in(noise_key, i)
+            params, opt_state, loss, aux = step(
+                params,
+                opt_state,
+                train_x[idx],
+                train_y[idx],
+                jax.random.fold_in(noise_key, i),
+                count,
             )
-            losses.append(loss * len(idx))
+            count += 1
+            for name, value in {"loss": loss, **aux}.items():
+                totals[name] = totals.get(name, 0.0) + value * len(idx)
         if progress is not None:
-            progress(epoch, float(sum(losses)) / n)
+            means = {name: float(total) / n for name, total in totals.items()}
+            progress(epoch, params, means.pop("loss"), means)
     return params
 
 
