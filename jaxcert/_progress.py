@@ -28,6 +28,11 @@ class Progress:
         self.done = min(self.done + count, self.total)
         self._draw()
 
+    def write(self, line):
+        """Print a line above the bar (on a terminal, the bar is redrawn below it)."""
+        self.stream.write(("\r\033[K" if self._tty else "") + line + "\n")
+        self._draw()
+
     def close(self):
         """Finish the line."""
         self._draw(final=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from . import bounds, data, exact, graph, models, smoothing, train
+from . import attacks, bounds, data, exact, graph, models, smoothing, train
 from ._progress import Progress
 from ._sets import LinfBall
 from ._tsv import ResumableTSV
@@ -99,15 +99,43 @@ def _parser():
     demo.set_defaults(run=run_demo)
 
     tr = sub.add_parser(
-        "train", formatter_class=fmt, help="train a classifier with Gaussian data augmentation"
+        "train",
+        formatter_class=fmt,
+        help="train a classifier: standard, Gaussian augmentation, adversarial or certified",
     )
     _add_data_options(tr, split=False)
     tr.add_argument("--model", choices=("mlp", "cnn"), default="mlp", help="architecture")
     tr.add_argument("--hidden", type=_ints, default=(256, 256), help="MLP hidden widths")
-    tr.add_argument("--sigma", type=float, default=0.25, help="training noise level (0: none)")
+    tr.add_argument(
+        "--method",
+        choices=train.METHODS,
+        default="gaussian",
+        help="training loss: gaussian (for randomized smoothing, default), standard, pgd "
+        "(Madry et al.), ibp (Gowal et al.), crown-ibp (Zhang et al.), dual (Wong and Kolter)",
+    )
+    tr.add_argument("--sigma", type=float, default=0.25, help="noise level of --method gaussian")
+    tr.add_argument(
+        "--eps",
+        type=float,
+        default=0.1,
+        help="l_inf radius of pgd/ibp/crown-ibp/dual training (reached by a linear ramp) and of "
+        "the per-epoch PGD and IBP-verified accuracy",
+    )
+    tr.add_argument("--kappa", type=float, default=0.5, help="final weight of the clean loss")
+    tr.add_argument(
+        "--relu-stability",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="weight of the ReLU-stability loss (Xiao et al.) at --eps",
+    )
+    tr.add_argument("--l1", type=float, default=0.0, metavar="W", help="weight of an L1 penalty")
     tr.add_argument("--epochs", type=int, default=40, help="passes over the training set")
     tr.add_argument("--batch-size", type=int, default=128, help="examples per step")
     tr.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    tr.add_argument(
+        "--eval-images", type=int, default=1000, help="test images evaluated after each epoch"
+    )
     tr.add_argument("--seed", type=int, default=0, help="random seed")
     tr.add_argument("--out", type=Path, required=True, help="directory to save the model in")
     tr.set_defaults(run=run_train)
@@ -154,7 +182,12 @@ def _parser():
         default="milp",
         help="milp decides exactly; the others prove or answer 'unknown'",
     )
-    ve.add_argument("--solver", choices=("scip", "highs"), default="scip", help="MILP solver")
+    ve.add_argument(
+        "--solver",
+        choices=("scip", "highs", "race"),
+        default="scip",
+        help="MILP solver (race: both at once, the first decisive answer wins)",
+    )
     ve.add_argument("--time-limit", type=float, default=60.0, help="MILP seconds per image")
     ve.add_argument(
         "--mode",
@@ -224,57 +257,116 @@ def _positive(name, value):
 
 
 def train_model(
-    train_x, train_y, *, spec, sigma, epochs, seed, batch_size=128, lr=1e-3, label="train"
+    train_x,
+    train_y,
+    *,
+    spec,
+    epochs,
+    seed,
+    batch_size=128,
+    lr=1e-3,
+    label="train",
+    loss_fn=train.gaussian_augmentation_loss,
+    on_epoch=None,
+    **loss_kwargs,
 ):
-    """Initialise and train a reference model with Gaussian augmentation, with a progress bar."""
+    """Initialise and train a model (Gaussian augmentation by default), with a progress bar.
+
+    `on_epoch(epoch, apply_fn, params, loss, aux)` may return a line to print after each epoch.
+    """
     key = jax.random.key(seed)
     apply_fn, params = models.init_model(spec, jax.random.fold_in(key, 0), train_x.shape[1:])
     with Progress(epochs, label, unit="epoch") as bar:
+
+        def progress(epoch, params, loss, aux):
+            if on_epoch is not None:
+                bar.write(on_epoch(epoch, apply_fn, params, loss, aux))
+            bar.update()
+
         params = train.fit(
             apply_fn,
             params,
             train_x,
             train_y,
             jax.random.fold_in(key, 1),
-            sigma=sigma,
             epochs=epochs,
+            loss_fn=loss_fn,
             batch_size=batch_size,
             learning_rate=lr,
-            progress=lambda epoch, loss: bar.update(),
+            progress=progress,
+            **loss_kwargs,
         )
     return apply_fn, params
 
 
+def robust_accuracies(apply_fn, params, x, y, eps):
+    """Clean, PGD (20 steps) and IBP-verified accuracy at l_inf radius eps."""
+    net = graph.trace(apply_fn, params, x[:1])
+    _, attack = attacks.pgd(apply_fn, params, x, y, jax.random.key(0), eps, steps=20)
+    verified = bounds.certify(net, LinfBall(x, eps), y, method="ibp")
+    clean = train.accuracy(apply_fn, params, x, y)
+    return clean, float(np.mean(np.asarray(attack) < 0)), float(np.mean(np.asarray(verified)))
+
+
 def run_train(args):
     _positive("epochs", args.epochs)
-    if not args.sigma >= 0:
-        raise UserError(f"--sigma must be >= 0, got {args.sigma}")
+    _positive("batch-size", args.batch_size)
+    _positive("eval-images", args.eval_images)
+    for name in ("sigma", "eps", "relu_stability", "l1"):
+        if not getattr(args, name) >= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if not 0 <= args.kappa <= 1:
+        raise UserError(f"--kappa must lie in [0, 1], got {args.kappa}")
     x, y = data.load_dataset(args.dataset, "train", args.data_dir)
     test_x, test_y = data.load_dataset(args.dataset, "test", args.data_dir)
+    eval_x, eval_y = test_x[: args.eval_images], test_y[: args.eval_images]
     if args.model == "mlp":
         spec = {"kind": "mlp", "hidden": list(args.hidden), "num_classes": data.num_classes}
     else:
         spec = {"kind": "cnn", "num_classes": data.num_classes}
+    loss_fn = train.training_loss(
+        args.method, relu_stability_weight=args.relu_stability, l1_weight=args.l1
+    )
+    steps = args.epochs * -(-len(x) // args.batch_size)
+    loss_kwargs = train.ramp_schedules(args.method, args.eps, steps, kappa=args.kappa)
+    if args.method == "gaussian":
+        loss_kwargs["sigma"] = args.sigma
+
+    def on_epoch(epoch, apply_fn, params, loss, aux):
+        clean, pgd, ibp = robust_accuracies(apply_fn, params, eval_x, eval_y, args.eps)
+        return (
+            f"epoch {epoch + 1}/{args.epochs}: loss {loss:.4f}, clean {clean:.3f}, "
+            f"PGD {pgd:.3f}, IBP-verified {ibp:.3f} (eps {args.eps}, {len(eval_x)} test images)"
+        )
+
     apply_fn, params = train_model(
         x,
         y,
         spec=spec,
-        sigma=args.sigma,
         epochs=args.epochs,
         seed=args.seed,
         batch_size=args.batch_size,
         lr=args.lr,
+        label=f"train {args.method}",
+        loss_fn=loss_fn,
+        on_epoch=on_epoch,
+        **loss_kwargs,
     )
     acc = train.accuracy(apply_fn, params, test_x, test_y)
     metadata = {
         "dataset": args.dataset,
-        "sigma": args.sigma,
+        "method": args.method,
+        "sigma": args.sigma if args.method == "gaussian" else 0.0,
+        "eps": args.eps,
+        "kappa": args.kappa,
+        "relu_stability": args.relu_stability,
+        "l1": args.l1,
         "epochs": args.epochs,
         "seed": args.seed,
         "test_accuracy": acc,
     }
     models.save_model(args.out, spec, params, input_shape=x.shape[1:], metadata=metadata)
-    print(f"saved {args.out} (clean test accuracy {acc:.4f}, trained at sigma {args.sigma})")
+    print(f"saved {args.out} (clean test accuracy {acc:.4f}, {args.method} training)")
 
 
 # --- certify ---------------------------------------------------------------------------------

@@ -39,6 +39,25 @@ def test_train_saves_a_loadable_model(model_dir):
     )
 
 
+def test_certified_training_reports_each_epoch(tmp_path, capsys):
+    out = tmp_path / "ibp"
+    args = ["train", "--method", "crown-ibp", "--eps", "0.05", "--epochs", "2", "--hidden", "16",
+            "--relu-stability", "0.01", "--eval-images", "50", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("epoch")]
+    assert len(lines) == 2 and "epoch 2/2: loss" in lines[1]
+    for line in lines:
+        clean, pgd, ibp = (float(line.split(f"{k} ")[1].split()[0].rstrip(",")) for k in
+                           ("clean", "PGD", "IBP-verified"))  # fmt: skip
+        assert clean >= pgd >= ibp  # the attack and the proof are both sound
+    apply_fn, params, info = jc.models.load_model(out)
+    assert info["metadata"]["method"] == "crown-ibp" and info["metadata"]["eps"] == 0.05
+    x, y = jc.data.load_digits("test")
+    assert jc.train.accuracy(apply_fn, params, x, y) == pytest.approx(
+        info["metadata"]["test_accuracy"]
+    )
+
+
 def test_certify_writes_cohen_rows(model_dir, tmp_path, capsys):
     out = tmp_path / "cert.tsv"
     args = [
@@ -151,6 +170,9 @@ def test_demo_prints_the_table(capsys):
     [
         (["demo", "--n", "0"], "--n"),
         (["train", "--epochs", "0", "--out", "x"], "--epochs"),
+        (["train", "--method", "ibp", "--kappa", "1.5", "--out", "x"], "--kappa"),
+        (["train", "--method", "pgd", "--eps", "-0.1", "--out", "x"], "--eps"),
+        (["train", "--relu-stability", "-1", "--out", "x"], "--relu-stability"),
         (["certify", "--model", "does-not-exist", "--out", "x.tsv"], "model.json"),
         (
             ["verify", "--model", "m", "--eps", "0.1", "--attack-steps", "-1", "--out", "x.tsv"],
