@@ -57,7 +57,14 @@ def exact_min_margin(params, lower, upper, label, j):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize(
-    "mode,solver,attack", [("decide", "scip", 50), ("decide", "highs", 0), ("minimum", "scip", 0)]
+    "mode,solver,attack",
+    [
+        ("decide", "scip", 50),
+        ("decide", "highs", 0),
+        ("minimum", "scip", 0),
+        ("decide", "race", 0),
+        ("minimum", "race", 0),
+    ],
 )
 def test_verify_agrees_with_enumeration(seed, mode, solver, attack):
     params = random_mlp(seed)
@@ -81,6 +88,26 @@ def test_verify_agrees_with_enumeration(seed, mode, solver, attack):
             z = r.counterexample
             assert np.all(z >= lower[i] - 1e-7) and np.all(z <= upper[i] + 1e-7)
             assert int(jnp.argmax(mlp_apply(params, z[None]))) != y[i]
+
+
+def test_race_returns_the_first_decisive_answer_and_stops_the_other_solver():
+    from ortools.math_opt.python import mathopt
+
+    from jaxcert.exact._race import Race
+
+    model = mathopt.Model()
+    x = [model.add_integer_variable(lb=0, ub=10) for _ in range(3)]
+    equation = model.add_linear_constraint(2 * x[0] + 2 * x[1] + 2 * x[2] == 7)  # no solution
+    model.objective.set_to_expression(x[0])
+    with Race() as race:
+        result, _ = race.solve(model, 10.0, None, "minimum")
+        assert result.termination.reason == mathopt.TerminationReason.INFEASIBLE
+        equation.lower_bound = equation.upper_bound = 8
+        result, solver = race.solve(model, 10.0, None, "minimum")
+        assert result.termination.reason == mathopt.TerminationReason.OPTIMAL
+        assert result.objective_value() == pytest.approx(0.0) and solver in ("scip", "highs")
+        processes = [w.process for w in race.workers if w.process is not None]
+    assert all(p.poll() is not None for p in processes)  # no worker outlives the race
 
 
 def test_milp_ge_lp_ge_crown_with_the_same_intermediate_bounds():

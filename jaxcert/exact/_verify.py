@@ -14,7 +14,7 @@ References:
   Programming", ICLR 2019.
 """
 
-import datetime
+import contextlib
 import time
 from typing import NamedTuple
 
@@ -30,14 +30,8 @@ from ..bounds._interval import Interval
 from ..bounds._lp import build_model
 from ..bounds._spec import check_inputs
 from ..graph._trace import read
+from ._race import SOLVER_TYPES, SOLVERS, Race, solve_parameters
 
-# Mixed-integer solvers shipped with OR-Tools that treat continuous variables as reals.
-_SOLVERS = ("scip", "highs")
-_SOLVER_TYPES = {
-    "scip": mathopt.SolverType.GSCIP,
-    "highs": mathopt.SolverType.HIGHS,
-    "glop": mathopt.SolverType.GLOP,
-}
 MODES = ("decide", "minimum")
 # A candidate must change the class by more than this in the model itself, and a proof needs a
 # dual bound above it: solver tolerances are about 1e-6 to 1e-9.
@@ -89,8 +83,10 @@ def verify(
         constraint matrices).
       spec: `LinfBall`, `Box` or `L1Ball` over a batch of B inputs (intersected with the box).
       y: the class to keep, one per image (B,).
-      solver: "scip" (default) or "highs", both shipped with OR-Tools. CP-SAT is refused: it
-        restricts continuous variables to a grid, so its "infeasible" proves nothing here.
+      solver: "scip" (default) or "highs", both shipped with OR-Tools, or "race": each MILP
+        runs on both at once, in two worker processes, and the first decisive answer wins (the
+        other is stopped). CP-SAT is refused: it restricts continuous variables to a grid, so
+        its "infeasible" proves nothing here.
       time_limit: seconds per image (> 0).
       bounds: "crown", "crown-ibp", "alpha-crown" or "ibp": proves classes before any LP and
         gives the ReLU bounds (tighter bounds mean fewer binaries and smaller big-M constants).
@@ -117,16 +113,16 @@ def verify(
             "solver 'cp-sat' is refused: it restricts real-valued variables to a finite grid, "
             "so its answers prove nothing for a ReLU network; use 'scip' or 'highs'"
         )
-    if solver not in _SOLVERS:
-        raise ValueError(f"unknown solver {solver!r}; use one of {sorted(_SOLVERS)}")
+    if solver not in (*SOLVERS, "race"):
+        raise ValueError(f"unknown solver {solver!r}; use one of {', '.join(SOLVERS)}, race")
     if not isinstance(spec, LinfBall | Box | L1Ball):
         raise ValueError(f"verify needs an LinfBall, Box or L1Ball, got {type(spec).__name__}")
     if not time_limit > 0:
         raise ValueError(f"time_limit must be > 0 seconds, got {time_limit}")
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
-    if threads is not None and solver != "scip":
-        raise ValueError("threads is supported with solver='scip' only")
+    if threads is not None and solver == "highs":
+        raise ValueError("threads is supported with solver='scip' (and SCIP in 'race') only")
     if isinstance(attack_steps, bool) or not isinstance(attack_steps, int) or attack_steps < 0:
         raise ValueError(f"attack_steps must be a non-negative integer, got {attack_steps!r}")
     began = time.perf_counter()
@@ -135,30 +131,26 @@ def verify(
     attacked = _attack(net, spec, y, attack_steps) if attack_steps else None
     relu_method = "ibp" if bounds == "ibp" else "crown"
     relu_bounds = intermediate_bounds(net, spec, method=relu_method)
-    results = []
     shared = (time.perf_counter() - began) / spec.batch_size  # bounds and attack, per image
-    for b in range(spec.batch_size):
-        example = jax.tree.map(lambda a, b=b: a[b], spec)
-        if attacked is not None and attacked[1][b] > 0 and not np.all(proved[b] > 0):
-            found = _confirm(net, example, attacked[0][b], int(y[b]))
-            if found is not None:
-                target = int(jnp.argmax(net(jnp.asarray(found[None]))[0]))
-                lower, upper = float(np.min(proved[b])), float(-attacked[1][b])
-                results.append(Verification("falsified", lower, upper, target, found, shared, 0))
-                continue
-        example_bounds = [Interval(r.lower[b], r.upper[b]) for r in relu_bounds]
-        result = _verify_one(
-            net,
-            example,
-            example_bounds,
-            int(y[b]),
-            proved[b],
-            solver,
-            time_limit,
-            threads,
-            mode,
-        )
-        results.append(result._replace(seconds=result.seconds + shared))
+    results = []
+    with Race() if solver == "race" else contextlib.nullcontext(solver) as engine:
+        for b in range(spec.batch_size):
+            example = jax.tree.map(lambda a, b=b: a[b], spec)
+            if attacked is not None and attacked[1][b] > 0 and not np.all(proved[b] > 0):
+                found = _confirm(net, example, attacked[0][b], int(y[b]))
+                if found is not None:
+                    target = int(jnp.argmax(net(jnp.asarray(found[None]))[0]))
+                    lower, upper = float(np.min(proved[b])), float(-attacked[1][b])
+                    results.append(
+                        Verification("falsified", lower, upper, target, found, shared, 0)
+                    )
+                    continue
+            example_bounds = [Interval(r.lower[b], r.upper[b]) for r in relu_bounds]
+            result = _verify_one(
+                net, example, example_bounds, int(y[b]), proved[b], engine, time_limit, threads,
+                mode,
+            )  # fmt: skip
+            results.append(result._replace(seconds=result.seconds + shared))
     return results
 
 
@@ -200,8 +192,8 @@ def margin_optima(net, spec, y, *, solver="scip", time_limit=60.0, bounds="crown
       Tjeng, Xiao, Tedrake, ICLR 2019.
     """
     check_inputs(net, spec)
-    if solver not in _SOLVERS:
-        raise ValueError(f"unknown solver {solver!r}; use one of {sorted(_SOLVERS)}")
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; use one of {', '.join(SOLVERS)}")
     relu_bounds = intermediate_bounds(net, spec, method="ibp" if bounds == "ibp" else "crown")
     y = np.asarray(y)
     num_classes = int(np.prod(net.output_shape))
@@ -294,7 +286,8 @@ _FAILED = {
 
 
 def _solve(model, outputs, label, j, solver, time_limit, threads, search="minimum"):
-    """Minimise f_label - f_j over the model with "glop" (the LP) or a MILP solver.
+    """Minimise f_label - f_j over the model with "glop" (the LP), a MILP solver's name, or a
+    `Race` of both MILP solvers.
 
     search="minimum" solves to optimality (or until the time limit). search="decide" asks for
     any input with f_label - f_j <= 2 * MARGIN and stops at the first one found; it returns None
@@ -304,19 +297,13 @@ def _solve(model, outputs, label, j, solver, time_limit, threads, search="minimu
     margin = outputs[label] - outputs[j]
     model.objective.set_to_expression(margin)
     model.objective.is_maximize = False
-    params = mathopt.SolveParameters(
-        time_limit=None if time_limit is None else datetime.timedelta(seconds=time_limit),
-        threads=threads,
-    )
-    unsafe = None
-    if search == "decide":
-        unsafe = model.add_linear_constraint(margin <= 2 * MARGIN)
-        if solver == "highs":
-            params.highs.int_options["mip_max_improving_sols"] = 1
-        else:
-            params.solution_limit = 1
+    unsafe = model.add_linear_constraint(margin <= 2 * MARGIN) if search == "decide" else None
     try:
-        result = mathopt.solve(model, _SOLVER_TYPES[solver], params=params)
+        if isinstance(solver, Race):
+            result, _ = solver.solve(model, time_limit, threads, search)
+        else:
+            params = solve_parameters(solver, time_limit, threads, search)
+            result = mathopt.solve(model, SOLVER_TYPES[solver], params=params)
     finally:
         if unsafe is not None:
             model.delete_linear_constraint(unsafe)
