@@ -1,8 +1,8 @@
-import gzip
 import hashlib
 
 import numpy as np
 import pytest
+from mnist_files import idx_bytes, write_mnist
 
 from jaxcert import data
 
@@ -41,24 +41,6 @@ def test_digits_bad_split():
         data.load_digits("validation")
 
 
-def _idx_bytes(array, magic):
-    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    return header + array.astype(np.uint8).tobytes()
-
-
-def _write_mnist(directory, split, images, labels, compress):
-    prefix = "train" if split == "train" else "t10k"
-    files = {
-        f"{prefix}-images-idx3-ubyte": _idx_bytes(images, 0x803),
-        f"{prefix}-labels-idx1-ubyte": _idx_bytes(labels, 0x801),
-    }
-    for name, raw in files.items():
-        if compress:
-            (directory / f"{name}.gz").write_bytes(gzip.compress(raw))
-        else:
-            (directory / name).write_bytes(raw)
-
-
 @pytest.mark.parametrize("compress", [False, True])
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_mnist_reads_idx_files(tmp_path, split, compress):
@@ -66,7 +48,7 @@ def test_mnist_reads_idx_files(tmp_path, split, compress):
     images = rng.integers(0, 256, size=(5, 28, 28), dtype=np.uint8)
     images[0, 0, 0], images[0, 0, 1] = 0, 255
     labels = rng.integers(0, 10, size=5, dtype=np.uint8)
-    _write_mnist(tmp_path, split, images, labels, compress)
+    write_mnist(tmp_path, split, images, labels, compress)
     x, y = data.load_mnist(tmp_path, split)
     assert x.shape == (5, 28, 28, 1) and x.dtype == np.float32
     assert y.dtype == np.int32
@@ -88,12 +70,12 @@ def test_mnist_missing_files(tmp_path):
 def test_mnist_bad_magic_and_counts(tmp_path):
     images = np.zeros((3, 28, 28), np.uint8)
     labels = np.zeros(3, np.uint8)
-    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(_idx_bytes(images, 0x801))
-    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(_idx_bytes(labels, 0x801))
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(images, 0x801))
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(labels, 0x801))
     with pytest.raises(ValueError, match="magic"):
         data.load_mnist(tmp_path, "test")
-    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(_idx_bytes(images, 0x803))
-    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(_idx_bytes(labels[:2], 0x801))
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(images, 0x803))
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(labels[:2], 0x801))
     with pytest.raises(ValueError, match="3 images but .* 2 labels"):
         data.load_mnist(tmp_path, "test")
 
