@@ -9,7 +9,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from . import attacks, bounds, data, exact, graph, models, smoothing, train
+from . import attacks, bounds, data, exact, graph, models, report, smoothing, train
 from ._progress import Progress
 from ._sets import LinfBall
 from ._tsv import ResumableTSV
@@ -66,7 +66,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return args.run(args) or 0
-    except (UserError, ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
+    except (
+        UserError,
+        ValueError,
+        TypeError,
+        FileNotFoundError,
+        FileExistsError,
+        ImportError,
+    ) as err:
         print(f"jaxcert {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -201,8 +208,34 @@ def _parser():
         default=50,
         help="PGD steps tried before the MILP (0: none); a confirmed attack falsifies",
     )
+    ve.add_argument(
+        "--tighten",
+        action="store_true",
+        help="tighten the ReLU bounds layer by layer by LP before the MILPs (Tjeng et al.)",
+    )
     _add_log_options(ve, "verify")
     ve.set_defaults(run=run_verify)
+
+    rp = sub.add_parser(
+        "report",
+        formatter_class=fmt,
+        help="tabulate certify/verify result files (markdown) and plot certified accuracy",
+    )
+    rp.add_argument("files", type=Path, nargs="+", help="TSV files of jaxcert certify or verify")
+    rp.add_argument(
+        "--radii", type=_floats, default=DEMO_RADII, help="radii of the certified-accuracy table"
+    )
+    rp.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        help="draw certified accuracy against radius for the certify files to this PNG "
+        "(needs matplotlib)",
+    )
+    rp.add_argument(
+        "--max-radius", type=float, default=None, help="right end of the plot (default: largest)"
+    )
+    rp.set_defaults(run=run_report)
     return parser
 
 
@@ -514,6 +547,7 @@ def run_verify(args):
         "time_limit": args.time_limit,
         "mode": args.mode,
         "attack_steps": args.attack_steps,
+        "tighten": args.tighten,
     }
     with ResumableTSV(args.out, VERIFY_COLUMNS, settings, resume=args.resume) as log:
         todo = [i for i in indices if str(i) not in log.done]
@@ -548,6 +582,7 @@ def _verify_row(net, images, labels, idx, args):
             time_limit=args.time_limit,
             mode=args.mode,
             attack_steps=args.attack_steps,
+            tighten=args.tighten,
         )[0]
         status, lower, upper = result.status, result.margin_lower, result.margin_upper
         target, binaries = result.target, result.binaries
@@ -567,6 +602,21 @@ def _verify_row(net, images, labels, idx, args):
         "time": repr(time.perf_counter() - began),
         "binaries": binaries,
     }
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def run_report(args):
+    if any(r < 0 for r in args.radii):
+        raise UserError(f"--radii must be >= 0, got {args.radii}")
+    if args.max_radius is not None and not args.max_radius > 0:
+        raise UserError(f"--max-radius must be > 0, got {args.max_radius}")
+    all_results = [report.read_results(path) for path in args.files]
+    print(report.markdown_table(all_results, args.radii))
+    if args.plot is not None:
+        report.plot_certified_accuracy(all_results, args.plot, args.max_radius)
+        print(f"\nplot written to {args.plot}")
 
 
 # --- demo ------------------------------------------------------------------------------------

@@ -1,0 +1,142 @@
+"""Tables and plots of jaxcert's result files (the TSVs of `jaxcert certify` and `verify`).
+
+A certify file follows Cohen et al.'s columns (idx, label, predict, radius, correct, ...): its
+certified accuracy at radius r is the fraction of rows with correct == 1 and radius >= r. A
+verify file has a status per image: its verified accuracy is the fraction of rows whose status
+is "verified" and whose prediction is the label. The run's settings (sigma, eps, method, ...)
+come from the `FILE.json` beside each file.
+"""
+
+import csv
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from .smoothing import certified_accuracy
+
+KINDS = {"certify": ("radius", "correct"), "verify": ("status", "margin_lower")}
+
+
+class Results(NamedTuple):
+    """One result file.
+
+    Attributes:
+      path: the TSV file.
+      kind: "certify" or "verify".
+      settings: the run's settings (empty when `FILE.json` is missing).
+      rows: the rows, as dicts of strings.
+    """
+
+    path: Path
+    kind: str
+    settings: dict
+    rows: list
+
+
+def read_results(path):
+    """Read a certify or verify TSV (and its settings); the kind is told by the columns.
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: the file is neither kind.
+    """
+    path = Path(path)
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        columns = reader.fieldnames or []
+        rows = [row for row in reader if None not in row.values()]  # drops a cut-off last row
+    kind = next((k for k, needed in KINDS.items() if set(needed) <= set(columns)), None)
+    if kind is None:
+        raise ValueError(
+            f"{path} is not a jaxcert certify or verify file (its columns are {columns})"
+        )
+    settings_path = path.with_name(path.name + ".json")
+    settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
+    return Results(path, kind, settings, rows)
+
+
+def label(results):
+    """A short legend entry: the file's stem and its noise level or radius and method."""
+    s = results.settings
+    if results.kind == "certify":
+        extra = f"sigma={s['sigma']:g}" if "sigma" in s else ""
+    else:
+        extra = " ".join(str(s[k]) for k in ("method", "eps") if k in s)
+    return f"{results.path.stem} ({extra})" if extra else results.path.stem
+
+
+def certified_curve(results, radii):
+    """Certified accuracy of a certify file at each radius."""
+    radius = np.array([float(r["radius"]) for r in results.rows])
+    correct = np.array([r["correct"] == "1" for r in results.rows])
+    return np.asarray(certified_accuracy(radius, correct, np.asarray(radii)))
+
+
+def markdown_table(all_results, radii):
+    """Markdown tables: certified accuracy per radius (certify files), and verified accuracy
+    with status counts (verify files)."""
+    lines = []
+    certify = [r for r in all_results if r.kind == "certify"]
+    verify = [r for r in all_results if r.kind == "verify"]
+    if certify:
+        head = ["file", "images"] + [f"r={r:g}" for r in radii]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for results in certify:
+            cells = [label(results), str(len(results.rows))]
+            cells += [f"{a:.3f}" for a in certified_curve(results, radii)]
+            lines.append("| " + " | ".join(cells) + " |")
+    if verify:
+        if lines:
+            lines.append("")
+        head = ["file", "images", "verified accuracy", "verified", "falsified", "unknown"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for results in verify:
+            rows = results.rows
+            status = [r["status"] for r in rows]
+            correct = sum(r["status"] == "verified" and r["predict"] == r["label"] for r in rows)
+            unknown = status.count("unknown") + status.count("unconfirmed")
+            cells = [
+                label(results),
+                str(len(rows)),
+                f"{correct / max(len(rows), 1):.3f}",
+                str(status.count("verified")),
+                str(status.count("falsified")),
+                str(unknown),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_certified_accuracy(all_results, out, max_radius=None):
+    """Certified accuracy against radius for every certify file, on one figure (as in Cohen et
+    al., 2019, Figure 6). Needs matplotlib (`pip install "jaxcert[plot]"`)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise ImportError(
+            'plotting needs matplotlib: pip install "jaxcert[plot]" (or matplotlib)'
+        ) from err
+    certify = [r for r in all_results if r.kind == "certify"]
+    if not certify:
+        raise ValueError("--plot draws certify files; none was given")
+    top = max_radius or max(
+        (float(row["radius"]) for r in certify for row in r.rows), default=1.0
+    )
+    radii = np.linspace(0.0, max(top, 1e-6) * 1.05, 400)
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for results in certify:
+        axes.plot(radii, certified_curve(results, radii), label=label(results))
+    axes.set_xlabel("radius (l2)")
+    axes.set_ylabel("certified accuracy")
+    axes.set_ylim(0, 1)
+    axes.set_xlim(0, radii[-1])
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(out, dpi=150)
+    plt.close(figure)

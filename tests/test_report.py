@@ -1,0 +1,59 @@
+"""jaxcert report: tables that match a hand count, and the plot."""
+
+import json
+
+import pytest
+
+from jaxcert.cli import CERTIFY_COLUMNS, VERIFY_COLUMNS, main
+
+
+def _write(path, columns, rows, settings):
+    lines = ["\t".join(columns)] + ["\t".join(str(r.get(c, 0)) for c in columns) for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+    path.with_name(path.name + ".json").write_text(json.dumps(settings))
+
+
+def test_report_counts_and_plot(tmp_path, capsys):
+    # (radius, correct): certified correct at r=0: 3 of 5; at r=0.5: 2 (0.5 counts: radius >= r).
+    cert = [(0.2, 1), (0.5, 1), (0.9, 1), (0.0, 0), (0.7, 0)]
+    _write(
+        tmp_path / "a.tsv",
+        CERTIFY_COLUMNS,
+        [{"idx": i, "radius": r, "correct": c} for i, (r, c) in enumerate(cert)],
+        {"sigma": 0.25},
+    )
+    statuses = [("verified", 1, 1), ("verified", 2, 3), ("falsified", 0, 0), ("unknown", 4, 4)]
+    _write(
+        tmp_path / "v.tsv",
+        VERIFY_COLUMNS,
+        [
+            {"idx": i, "status": s, "label": lab, "predict": pred}
+            for i, (s, lab, pred) in enumerate(statuses)
+        ],
+        {"method": "milp", "eps": 0.02},
+    )
+    png = tmp_path / "curve.png"
+    args = ["report", str(tmp_path / "a.tsv"), str(tmp_path / "v.tsv"), "--radii", "0,0.5,1"]
+    assert main([*args, "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "| a (sigma=0.25) | 5 | 0.600 | 0.400 | 0.000 |" in out
+    # verified and predict == label: only the first row; statuses 2 verified, 1 falsified.
+    assert "| v (milp 0.02) | 4 | 0.250 | 2 | 1 | 1 |" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_report_refuses_other_files_in_one_line(tmp_path, capsys):
+    (tmp_path / "x.tsv").write_text("a\tb\n1\t2\n")
+    assert main(["report", str(tmp_path / "x.tsv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a jaxcert certify or verify file" in err[0]
+    assert main(["report", str(tmp_path / "missing.tsv")]) == 2
+    assert main(["report", str(tmp_path / "x.tsv"), "--radii", "-1"]) == 2
+
+
+@pytest.mark.parametrize("plot", [True, False])
+def test_report_plot_needs_certify_files(tmp_path, capsys, plot):
+    _write(tmp_path / "v.tsv", VERIFY_COLUMNS, [{"idx": 0, "status": "verified"}], {})
+    args = ["report", str(tmp_path / "v.tsv")]
+    args += ["--plot", str(tmp_path / "p.png")] if plot else []
+    assert main(args) == (2 if plot else 0)
