@@ -57,23 +57,23 @@ def exact_min_margin(params, lower, upper, label, j):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize(
-    "mode,solver,attack",
+    "mode,solver,attack,tighten",
     [
-        ("decide", "scip", 50),
-        ("decide", "highs", 0),
-        ("minimum", "scip", 0),
-        ("decide", "race", 0),
-        ("minimum", "race", 0),
+        ("decide", "scip", 50, False),
+        ("decide", "highs", 0, True),
+        ("minimum", "scip", 0, False),
+        ("decide", "race", 0, False),
+        ("minimum", "race", 0, True),
     ],
 )
-def test_verify_agrees_with_enumeration(seed, mode, solver, attack):
+def test_verify_agrees_with_enumeration(seed, mode, solver, attack, tighten):
     params = random_mlp(seed)
     x = jnp.asarray(np.random.default_rng(10 + seed).uniform(0.2, 0.8, (5, 3)), jnp.float32)
     y = np.asarray(jnp.argmax(mlp_apply(params, x), axis=1))
     net = jc.trace(mlp_apply, params, x[:1])
     spec = jc.LinfBall(x, 0.15)
     results = jc.exact.verify(
-        net, spec, y, time_limit=30, mode=mode, solver=solver, attack_steps=attack
+        net, spec, y, time_limit=30, mode=mode, solver=solver, attack_steps=attack, tighten=tighten
     )
     lower, upper = (np.asarray(v, np.float64) for v in spec.box())
     for i, r in enumerate(results):
@@ -88,6 +88,30 @@ def test_verify_agrees_with_enumeration(seed, mode, solver, attack):
             z = r.counterexample
             assert np.all(z >= lower[i] - 1e-7) and np.all(z <= upper[i] + 1e-7)
             assert int(jnp.argmax(mlp_apply(params, z[None]))) != y[i]
+
+
+def test_lp_tightening_is_sound_and_never_looser():
+    from jaxcert.bounds._interval import Interval
+    from jaxcert.bounds._lp import tighten
+
+    params = random_mlp(7, (3, 6, 6, 5, 3))
+    x = jnp.asarray([[0.5, 0.3, 0.6]], jnp.float32)
+    net = jc.trace(mlp_apply, params, x)
+    spec = jc.LinfBall(x, 0.3)
+    crown = [Interval(b.lower[0], b.upper[0]) for b in jc.bounds.intermediate_bounds(net, spec)]
+    example = jax.tree.map(lambda a: a[0], spec)
+    tight = tighten(net, example, crown)
+    lower, upper = (np.asarray(v[0], np.float64) for v in spec.box())
+    points = np.random.default_rng(8).uniform(lower, upper, (20000, 3))
+    h, narrower = points, 0
+    for k, ((w, b), before, after) in enumerate(zip(params[:-1], crown, tight)):
+        h = h @ w + b  # the pre-activations of ReLU layer k, at every sampled point
+        assert np.all(after.lower >= np.asarray(before.lower, np.float64) - 1e-12)
+        assert np.all(after.upper <= np.asarray(before.upper, np.float64) + 1e-12)
+        assert np.all(h >= after.lower - 1e-5) and np.all(h <= after.upper + 1e-5), k
+        narrower += np.sum(after.upper - after.lower < np.asarray(before.upper - before.lower))
+        h = np.maximum(h, 0)
+    assert narrower > 0  # the LP does tighten something on this network
 
 
 def test_race_returns_the_first_decisive_answer_and_stops_the_other_solver():
@@ -106,7 +130,7 @@ def test_race_returns_the_first_decisive_answer_and_stops_the_other_solver():
         result, solver = race.solve(model, 10.0, None, "minimum")
         assert result.termination.reason == mathopt.TerminationReason.OPTIMAL
         assert result.objective_value() == pytest.approx(0.0) and solver in ("scip", "highs")
-        processes = [w.process for w in race.workers if w.process is not None]
+        processes = [w.process for w in race.workers]
     assert all(p.poll() is not None for p in processes)  # no worker outlives the race
 
 

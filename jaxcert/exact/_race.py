@@ -54,25 +54,30 @@ def _receive(stream):
 
 
 class _Worker:
-    """One solver process, started on first use."""
+    """One solver process; a replacement starts as soon as one is stopped, so that it has
+    loaded OR-Tools by the next query."""
 
     def __init__(self, solver):
-        self.solver, self.process = solver, None
+        self.solver = solver
+        self.process = self._spawn()
+
+    def _spawn(self):
+        return subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), self.solver],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
 
     def start(self, query):
-        if self.process is None or self.process.poll() is not None:
-            self.process = subprocess.Popen(
-                [sys.executable, os.path.abspath(__file__), self.solver],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-            )
+        if self.process.poll() is not None:
+            self.process = self._spawn()
         _send(self.process.stdin, query)
 
-    def kill(self):
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
+    def stop(self, replace=True):
+        self.process.kill()
+        self.process.wait()
+        if replace:
+            self.process = self._spawn()
 
 
 def _decisive(result, search):
@@ -94,7 +99,7 @@ class Race:
 
     def __exit__(self, *exc):
         for worker in self.workers:
-            worker.kill()
+            worker.stop(replace=False)
 
     def solve(self, model, time_limit, threads, search):
         """Solve `model` (objective and constraints set) on both solvers; return the first
@@ -117,7 +122,7 @@ class Race:
                 results.append((result, worker.solver))
                 if _decisive(result, search):
                     for other in pending.values():
-                        other.kill()
+                        other.stop()
                     return result, worker.solver
         return max(results, key=lambda r: _dual(r[0]))
 

@@ -28,6 +28,7 @@ from ..attacks import pgd
 from ..bounds._crown import intermediate_bounds, margins
 from ..bounds._interval import Interval
 from ..bounds._lp import build_model
+from ..bounds._lp import tighten as tighten_bounds
 from ..bounds._spec import check_inputs
 from ..graph._trace import read
 from ._race import SOLVER_TYPES, SOLVERS, Race, solve_parameters
@@ -75,6 +76,7 @@ def verify(
     threads=None,
     mode="decide",
     attack_steps=50,
+    tighten=False,
 ):
     """Decide, image by image, whether any input in the set changes the network's class.
 
@@ -96,10 +98,13 @@ def verify(
         verified one an infeasibility proof; `margin_lower` is then a proof that the margin is
         positive, not its value. "minimum" minimises every open margin to optimality, so
         `margin_lower`/`margin_upper` bracket the exact minimum margin.
-
       attack_steps: steps of a PGD attack (`jaxcert.attacks.pgd`, 4 restarts) run on the batch
         first (l_inf balls and boxes): an attack point that the model misclassifies (checked in
         float32 and float64) settles its image as "falsified" without any solver; 0 skips it.
+      tighten: if the LPs leave a class open, first tighten the ReLU bounds of every layer
+        after the first by the LP relaxation, layer by layer (Tjeng et al. 2019), then rerun
+        the LPs; the MILP gets the tighter bounds (fewer binaries, smaller big-M constants).
+        Off by default: after CROWN it removed under 2% of the binaries on the digits MLPs.
 
     Returns:
       A list of B `Verification`s.
@@ -125,6 +130,8 @@ def verify(
         raise ValueError("threads is supported with solver='scip' (and SCIP in 'race') only")
     if isinstance(attack_steps, bool) or not isinstance(attack_steps, int) or attack_steps < 0:
         raise ValueError(f"attack_steps must be a non-negative integer, got {attack_steps!r}")
+    if not isinstance(tighten, bool):
+        raise ValueError(f"tighten must be True or False, got {tighten!r}")
     began = time.perf_counter()
     proved = np.asarray(margins(net, spec, y, method=bounds))
     y = np.broadcast_to(np.asarray(y), (spec.batch_size,))
@@ -148,7 +155,7 @@ def verify(
             example_bounds = [Interval(r.lower[b], r.upper[b]) for r in relu_bounds]
             result = _verify_one(
                 net, example, example_bounds, int(y[b]), proved[b], engine, time_limit, threads,
-                mode,
+                mode, tighten,
             )  # fmt: skip
             results.append(result._replace(seconds=result.seconds + shared))
     return results
@@ -218,7 +225,9 @@ def margin_optima(net, spec, y, *, solver="scip", time_limit=60.0, bounds="crown
     return lp, milp
 
 
-def _verify_one(net, example, relu_bounds, label, proved, solver, time_limit, threads, mode):
+def _verify_one(
+    net, example, relu_bounds, label, proved, solver, time_limit, threads, mode, tighten
+):
     began = time.perf_counter()
     # best[j]: a proven lower bound of min f_label - f_j, improved by the LP, then the MILP.
     best = {j: float(proved[j]) for j in range(len(proved)) if j != label}
@@ -238,16 +247,22 @@ def _verify_one(net, example, relu_bounds, label, proved, solver, time_limit, th
 
     if not targets:
         return answer("verified")
-    relaxation, _, relaxed_out, _ = build_model(net, example, relu_bounds)
-    model, inputs, outputs, binaries = build_model(net, example, relu_bounds, exact=True)
-    # Every LP first (they are cheap); the MILPs then go from the most promising target on.
+    # Every LP first (they are cheap), again after tightening the ReLU bounds by LP if some
+    # class is still open; the MILPs then go from the most promising target on.
     lp_optimum = {}
-    for j in targets:
-        lp_optimum[j] = _solve(relaxation, relaxed_out, label, j, "glop", None, None)
-        best[j] = max(best[j], lp_optimum[j].objective_value() - MARGIN)
-    targets = sorted(
-        (j for j in targets if not best[j] > 0), key=lambda j: lp_optimum[j].objective_value()
-    )
+    for tightened in (False, True) if tighten else (False,):
+        if tightened:
+            relu_bounds = tighten_bounds(net, example, relu_bounds)
+        relaxation, _, relaxed_out, _ = build_model(net, example, relu_bounds)
+        for j in targets:
+            lp_optimum[j] = _solve(relaxation, relaxed_out, label, j, "glop", None, None)
+            best[j] = max(best[j], lp_optimum[j].objective_value() - MARGIN)
+        targets = sorted(
+            (j for j in targets if not best[j] > 0), key=lambda j: lp_optimum[j].objective_value()
+        )
+        if not targets:
+            return answer("verified")
+    model, inputs, outputs, binaries = build_model(net, example, relu_bounds, exact=True)
     for j in targets:
         searches = ("decide", "minimum") if mode == "decide" else ("minimum",)
         for search in searches:
