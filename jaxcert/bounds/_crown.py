@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .._sharding import shard_batch, unpad
 from ..graph._trace import read
 from ._ibp import RULES, ibp, ibp_environment
 from ._interval import Interval
@@ -241,7 +242,8 @@ def crown(
     _check_choice("relu", relu, RELU_SLOPES)
     _check_choice("intermediate", intermediate, INTERMEDIATE)
     _check_chunk(chunk)
-    result = _crown(net, spec, C, relu, intermediate, chunk, bool(lower_only))
+    (spec, C), batch = shard_batch((spec, C))
+    result = unpad(_crown(net, spec, C, relu, intermediate, chunk, bool(lower_only)), batch)
     return _shape_result(net, result, C)
 
 
@@ -284,7 +286,8 @@ def intermediate_bounds(net, spec, *, method="crown", relu="adaptive"):
     check_inputs(net, spec)
     _check_choice("method", method, INTERMEDIATE)
     _check_choice("relu", relu, RELU_SLOPES)
-    return _intermediate(net, spec, method, relu)
+    spec, batch = shard_batch(spec)
+    return unpad(_intermediate(net, spec, method, relu), batch)
 
 
 @partial(jax.jit, static_argnums=(2, 3))
@@ -327,8 +330,9 @@ def alpha_crown(
     _check_choice("intermediate", intermediate, INTERMEDIATE)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+    (spec, C), batch = shard_batch((spec, C))
     result = _alpha_crown(net, spec, C, steps, optimizer, intermediate, bool(lower_only))
-    return _shape_result(net, result, C)
+    return _shape_result(net, unpad(result, batch), C)
 
 
 @partial(jax.jit, static_argnums=(3, 4, 5, 6))

@@ -8,6 +8,7 @@ References:
 import jax
 import jax.numpy as jnp
 
+from .._sharding import shard_batch, unpad
 from ._interval import Interval, apply_spec
 from ._linear import abs_linear, affine
 from ._spec import check_inputs
@@ -51,7 +52,8 @@ def ibp(net, spec, C=None):
       Gowal et al., 2018.
     """
     check_inputs(net, spec, C)
-    return _ibp(net, spec, C)
+    (spec, C), batch = shard_batch((spec, C))
+    return unpad(_ibp(net, spec, C), batch)
 
 
 @jax.jit

@@ -7,8 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import PartitionSpec as P
 
 from .. import _validate
+from .._sharding import device_count, mesh
 from ._noise import get_noise
 
 
@@ -78,7 +80,9 @@ def sample_counts(
     Noise generation and classifier evaluation are fused in one jitted function, vmapped over the
     images and chunked over samples with `lax.scan`, so memory is flat in `num`. Sample j of
     image i uses the key `fold_in(key_i, j)`: counts do not depend on how images are batched or on
-    `batch_size`.
+    `batch_size`. With several devices (`jax.device_count() > 1`) each device draws and evaluates
+    a contiguous share of the sample indices and the counts are summed: the same counts as on
+    one device.
 
     Args:
       apply_fn: the base classifier, `apply_fn(params, x) -> logits` on a batch.
@@ -115,6 +119,7 @@ def sample_counts(
         num_classes=num_classes,
         per_image=per_image,
         noise=noise,
+        shards=device_count() if num >= device_count() else 1,  # samples split over devices
     )
 
 
@@ -141,14 +146,36 @@ def count_predictions(logits, num_classes, valid):
 
 
 @functools.partial(
-    jax.jit, static_argnames=("apply_fn", "num", "num_classes", "per_image", "noise")
+    jax.jit, static_argnames=("apply_fn", "num", "num_classes", "per_image", "noise", "shards")
 )
-def _sample_counts(apply_fn, params, x, keys, sigma, *, num, num_classes, per_image, noise):
-    def chunk(counts, start):
-        indices = start + jnp.arange(per_image)
-        logits = apply_fn(params, noisy_inputs(x, keys, sigma, indices, noise))
-        return counts + count_predictions(logits, num_classes, indices < num), None
+def _sample_counts(
+    apply_fn, params, x, keys, sigma, *, num, num_classes, per_image, noise, shards=1
+):
+    """Counts over samples [0, num); with shards > 1 each device takes a contiguous share of
+    the sample indices (`shard_map` over a "samples" mesh axis) and the counts are summed, so
+    they equal one device's exactly."""
+    share = -(-num // shards)
 
-    starts = np.arange(0, num, per_image)
-    counts = jnp.zeros((x.shape[0], num_classes), jnp.int32)
-    return lax.scan(chunk, counts, starts)[0]
+    def counts_of(params, x, keys, sigma, first):  # samples [first, first + share) below num
+        def chunk(counts, start):
+            indices = first + start + jnp.arange(per_image)
+            valid = (indices < num) & (indices < first + share)
+            logits = apply_fn(params, noisy_inputs(x, keys, sigma, indices, noise))
+            return counts + count_predictions(logits, num_classes, valid), None
+
+        starts = np.arange(0, share, min(per_image, share))
+        counts = jnp.zeros((x.shape[0], num_classes), jnp.int32)
+        return lax.scan(chunk, counts, starts)[0]
+
+    if shards == 1:
+        return counts_of(params, x, keys, sigma, 0)
+
+    def per_device(params, x, keys, sigma):
+        first = lax.axis_index("samples") * share
+        return lax.psum(counts_of(params, x, keys, sigma, first), "samples")
+
+    replicated = (P(), P(), P(), P())
+    sharded = jax.shard_map(
+        per_device, mesh=mesh("samples"), in_specs=replicated, out_specs=P(), check_vma=False
+    )
+    return sharded(params, x, keys, sigma)
