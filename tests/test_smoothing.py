@@ -334,3 +334,23 @@ def test_flax_models_work_unchanged():
             ).reshape(300, *x.shape[1:])
             votes = np.argmax(np.asarray(apply_fn(params, x[i] + 0.25 * noise)), axis=1)
             np.testing.assert_array_equal(cert.counts[i], np.bincount(votes, minlength=10))
+
+
+def test_bfloat16_counts_are_those_of_the_bfloat16_classifier():
+    x, _ = jc.data.load_digits("test")
+    x = x[:5]
+    apply_fn, params = jc.models.init_model(
+        {"kind": "mlp", "hidden": [32]}, jax.random.key(0), x.shape[1:]
+    )
+    key, kw = jax.random.key(3), dict(sigma=0.5, num=2000, num_classes=10, batch_size=1000)
+    low = jc.smoothing.sample_counts(apply_fn, params, x, key, compute_dtype=jnp.bfloat16, **kw)
+    half = jax.tree.map(lambda p: p.astype(jnp.bfloat16), params)
+
+    def by_hand(p, z):  # the same classifier, cast by hand: noise drawn in float32, then cast
+        return apply_fn(half, z.astype(jnp.bfloat16))
+
+    np.testing.assert_array_equal(low, jc.smoothing.sample_counts(by_hand, params, x, key, **kw))
+    full = jc.smoothing.sample_counts(apply_fn, params, x, key, **kw)
+    assert np.abs(np.asarray(low) - np.asarray(full)).sum() < 0.05 * 5 * 2000  # close, not equal
+    with pytest.raises(ValueError, match="compute_dtype"):
+        jc.smoothing.sample_counts(apply_fn, params, x, key, compute_dtype=jnp.int8, **kw)

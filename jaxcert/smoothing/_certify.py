@@ -49,6 +49,7 @@ def certify(
     batch_size=None,
     noise="gaussian",
     pb_upper=False,
+    compute_dtype=None,
 ):
     """Certify the smoothed classifier g(x) = argmax_c P(f(x + noise) = c) on a batch of images.
 
@@ -78,6 +79,8 @@ def certify(
         `sample_counts`).
       noise: "gaussian" (l2 radius), "laplace" or "uniform" (l1 radius).
       pb_upper: use the two-class radius with an upper bound on the runner-up (Gaussian only).
+      compute_dtype: run the classifier in this dtype, e.g. `jnp.bfloat16` on accelerators
+        (see `sample_counts`); the certificate is then of the bfloat16 classifier.
 
     Returns:
       A `Certificate` of NumPy arrays.
@@ -94,7 +97,13 @@ def certify(
     if pb_upper and noise != "gaussian":
         raise ValueError(f"pb_upper=True needs noise='gaussian', got noise={noise!r}")
     keys = image_keys(key, x.shape[0])
-    common = dict(sigma=sigma, num_classes=num_classes, batch_size=batch_size, noise=noise)
+    common = dict(
+        sigma=sigma,
+        num_classes=num_classes,
+        batch_size=batch_size,
+        noise=noise,
+        compute_dtype=compute_dtype,
+    )
     fold = jax.vmap(jax.random.fold_in, in_axes=(0, None))
     counts0 = sample_counts(apply_fn, params, x, fold(keys, _SELECTION), num=n0, **common)
     counts = sample_counts(apply_fn, params, x, fold(keys, _ESTIMATION), num=n, **common)
@@ -139,6 +148,7 @@ def predict(
     alpha=0.001,
     batch_size=None,
     noise="gaussian",
+    compute_dtype=None,
 ):
     """PREDICT: the smoothed classifier's class, or ABSTAIN (-1) when the vote is too close.
 
@@ -158,6 +168,7 @@ def predict(
       batch_size: most noisy inputs in one forward pass, over all images (see
         `sample_counts`).
       noise: "gaussian", "laplace" or "uniform".
+      compute_dtype: run the classifier in this dtype (see `sample_counts`).
 
     Returns:
       `(prediction, counts)`: int NumPy array (B,) with -1 for ABSTAIN, and the counts.
@@ -177,6 +188,7 @@ def predict(
         num_classes=num_classes,
         batch_size=batch_size,
         noise=noise,
+        compute_dtype=compute_dtype,
     )
     counts = np.asarray(counts)
     order = np.argsort(-counts, axis=1, kind="stable")

@@ -73,7 +73,17 @@ def chunk_size(batch_size, num_images, num):
 
 
 def sample_counts(
-    apply_fn, params, x, key, *, sigma, num, num_classes, batch_size=None, noise="gaussian"
+    apply_fn,
+    params,
+    x,
+    key,
+    *,
+    sigma,
+    num,
+    num_classes,
+    batch_size=None,
+    noise="gaussian",
+    compute_dtype=None,
 ):
     """Count the base classifier's predictions on `num` noisy copies of each image.
 
@@ -95,6 +105,10 @@ def sample_counts(
       batch_size: most noisy inputs in one forward pass, over all B images (>= B); None picks
         1024 on CPU (cache-sized chunks are fastest there) and 16384 on accelerators.
       noise: "gaussian" (l2), "laplace" or "uniform" (l1).
+      compute_dtype: if given (e.g. `jnp.bfloat16` on accelerators), the floating parameters
+        and each noisy input (drawn in x's dtype) are cast to it before `apply_fn`. The counts,
+        and so any certificate, are then of that lower-precision classifier: it is the base
+        classifier that gets certified.
 
     Returns:
       int32 counts of shape (B, num_classes).
@@ -109,6 +123,10 @@ def sample_counts(
     per_image = chunk_size(batch_size, x.shape[0], num)
     get_noise(noise)
     keys = image_keys(key, x.shape[0])
+    if compute_dtype is not None:
+        if not jnp.issubdtype(compute_dtype, jnp.floating):
+            raise ValueError(f"compute_dtype must be a floating dtype, got {compute_dtype!r}")
+        params = jax.tree.map(lambda p: _cast(p, compute_dtype), params)
     return _sample_counts(
         apply_fn,
         params,
@@ -120,7 +138,13 @@ def sample_counts(
         per_image=per_image,
         noise=noise,
         shards=device_count() if num >= device_count() else 1,  # samples split over devices
+        compute_dtype=None if compute_dtype is None else jnp.dtype(compute_dtype),
     )
+
+
+def _cast(value, dtype):
+    value = jnp.asarray(value)
+    return value.astype(dtype) if jnp.issubdtype(value.dtype, jnp.floating) else value
 
 
 def noisy_inputs(x, keys, sigma, indices, noise="gaussian"):
@@ -146,10 +170,30 @@ def count_predictions(logits, num_classes, valid):
 
 
 @functools.partial(
-    jax.jit, static_argnames=("apply_fn", "num", "num_classes", "per_image", "noise", "shards")
+    jax.jit,
+    static_argnames=(
+        "apply_fn",
+        "num",
+        "num_classes",
+        "per_image",
+        "noise",
+        "shards",
+        "compute_dtype",
+    ),
 )
 def _sample_counts(
-    apply_fn, params, x, keys, sigma, *, num, num_classes, per_image, noise, shards=1
+    apply_fn,
+    params,
+    x,
+    keys,
+    sigma,
+    *,
+    num,
+    num_classes,
+    per_image,
+    noise,
+    shards=1,
+    compute_dtype=None,
 ):
     """Counts over samples [0, num); with shards > 1 each device takes a contiguous share of
     the sample indices (`shard_map` over a "samples" mesh axis) and the counts are summed, so
@@ -160,7 +204,10 @@ def _sample_counts(
         def chunk(counts, start):
             indices = first + start + jnp.arange(per_image)
             valid = (indices < num) & (indices < first + share)
-            logits = apply_fn(params, noisy_inputs(x, keys, sigma, indices, noise))
+            inputs = noisy_inputs(x, keys, sigma, indices, noise)
+            logits = apply_fn(
+                params, inputs if compute_dtype is None else inputs.astype(compute_dtype)
+            )
             return counts + count_predictions(logits, num_classes, valid), None
 
         starts = np.arange(0, share, min(per_image, share))
