@@ -1,4 +1,4 @@
-"""The `jaxcert` command line: demo, train, certify and verify, on the bundled digits or MNIST."""
+"""The `jaxcert` command line: demo, train, certify, predict, verify and report."""
 
 import argparse
 import datetime
@@ -26,6 +26,7 @@ CERTIFY_COLUMNS = (
     "pA_lower",
     "seed",
 )
+PREDICT_COLUMNS = ("idx", "label", "predict", "correct", "time", "nA", "nB", "n", "seed")
 VERIFY_COLUMNS = (
     "idx",
     "label",
@@ -174,6 +175,34 @@ def _parser():
     ce.add_argument("--seed", type=int, default=0, help="random seed")
     _add_log_options(ce, "certify")
     ce.set_defaults(run=run_certify)
+
+    pr = sub.add_parser(
+        "predict",
+        formatter_class=fmt,
+        help="PREDICT with the smoothed classifier (abstains when the vote is close), one TSV "
+        "row per image",
+    )
+    _add_data_options(pr)
+    pr.add_argument("--model", type=Path, required=True, help="directory of a saved model")
+    pr.add_argument(
+        "--sigma",
+        type=float,
+        default=None,
+        help="noise level (default: the one the model was trained with)",
+    )
+    pr.add_argument("--n", type=int, default=1000, help="samples per image")
+    pr.add_argument("--alpha", type=float, default=0.001, help="error level of the test")
+    pr.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="most noisy inputs in one forward pass (default: 1024 on CPU, 16384 on "
+        "accelerators)",
+    )
+    pr.add_argument("--images", type=int, default=8, help="images predicted together")
+    pr.add_argument("--seed", type=int, default=0, help="random seed")
+    _add_log_options(pr, "predict")
+    pr.set_defaults(run=run_predict)
 
     ve = sub.add_parser(
         "verify",
@@ -405,6 +434,26 @@ def run_train(args):
 # --- certify ---------------------------------------------------------------------------------
 
 
+def _smoothing_rows(indices, seed, images_per_step, label, on_row, evaluate):
+    """Run `evaluate(group, keys)` -> rows over groups of image indices, with a progress bar.
+
+    Image `idx` draws its noise from `fold_in(key(seed), idx)`, so a row does not depend on
+    which other images were processed with it, and a resumed run equals an uninterrupted one.
+    """
+    root = jax.random.key(seed)
+    rows = []
+    with Progress(len(indices), label) as bar:
+        for start in range(0, len(indices), images_per_step):
+            group = np.asarray(indices[start : start + images_per_step])
+            keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(root, group)
+            for row in evaluate(group, keys):
+                rows.append(row)
+                if on_row is not None:
+                    on_row(row)
+            bar.update(len(group))
+    return rows
+
+
 def certify_rows(
     apply_fn,
     params,
@@ -422,59 +471,102 @@ def certify_rows(
     label="certify",
     on_row=None,
 ):
-    """Certify images one group at a time; call `on_row(row)` as each group finishes.
+    """CERTIFY images one group at a time (Cohen et al.'s log columns); `on_row(row)` as each
+    group finishes."""
 
-    Image `idx` draws its noise from `fold_in(key(seed), idx)`, so a row does not depend on
-    which other images were certified with it, and a resumed run equals an uninterrupted one.
-    """
-    root = jax.random.key(seed)
-    rows = []
-    with Progress(len(indices), label) as bar:
-        for start in range(0, len(indices), images_per_step):
-            group = np.asarray(indices[start : start + images_per_step])
-            keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(root, group)
-            began = time.perf_counter()
-            cert = smoothing.certify(
-                apply_fn,
-                params,
-                images[group],
-                keys,
-                sigma=sigma,
-                num_classes=data.num_classes,
-                n0=n0,
-                n=n,
-                alpha=alpha,
-                batch_size=batch_size,
-            )
-            seconds = (time.perf_counter() - began) / len(group)
-            for j, idx in enumerate(group):
-                row = {
-                    "idx": int(idx),
-                    "label": int(labels[idx]),
-                    "predict": int(cert.prediction[j]),
-                    "radius": repr(float(cert.radius[j])),
-                    "correct": int(cert.prediction[j] == labels[idx]),
-                    "time": str(datetime.timedelta(seconds=seconds)),
-                    "nA": int(cert.counts[j, cert.selected[j]]),
-                    "n": n,
-                    "pA_lower": repr(float(cert.p_lower[j])),
-                    "seed": seed,
-                }
-                rows.append(row)
-                if on_row is not None:
-                    on_row(row)
-            bar.update(len(group))
-    return rows
+    def evaluate(group, keys):
+        began = time.perf_counter()
+        cert = smoothing.certify(
+            apply_fn,
+            params,
+            images[group],
+            keys,
+            sigma=sigma,
+            num_classes=data.num_classes,
+            n0=n0,
+            n=n,
+            alpha=alpha,
+            batch_size=batch_size,
+        )
+        seconds = (time.perf_counter() - began) / len(group)
+        return [
+            {
+                "idx": int(idx),
+                "label": int(labels[idx]),
+                "predict": int(cert.prediction[j]),
+                "radius": repr(float(cert.radius[j])),
+                "correct": int(cert.prediction[j] == labels[idx]),
+                "time": str(datetime.timedelta(seconds=seconds)),
+                "nA": int(cert.counts[j, cert.selected[j]]),
+                "n": n,
+                "pA_lower": repr(float(cert.p_lower[j])),
+                "seed": seed,
+            }
+            for j, idx in enumerate(group)
+        ]
+
+    return _smoothing_rows(indices, seed, images_per_step, label, on_row, evaluate)
 
 
-def run_certify(args):
-    for name in ("n0", "n", "images"):
-        _positive(name, getattr(args, name))
-    _check_log_options(args)
+def predict_rows(
+    apply_fn,
+    params,
+    images,
+    labels,
+    indices,
+    *,
+    sigma,
+    n,
+    alpha,
+    batch_size,
+    seed,
+    images_per_step=8,
+    on_row=None,
+):
+    """PREDICT images one group at a time (Cohen et al.'s predict log columns plus the two top
+    counts); `on_row(row)` as each group finishes."""
+
+    def evaluate(group, keys):
+        began = time.perf_counter()
+        prediction, counts = smoothing.predict(
+            apply_fn,
+            params,
+            images[group],
+            keys,
+            sigma=sigma,
+            num_classes=data.num_classes,
+            n=n,
+            alpha=alpha,
+            batch_size=batch_size,
+        )
+        seconds = (time.perf_counter() - began) / len(group)
+        top = np.sort(counts, axis=1)[:, ::-1]
+        return [
+            {
+                "idx": int(idx),
+                "label": int(labels[idx]),
+                "predict": int(prediction[j]),
+                "correct": int(prediction[j] == labels[idx]),
+                "time": str(datetime.timedelta(seconds=seconds)),
+                "nA": int(top[j, 0]),
+                "nB": int(top[j, 1]),
+                "n": n,
+                "seed": seed,
+            }
+            for j, idx in enumerate(group)
+        ]
+
+    return _smoothing_rows(indices, seed, images_per_step, "predict", on_row, evaluate)
+
+
+def _smoothing_setup(args):
+    """The model, its noise level, the data and the indices of a certify or predict run."""
     apply_fn, params, info = models.load_model(args.model)
     sigma = args.sigma if args.sigma is not None else info["metadata"].get("sigma")
     if sigma is None or not sigma > 0:
         raise UserError(f"--sigma must be > 0 (the model records none), got {sigma}")
+    if not 0 < args.alpha < 1:
+        raise UserError(f"--alpha must lie in (0, 1), got {args.alpha}")
     images, labels = data.load_dataset(args.dataset, args.split, args.data_dir)
     if tuple(images.shape[1:]) != tuple(info["input_shape"]):
         raise UserError(
@@ -487,25 +579,34 @@ def run_certify(args):
         "dataset": args.dataset,
         "split": args.split,
         "sigma": sigma,
-        "n0": args.n0,
         "n": args.n,
         "alpha": args.alpha,
         "seed": args.seed,
         "noise": "gaussian",
     }
+    return apply_fn, params, sigma, images, labels, indices, settings
+
+
+def _todo(log, indices, out):
+    todo = [i for i in indices if str(i) not in log.done]
+    if len(todo) < len(indices):
+        print(f"resuming: {len(indices) - len(todo)} images already in {out}", file=sys.stderr)
+    return np.asarray(todo, int)
+
+
+def run_certify(args):
+    for name in ("n0", "n", "images"):
+        _positive(name, getattr(args, name))
+    _check_log_options(args)
+    apply_fn, params, sigma, images, labels, indices, settings = _smoothing_setup(args)
+    settings["n0"] = args.n0
     with ResumableTSV(args.out, CERTIFY_COLUMNS, settings, resume=args.resume) as log:
-        todo = [i for i in indices if str(i) not in log.done]
-        if len(todo) < len(indices):
-            print(
-                f"resuming: {len(indices) - len(todo)} images already in {args.out}",
-                file=sys.stderr,
-            )
         certify_rows(
             apply_fn,
             params,
             images,
             labels,
-            np.asarray(todo, int),
+            _todo(log, indices, args.out),
             sigma=sigma,
             n0=args.n0,
             n=args.n,
@@ -520,6 +621,35 @@ def run_certify(args):
     correct = np.array([r["correct"] == "1" for r in rows])
     print(f"{len(rows)} images in {args.out}")
     print(_accuracy_table({sigma: (radius, correct)}, DEMO_RADII, args.n, args.alpha))
+
+
+def run_predict(args):
+    for name in ("n", "images"):
+        _positive(name, getattr(args, name))
+    _check_log_options(args)
+    apply_fn, params, sigma, images, labels, indices, settings = _smoothing_setup(args)
+    with ResumableTSV(args.out, PREDICT_COLUMNS, settings, resume=args.resume) as log:
+        predict_rows(
+            apply_fn,
+            params,
+            images,
+            labels,
+            _todo(log, indices, args.out),
+            sigma=sigma,
+            n=args.n,
+            alpha=args.alpha,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            images_per_step=args.images,
+            on_row=log.write,
+        )
+        rows = log.rows()
+    correct = sum(r["correct"] == "1" for r in rows)
+    abstained = sum(r["predict"] == "-1" for r in rows)
+    print(
+        f"{len(rows)} images in {args.out}: accuracy {correct / max(len(rows), 1):.3f}, "
+        f"{abstained} abstentions (n={args.n}, alpha={args.alpha}, sigma={sigma})"
+    )
 
 
 # --- verify --------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
-"""Tables and plots of jaxcert's result files (the TSVs of `jaxcert certify` and `verify`).
+"""Tables and plots of jaxcert's result files (the TSVs of `jaxcert certify`, `predict`, `verify`).
 
 A certify file follows Cohen et al.'s columns (idx, label, predict, radius, correct, ...): its
 certified accuracy at radius r is the fraction of rows with correct == 1 and radius >= r. A
 verify file has a status per image: its verified accuracy is the fraction of rows whose status
-is "verified" and whose prediction is the label. The run's settings (sigma, eps, method, ...)
+is "verified" and whose prediction is the label. A predict file gives the smoothed classifier's
+accuracy and its abstentions. The run's settings (sigma, eps, method, ...)
 come from the `FILE.json` beside each file.
 """
 
@@ -16,7 +17,11 @@ import numpy as np
 
 from .smoothing import certified_accuracy
 
-KINDS = {"certify": ("radius", "correct"), "verify": ("status", "margin_lower")}
+KINDS = {
+    "certify": ("radius", "correct"),
+    "verify": ("status", "margin_lower"),
+    "predict": ("correct", "nB"),
+}
 
 
 class Results(NamedTuple):
@@ -24,7 +29,7 @@ class Results(NamedTuple):
 
     Attributes:
       path: the TSV file.
-      kind: "certify" or "verify".
+      kind: "certify", "verify" or "predict".
       settings: the run's settings (empty when `FILE.json` is missing).
       rows: the rows, as dicts of strings.
     """
@@ -36,7 +41,7 @@ class Results(NamedTuple):
 
 
 def read_results(path):
-    """Read a certify or verify TSV (and its settings); the kind is told by the columns.
+    """Read a certify, verify or predict TSV (and its settings); the kind is told by the columns.
 
     Raises:
       FileNotFoundError: no such file.
@@ -50,7 +55,7 @@ def read_results(path):
     kind = next((k for k, needed in KINDS.items() if set(needed) <= set(columns)), None)
     if kind is None:
         raise ValueError(
-            f"{path} is not a jaxcert certify or verify file (its columns are {columns})"
+            f"{path} is not a jaxcert certify, verify or predict file (its columns are {columns})"
         )
     settings_path = path.with_name(path.name + ".json")
     settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
@@ -60,7 +65,7 @@ def read_results(path):
 def label(results):
     """A short legend entry: the file's stem and its noise level or radius and method."""
     s = results.settings
-    if results.kind == "certify":
+    if results.kind in ("certify", "predict"):
         extra = f"sigma={s['sigma']:g}" if "sigma" in s else ""
     else:
         extra = " ".join(str(s[k]) for k in ("method", "eps") if k in s)
@@ -75,8 +80,8 @@ def certified_curve(results, radii):
 
 
 def markdown_table(all_results, radii):
-    """Markdown tables: certified accuracy per radius (certify files), and verified accuracy
-    with status counts (verify files)."""
+    """Markdown tables: certified accuracy per radius (certify files), verified accuracy with
+    status counts (verify files), accuracy and abstentions (predict files)."""
     lines = []
     certify = [r for r in all_results if r.kind == "certify"]
     verify = [r for r in all_results if r.kind == "verify"]
@@ -106,6 +111,17 @@ def markdown_table(all_results, radii):
                 str(unknown),
             ]
             lines.append("| " + " | ".join(cells) + " |")
+    predict = [r for r in all_results if r.kind == "predict"]
+    if predict:
+        if lines:
+            lines.append("")
+        lines += ["| file | images | accuracy | abstentions |", "|---|---|---|---|"]
+        for results in predict:
+            rows = results.rows
+            correct = sum(r["correct"] == "1" for r in rows)
+            abstained = sum(r["predict"] == "-1" for r in rows)
+            accuracy = f"{correct / max(len(rows), 1):.3f}"
+            lines.append(f"| {label(results)} | {len(rows)} | {accuracy} | {abstained} |")
     return "\n".join(lines)
 
 

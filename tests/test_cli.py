@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -246,3 +247,25 @@ def test_verify_milp_rows_and_resume(model_dir, tmp_path, capsys):
     assert main([*base[:-2], *args]) == 0
     _, by_minimum = read_tsv(minimum)
     assert [r["status"] for r in by_minimum] == [r["status"] for r in rows]
+
+
+def test_predict_rows_equal_library_predict_and_resume(model_dir, tmp_path, capsys):
+    out = tmp_path / "pred.tsv"
+    base = ["predict", "--model", str(model_dir), "--n", "200", "--images", "3", "--out", str(out)]
+    assert main([*base, "--max", "4"]) == 0
+    assert main([*base, "--max", "7", "--resume"]) == 0  # continues with images 4, 5, 6
+    header, rows = read_tsv(out)
+    assert header == list(jc.cli.PREDICT_COLUMNS)
+    assert [int(r["idx"]) for r in rows] == list(range(7))
+    apply_fn, params, _ = jc.models.load_model(model_dir)
+    x, y = jc.data.load_digits("test")
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.key(0), np.arange(7))
+    prediction, counts = jc.smoothing.predict(
+        apply_fn, params, x[:7], keys, sigma=0.25, num_classes=10, n=200, alpha=0.001
+    )
+    assert [int(r["predict"]) for r in rows] == prediction.tolist()
+    assert [int(r["nA"]) for r in rows] == np.sort(counts, axis=1)[:, -1].tolist()
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    accuracy = np.mean(prediction == y[:7])
+    assert f"| pred (sigma=0.25) | 7 | {accuracy:.3f} |" in capsys.readouterr().out

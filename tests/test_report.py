@@ -46,7 +46,7 @@ def test_report_refuses_other_files_in_one_line(tmp_path, capsys):
     (tmp_path / "x.tsv").write_text("a\tb\n1\t2\n")
     assert main(["report", str(tmp_path / "x.tsv")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "not a jaxcert certify or verify file" in err[0]
+    assert len(err) == 1 and "not a jaxcert certify, verify or predict file" in err[0]
     assert main(["report", str(tmp_path / "missing.tsv")]) == 2
     assert main(["report", str(tmp_path / "x.tsv"), "--radii", "-1"]) == 2
 
