@@ -2,6 +2,7 @@
 
 import argparse
 import datetime
+import json
 import sys
 import time
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from . import attacks, bounds, data, exact, graph, models, report, smoothing, train
+from . import attacks, bench, bounds, data, exact, graph, models, report, smoothing, train
 from ._progress import Progress
 from ._sets import LinfBall
 from ._tsv import ResumableTSV
@@ -74,6 +75,7 @@ def main(argv=None):
         FileNotFoundError,
         FileExistsError,
         ImportError,
+        RuntimeError,
     ) as err:
         print(f"jaxcert {args.command}: error: {err}", file=sys.stderr)
         return 2
@@ -265,6 +267,21 @@ def _parser():
         "--max-radius", type=float, default=None, help="right end of the plot (default: largest)"
     )
     rp.set_defaults(run=run_report)
+
+    be = sub.add_parser(
+        "bench",
+        formatter_class=fmt,
+        help="run the benchmark scripts; keep their JSON and update the table in their README",
+    )
+    be.add_argument(
+        "--dir", type=Path, default=Path("benchmarks"), help="the benchmarks folder of a clone"
+    )
+    be.add_argument(
+        "--only", default=",".join(bench.SCRIPTS), help="comma-separated benchmarks to run"
+    )
+    be.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test, seconds)")
+    be.add_argument("--json", action="store_true", help="print the JSON documents")
+    be.set_defaults(run=run_bench)
     return parser
 
 
@@ -747,6 +764,21 @@ def run_report(args):
     if args.plot is not None:
         report.plot_certified_accuracy(all_results, args.plot, args.max_radius)
         print(f"\nplot written to {args.plot}")
+
+
+# --- bench -----------------------------------------------------------------------------------
+
+
+def run_bench(args):
+    names = [n for n in args.only.split(",") if n]
+    with Progress(len(names), "bench", unit="script") as bar:
+        documents, paths = bench.run(args.dir, names, args.quick, progress=lambda n: bar.update())
+    if args.json:
+        print(json.dumps(documents, indent=2))
+    else:
+        print(bench.markdown(documents, bench.versions()))
+    print("wrote " + ", ".join(str(p) for p in paths) + f" and {args.dir / 'README.md'}",
+          file=sys.stderr)  # fmt: skip
 
 
 # --- demo ------------------------------------------------------------------------------------

@@ -1,0 +1,176 @@
+"""`jaxcert bench`: run the benchmark scripts, keep their JSON, and tabulate them in markdown.
+
+The scripts live in the repository's `benchmarks/` folder (they are not installed with the
+package); each prints one JSON document. A run stores every document under
+`benchmarks/results/NAME-TIMESTAMP.json` and rewrites the part of `benchmarks/README.md` between
+the markers `<!-- jaxcert bench -->` and `<!-- /jaxcert bench -->` with one table per script,
+headed by the machine and the library versions.
+"""
+
+import datetime
+import importlib.metadata
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+# name: (script, its arguments, its arguments with --quick)
+SCRIPTS = {
+    "smoothing": (
+        "smoothing_throughput.py",
+        [],
+        ["--images", "4", "--num", "1024", "--repeats", "1"],
+    ),
+    "bounds": (
+        "bounds_throughput.py",
+        [],
+        ["--images", "4", "--repeats", "1", "--methods", "ibp,crown-ibp"],
+    ),
+    "exact": (
+        "exact.py",
+        ["--images", "10", "--time-limit", "20"],
+        ["--images", "2", "--time-limit", "5", "--networks", "digits", "--solvers", "highs"],
+    ),
+}
+LIBRARIES = ("jax", "jaxlib", "flax", "optax", "numpy", "scipy", "ortools")
+START, END = "<!-- jaxcert bench -->", "<!-- /jaxcert bench -->"
+
+
+def run_script(directory, name, quick=False):
+    """Run one benchmark script; return its JSON document."""
+    script, arguments, quick_arguments = SCRIPTS[name]
+    path = Path(directory) / script
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run jaxcert bench from a clone of jaxcert")
+    done = subprocess.run(
+        [sys.executable, str(path), *(quick_arguments if quick else arguments)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{script} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout)
+
+
+def versions():
+    """Installed versions of the libraries jaxcert builds on."""
+    found = {}
+    for name in LIBRARIES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def _table(head, rows):
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def smoothing_table(doc):
+    rows = [
+        [
+            model,
+            f"{r['fused']['evals_per_s']:,.0f}",
+            f"{r['per_image_baseline']['evals_per_s']:,.0f}",
+            f"{r['speedup_vs_per_image_baseline']:.2f}x",
+            f"{r['roofline_fraction']:.2f}",
+            f"{r['fused']['compile_s']:.2f}",
+        ]
+        for model, r in doc["results"].items()
+    ]
+    head = ["model", "noisy evals/s", "per-image loop evals/s", "speedup", "of roofline",
+            "compile s"]  # fmt: skip
+    return _table(head, rows)
+
+
+def bounds_table(doc):
+    rows = [
+        [model, method, f"{r['steady_s']:.4f}", f"{r['images_per_s']:,.1f}",
+         f"{r['compile_s']:.2f}"]  # fmt: skip
+        for model, methods in doc["results"].items()
+        for method, r in methods.items()
+        if isinstance(r, dict)
+    ]
+    return _table(["model", "method", f"s / {doc['images']} images", "images/s", "compile s"], rows)
+
+
+def exact_table(doc):
+    rows = []
+    for network, by_eps in doc["results"].items():
+        for eps, by_solver in by_eps.items():
+            for solver, r in by_solver.items():
+                speedup = r.get("median_speedup")
+                rows.append(
+                    [
+                        network,
+                        eps,
+                        solver,
+                        f"{r['verified']}/{r['falsified']}/{r['unknown']}",
+                        f"{r['median_s']:.3f}",
+                        f"{r['max_s']:.2f}",
+                        "" if speedup is None else f"{speedup:.0f}x",
+                    ]
+                )
+    head = ["network", "eps", "solver", "verified/falsified/unknown", "median s", "max s",
+            "median speedup"]  # fmt: skip
+    return _table(head, rows)
+
+
+TABLES = {"smoothing": smoothing_table, "bounds": bounds_table, "exact": exact_table}
+
+
+def markdown(documents, library_versions):
+    """The README section: machine, versions, and a table per benchmark."""
+    machine = next(iter(documents.values()))["machine"]
+    lines = [
+        START,
+        f"Measured {datetime.date.today()} by `jaxcert bench` on {machine['cpu']} "
+        f"({machine['cores']} cores), backend {machine['backend']} ({machine['device']}, "
+        f"{machine['devices']} device(s)); "
+        + ", ".join(f"{k} {v}" for k, v in library_versions.items())
+        + ".",
+    ]
+    for name, doc in documents.items():
+        lines += ["", f"**{name}** (`benchmarks/{SCRIPTS[name][0]}`)", ""]
+        lines += TABLES[name](doc)
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def write_readme(readme, section):
+    """Replace the marked section of the README (or append it)."""
+    readme = Path(readme)
+    text = readme.read_text() if readme.exists() else "# Benchmarks\n"
+    if START in text and END in text:
+        before, rest = text.split(START, 1)
+        text = before + section + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n## Latest `jaxcert bench`\n\n" + section + "\n"
+    readme.write_text(text)
+
+
+def run(directory="benchmarks", names=tuple(SCRIPTS), quick=False, progress=None):
+    """Run the chosen benchmarks, store their JSON and update the README's table.
+
+    Returns:
+      (documents by name, paths of the JSON files written).
+    """
+    directory = Path(directory)
+    unknown = set(names) - set(SCRIPTS)
+    if unknown:
+        raise ValueError(f"unknown benchmarks {sorted(unknown)}; choose from {', '.join(SCRIPTS)}")
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    results = directory / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    documents, paths = {}, []
+    for name in names:
+        documents[name] = run_script(directory, name, quick)
+        paths.append(results / f"{name}-{stamp}.json")
+        paths[-1].write_text(json.dumps(documents[name], indent=2) + "\n")
+        if progress is not None:
+            progress(name)
+    write_readme(directory / "README.md", markdown(documents, versions()))
+    return documents, paths
