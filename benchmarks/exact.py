@@ -1,7 +1,8 @@
 """Seconds per image of `jaxcert.exact.verify` against a naive MILP baseline. Prints JSON.
 
 Networks: a digits MLP 64-32-32-10 trained normally, the same MLP trained with PGD and the
-ReLU-stability and L1 terms of Xiao et al. (2019) at eps 0.05, and an MNIST-sized MLP
+ReLU-stability and L1 terms of Xiao et al. (2019) at eps 0.05, the same MLP trained with PGD at
+eps 0.1 (hard MILPs at eps 0.1: many unstable ReLUs, robust images), and an MNIST-sized MLP
 784-50-50-10 with random weights on random inputs in [0, 1]. For each eps in {0.01, 0.02, 0.05}:
 the number of images verified / falsified / unknown and the median and max seconds per image, for
 * jaxcert (each solver): CROWN margins and a PGD attack first, CROWN intermediate bounds, the
@@ -9,8 +10,8 @@ the number of images verified / falsified / unknown and the median and max secon
 * naive (same run): interval bounds only, and a MILP minimising the margin to optimality for
   every target class.
 
-    python benchmarks/exact.py [--images 20] [--time-limit 60] [--solvers scip,highs]
-        [--networks digits,digits_relu_stability,mnist_sized]
+    python benchmarks/exact.py [--images 20] [--time-limit 60] [--solvers scip,highs,race]
+        [--networks digits,digits_relu_stability,mnist_sized] [--eps 0.01,0.02,0.05]
 """
 
 import argparse
@@ -87,6 +88,17 @@ def networks(images):
         **jc.train.ramp_schedules("pgd", 0.05, steps),
     )
     yield "digits_relu_stability", "digits_mlp_64_32_32_10_pgd_relu_stability", apply_fn, params, x
+    params = jc.train.fit(
+        apply_fn,
+        initial,
+        train_x,
+        train_y,
+        jax.random.key(1),
+        epochs=30,
+        loss_fn=jc.train.training_loss("pgd"),
+        **jc.train.ramp_schedules("pgd", 0.1, steps),
+    )
+    yield "digits_pgd", "digits_mlp_64_32_32_10_pgd_eps0.1", apply_fn, params, x
     apply_fn, params = jc.models.init_model(
         {"kind": "mlp", "hidden": [50, 50]}, jax.random.key(2), (784,)
     )
@@ -98,10 +110,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=20)
     parser.add_argument("--time-limit", type=float, default=60.0)
-    parser.add_argument("--solvers", default="scip,highs", help="comma-separated")
+    parser.add_argument("--solvers", default="scip,highs,race", help="comma-separated")
     parser.add_argument(
         "--networks", default="digits,digits_relu_stability,mnist_sized", help="comma-separated"
     )
+    parser.add_argument("--eps", default=",".join(map(str, EPSILONS)), help="comma-separated")
     args = parser.parse_args()
     results = {}
     for key, name, apply_fn, params, x in networks(args.images):
@@ -111,7 +124,7 @@ def main():
         y = np.asarray(jax.numpy.argmax(apply_fn(params, x), axis=1))  # robustness of f's class
         jc.exact.verify(net, jc.LinfBall(x, 0.0), y)  # warm-up: compile for this batch shape
         rows = {}
-        for eps in EPSILONS:
+        for eps in (float(e) for e in args.eps.split(",")):
             spec = jc.LinfBall(x, eps)
             row = {"naive": summary(*naive(net, spec, y, args.time_limit))}
             for solver in args.solvers.split(","):

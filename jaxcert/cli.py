@@ -222,9 +222,9 @@ def _parser():
     )
     ve.add_argument(
         "--solver",
-        choices=("scip", "highs", "race"),
-        default="scip",
-        help="MILP solver (race: both at once, the first decisive answer wins)",
+        choices=("race", "scip", "highs"),
+        default="race",
+        help="MILP solver (race: SCIP and HiGHS at once, the first decisive answer wins)",
     )
     ve.add_argument("--time-limit", type=float, default=60.0, help="MILP seconds per image")
     ve.add_argument(
@@ -266,6 +266,7 @@ def _parser():
     rp.add_argument(
         "--max-radius", type=float, default=None, help="right end of the plot (default: largest)"
     )
+    rp.add_argument("--json", action="store_true", help="print the figures as JSON")
     rp.set_defaults(run=run_report)
 
     be = sub.add_parser(
@@ -311,6 +312,14 @@ def _add_log_options(parser, verb):
         action="store_true",
         help="continue an interrupted run of the same settings in --out",
     )
+    parser.add_argument(
+        "--json", action="store_true", help="print the summary as JSON (for scripts)"
+    )
+
+
+def _print_summary(path):
+    """--json: the finished log's figures (`jaxcert.report.summary`) as one JSON line."""
+    print(json.dumps(report.summary(report.read_results(path), DEMO_RADII)))
 
 
 def _check_log_options(args):
@@ -636,6 +645,8 @@ def run_certify(args):
         rows = log.rows()
     radius = np.array([float(r["radius"]) for r in rows])
     correct = np.array([r["correct"] == "1" for r in rows])
+    if args.json:
+        return _print_summary(args.out)
     print(f"{len(rows)} images in {args.out}")
     print(_accuracy_table({sigma: (radius, correct)}, DEMO_RADII, args.n, args.alpha))
 
@@ -663,8 +674,11 @@ def run_predict(args):
         rows = log.rows()
     correct = sum(r["correct"] == "1" for r in rows)
     abstained = sum(r["predict"] == "-1" for r in rows)
+    accuracy = correct / max(len(rows), 1)
+    if args.json:
+        return _print_summary(args.out)
     print(
-        f"{len(rows)} images in {args.out}: accuracy {correct / max(len(rows), 1):.3f}, "
+        f"{len(rows)} images in {args.out}: accuracy {accuracy:.3f}, "
         f"{abstained} abstentions (n={args.n}, alpha={args.alpha}, sigma={sigma})"
     )
 
@@ -708,6 +722,8 @@ def run_verify(args):
         for s in ("verified", "falsified", "unknown", "unconfirmed")
     }
     verified = sum(r["status"] == "verified" and r["predict"] == r["label"] for r in rows)
+    if args.json:
+        return _print_summary(args.out)
     print(
         f"{len(rows)} images in {args.out}: "
         + ", ".join(f"{v} {k}" for k, v in counts.items())
@@ -760,7 +776,10 @@ def run_report(args):
     if args.max_radius is not None and not args.max_radius > 0:
         raise UserError(f"--max-radius must be > 0, got {args.max_radius}")
     all_results = [report.read_results(path) for path in args.files]
-    print(report.markdown_table(all_results, args.radii))
+    if args.json:
+        print(json.dumps([report.summary(r, args.radii) for r in all_results], indent=2))
+    else:
+        print(report.markdown_table(all_results, args.radii))
     if args.plot is not None:
         report.plot_certified_accuracy(all_results, args.plot, args.max_radius)
         print(f"\nplot written to {args.plot}")

@@ -79,49 +79,50 @@ def certified_curve(results, radii):
     return np.asarray(certified_accuracy(radius, correct, np.asarray(radii)))
 
 
+def summary(results, radii):
+    """The figures of one file as a dict: certified accuracy per radius (certify), verified
+    accuracy and status counts (verify), accuracy and abstentions (predict)."""
+    rows = results.rows
+    out = {"file": str(results.path), "label": label(results), "kind": results.kind}
+    out["images"] = len(rows)
+    if results.kind == "certify":
+        accuracy = certified_curve(results, radii).tolist()
+        out["certified_accuracy"] = {f"{r:g}": a for r, a in zip(radii, accuracy)}
+    elif results.kind == "verify":
+        status = [r["status"] for r in rows]
+        correct = sum(r["status"] == "verified" and r["predict"] == r["label"] for r in rows)
+        out["verified_accuracy"] = correct / max(len(rows), 1)
+        out["verified"], out["falsified"] = status.count("verified"), status.count("falsified")
+        out["unknown"] = status.count("unknown") + status.count("unconfirmed")
+    else:
+        out["accuracy"] = sum(r["correct"] == "1" for r in rows) / max(len(rows), 1)
+        out["abstentions"] = sum(r["predict"] == "-1" for r in rows)
+    return out
+
+
 def markdown_table(all_results, radii):
     """Markdown tables: certified accuracy per radius (certify files), verified accuracy with
     status counts (verify files), accuracy and abstentions (predict files)."""
+    sections = {
+        "certify": (["file", "images"] + [f"r={r:g}" for r in radii],
+                    lambda s: [f"{a:.3f}" for a in s["certified_accuracy"].values()]),
+        "verify": (["file", "images", "verified accuracy", "verified", "falsified", "unknown"],
+                   lambda s: [f"{s['verified_accuracy']:.3f}", s["verified"], s["falsified"],
+                              s["unknown"]]),
+        "predict": (["file", "images", "accuracy", "abstentions"],
+                    lambda s: [f"{s['accuracy']:.3f}", s["abstentions"]]),
+    }  # fmt: skip
     lines = []
-    certify = [r for r in all_results if r.kind == "certify"]
-    verify = [r for r in all_results if r.kind == "verify"]
-    if certify:
-        head = ["file", "images"] + [f"r={r:g}" for r in radii]
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for results in certify:
-            cells = [label(results), str(len(results.rows))]
-            cells += [f"{a:.3f}" for a in certified_curve(results, radii)]
-            lines.append("| " + " | ".join(cells) + " |")
-    if verify:
+    for kind, (head, cells) in sections.items():
+        chosen = [summary(r, radii) for r in all_results if r.kind == kind]
+        if not chosen:
+            continue
         if lines:
             lines.append("")
-        head = ["file", "images", "verified accuracy", "verified", "falsified", "unknown"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for results in verify:
-            rows = results.rows
-            status = [r["status"] for r in rows]
-            correct = sum(r["status"] == "verified" and r["predict"] == r["label"] for r in rows)
-            unknown = status.count("unknown") + status.count("unconfirmed")
-            cells = [
-                label(results),
-                str(len(rows)),
-                f"{correct / max(len(rows), 1):.3f}",
-                str(status.count("verified")),
-                str(status.count("falsified")),
-                str(unknown),
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
-    predict = [r for r in all_results if r.kind == "predict"]
-    if predict:
-        if lines:
-            lines.append("")
-        lines += ["| file | images | accuracy | abstentions |", "|---|---|---|---|"]
-        for results in predict:
-            rows = results.rows
-            correct = sum(r["correct"] == "1" for r in rows)
-            abstained = sum(r["predict"] == "-1" for r in rows)
-            accuracy = f"{correct / max(len(rows), 1):.3f}"
-            lines.append(f"| {label(results)} | {len(rows)} | {accuracy} | {abstained} |")
+        for s in chosen:
+            row = [s["label"], s["images"], *cells(s)]
+            lines.append("| " + " | ".join(str(c) for c in row) + " |")
     return "\n".join(lines)
 
 

@@ -1,5 +1,6 @@
 """The command line end to end on digits, at tiny sizes."""
 
+import json
 import os
 import signal
 import subprocess
@@ -247,6 +248,12 @@ def test_verify_milp_rows_and_resume(model_dir, tmp_path, capsys):
     assert main([*base[:-2], *args]) == 0
     _, by_minimum = read_tsv(minimum)
     assert [r["status"] for r in by_minimum] == [r["status"] for r in rows]
+    # --json: the same figures for scripts (a resume with nothing left to do).
+    capsys.readouterr()
+    assert main([*base, "--max", "6", "--resume", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["images"] == 6 and figures["kind"] == "verify"
+    assert figures["verified"] == sum(r["status"] == "verified" for r in rows)
 
 
 def test_predict_rows_equal_library_predict_and_resume(model_dir, tmp_path, capsys):

@@ -132,6 +132,8 @@ def test_race_returns_the_first_decisive_answer_and_stops_the_other_solver():
         assert result.objective_value() == pytest.approx(0.0) and solver in ("scip", "highs")
         processes = [w.process for w in race.workers]
     assert all(p.poll() is not None for p in processes)  # no worker outlives the race
+    with Race() as race:
+        assert all(w.process is None for w in race.workers)  # started only when needed
 
 
 def test_milp_ge_lp_ge_crown_with_the_same_intermediate_bounds():

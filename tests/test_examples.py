@@ -62,7 +62,7 @@ def test_certified_training_example_runs_on_mnist_files(tmp_path):
         text=True,
         timeout=600,
     ).stdout
-    assert out.startswith("MNIST: MLP 16, 2 epochs")
+    assert out.startswith("MNIST: MLP 784-16-10, 2 epochs")
     rows = _table(out)
     assert [(r[0].strip(), r[2].strip()) for r in rows] == [
         ("standard", "0.05"), ("standard", "0.1"), ("ibp", "0.05"), ("ibp", "0.1")

@@ -57,3 +57,13 @@ def test_report_plot_needs_certify_files(tmp_path, capsys, plot):
     args = ["report", str(tmp_path / "v.tsv")]
     args += ["--plot", str(tmp_path / "p.png")] if plot else []
     assert main(args) == (2 if plot else 0)
+
+
+def test_json_output_of_report_and_logs(tmp_path, capsys):
+    _write(tmp_path / "a.tsv", CERTIFY_COLUMNS,
+           [{"idx": 0, "radius": 0.3, "correct": 1}, {"idx": 1, "radius": 0.0, "correct": 0}],
+           {"sigma": 0.5})  # fmt: skip
+    assert main(["report", str(tmp_path / "a.tsv"), "--radii", "0,0.25,0.5", "--json"]) == 0
+    [figures] = json.loads(capsys.readouterr().out)
+    assert figures["certified_accuracy"] == {"0": 0.5, "0.25": 0.5, "0.5": 0.0}
+    assert figures["kind"] == "certify" and figures["images"] == 2

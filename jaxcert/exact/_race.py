@@ -54,12 +54,11 @@ def _receive(stream):
 
 
 class _Worker:
-    """One solver process; a replacement starts as soon as one is stopped, so that it has
-    loaded OR-Tools by the next query."""
+    """One solver process, started at the first query; once stopped, a replacement starts at
+    once, so that it has loaded OR-Tools by the next query."""
 
     def __init__(self, solver):
-        self.solver = solver
-        self.process = self._spawn()
+        self.solver, self.process = solver, None
 
     def _spawn(self):
         return subprocess.Popen(
@@ -69,15 +68,15 @@ class _Worker:
         )
 
     def start(self, query):
-        if self.process.poll() is not None:
+        if self.process is None or self.process.poll() is not None:
             self.process = self._spawn()
         _send(self.process.stdin, query)
 
     def stop(self, replace=True):
-        self.process.kill()
-        self.process.wait()
-        if replace:
-            self.process = self._spawn()
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+        self.process = self._spawn() if replace else None
 
 
 def _decisive(result, search):
