@@ -108,8 +108,9 @@ def main():
     epochs = args.epochs or (20 if mnist else 100)
     epsilons = [float(e) for e in args.eps.split(",")]
     x, y = (a[: args.images] for a in data[1])
+    layers = [int(np.prod(x.shape[1:])), *hidden, 10]
     print(
-        f"{'MNIST' if mnist else 'digits'}: MLP {'-'.join(map(str, hidden))}, {epochs} epochs, "
+        f"{'MNIST' if mnist else 'digits'}: MLP {'-'.join(map(str, layers))}, {epochs} epochs, "
         f"trained at eps {args.train_eps}; the first {len(x)} test images, MILP limit "
         f"{args.time_limit:g} s per image\n",
         flush=True,
