@@ -9,6 +9,8 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import optax
+from flax import serialization
 
 from . import attacks, bench, bounds, data, exact, graph, models, report, smoothing, train
 from ._progress import Progress
@@ -148,6 +150,11 @@ def _parser():
     )
     tr.add_argument("--seed", type=int, default=0, help="random seed")
     tr.add_argument("--out", type=Path, required=True, help="directory to save the model in")
+    tr.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from the checkpoint it saved in --out after each epoch",
+    )
     tr.set_defaults(run=run_train)
 
     ce = sub.add_parser(
@@ -344,6 +351,10 @@ def _positive(name, value):
 # --- train -----------------------------------------------------------------------------------
 
 
+_CHECKPOINT = "checkpoint.msgpack"
+_CHECKPOINT_SETTINGS = "checkpoint.json"
+
+
 def train_model(
     train_x,
     train_y,
@@ -356,20 +367,38 @@ def train_model(
     label="train",
     loss_fn=train.gaussian_augmentation_loss,
     on_epoch=None,
+    checkpoints=None,
+    settings=None,
+    resume=False,
     **loss_kwargs,
 ):
     """Initialise and train a model (Gaussian augmentation by default), with a progress bar.
 
     `on_epoch(epoch, apply_fn, params, loss, aux)` may return a line to print after each epoch.
+    With `checkpoints` (a directory), the parameters and optimizer state are saved after every
+    epoch; `resume` continues from them (the run's `settings` must match), so an interrupted
+    run loses at most one epoch and ends with the same model as an uninterrupted one.
     """
     key = jax.random.key(seed)
     apply_fn, params = models.init_model(spec, jax.random.fold_in(key, 0), train_x.shape[1:])
+    optimizer = optax.adam(lr)
+    opt_state, first_epoch = None, 0
+    if resume:
+        params, opt_state, first_epoch = _load_checkpoint(checkpoints, settings, params, optimizer)
     with Progress(epochs, label, unit="epoch") as bar:
+        bar.update(first_epoch)
 
         def progress(epoch, params, loss, aux):
             if on_epoch is not None:
                 bar.write(on_epoch(epoch, apply_fn, params, loss, aux))
             bar.update()
+
+        def checkpoint(epoch, params, opt_state):
+            state = {"params": params, "opt_state": opt_state}
+            Path(checkpoints).mkdir(parents=True, exist_ok=True)
+            (Path(checkpoints) / _CHECKPOINT).write_bytes(serialization.to_bytes(state))
+            record = {"epoch": epoch, "settings": settings}
+            (Path(checkpoints) / _CHECKPOINT_SETTINGS).write_text(json.dumps(record))
 
         params = train.fit(
             apply_fn,
@@ -380,11 +409,27 @@ def train_model(
             epochs=epochs,
             loss_fn=loss_fn,
             batch_size=batch_size,
-            learning_rate=lr,
+            optimizer=optimizer,
             progress=progress,
+            first_epoch=first_epoch,
+            opt_state=opt_state,
+            checkpoint=checkpoint if checkpoints is not None else None,
             **loss_kwargs,
         )
     return apply_fn, params
+
+
+def _load_checkpoint(directory, settings, params, optimizer):
+    """(params, optimizer state, next epoch) of the run saved in `directory`."""
+    record_path = Path(directory) / _CHECKPOINT_SETTINGS
+    if not record_path.exists():
+        raise UserError(f"--resume: no checkpoint in {directory} (a run saves one per epoch)")
+    record = json.loads(record_path.read_text())
+    if record["settings"] != json.loads(json.dumps(settings)):
+        raise UserError(f"--resume: {directory} holds a run with other settings")
+    target = {"params": params, "opt_state": optimizer.init(params)}
+    state = serialization.from_bytes(target, (Path(directory) / _CHECKPOINT).read_bytes())
+    return state["params"], state["opt_state"], record["epoch"] + 1
 
 
 def robust_accuracies(apply_fn, params, x, y, eps):
@@ -427,6 +472,8 @@ def run_train(args):
             f"PGD {pgd:.3f}, IBP-verified {ibp:.3f} (eps {args.eps}, {len(eval_x)} test images)"
         )
 
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+                if k not in ("run", "resume", "out", "eval_images")}  # fmt: skip
     apply_fn, params = train_model(
         x,
         y,
@@ -438,6 +485,9 @@ def run_train(args):
         label=f"train {args.method}",
         loss_fn=loss_fn,
         on_epoch=on_epoch,
+        checkpoints=args.out,
+        settings=settings,
+        resume=args.resume,
         **loss_kwargs,
     )
     acc = train.accuracy(apply_fn, params, test_x, test_y)

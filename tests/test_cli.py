@@ -276,3 +276,27 @@ def test_predict_rows_equal_library_predict_and_resume(model_dir, tmp_path, caps
     assert main(["report", str(out)]) == 0
     accuracy = np.mean(prediction == y[:7])
     assert f"| pred (sigma=0.25) | 7 | {accuracy:.3f} |" in capsys.readouterr().out
+
+
+def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch):
+    args = ["train", "--method", "ibp", "--eps", "0.05", "--epochs", "3", "--hidden", "16",
+            "--eval-images", "20"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    evaluate = jc.cli.robust_accuracies
+    calls = []
+
+    def interrupt_in_epoch_two(*a):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return evaluate(*a)
+
+    monkeypatch.setattr(jc.cli, "robust_accuracies", interrupt_in_epoch_two)
+    assert main([*args, "--out", str(tmp_path / "cut")]) == 130  # stopped during epoch 2
+    monkeypatch.setattr(jc.cli, "robust_accuracies", evaluate)
+    assert main([*args, "--out", str(tmp_path / "cut"), "--lr", "0.01", "--resume"]) == 2
+    assert main([*args, "--out", str(tmp_path / "cut"), "--resume"]) == 0
+    _, whole, _ = jc.models.load_model(tmp_path / "whole")
+    _, resumed, _ = jc.models.load_model(tmp_path / "cut")
+    for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(resumed)):
+        np.testing.assert_array_equal(a, b)

@@ -67,6 +67,9 @@ def fit(
     learning_rate: float = 1e-3,
     optimizer: optax.GradientTransformation | None = None,
     progress: Callable[[int, Any, float, dict], None] | None = None,
+    first_epoch: int = 0,
+    opt_state: Any = None,
+    checkpoint: Callable[[int, Any, Any], None] | None = None,
     **loss_kwargs: Any,
 ) -> Any:
     """Trains a classifier by minimising ``loss_fn`` (default: Gaussian augmentation).
@@ -88,6 +91,12 @@ def fit(
         optimizer: an optax optimizer; default ``optax.adam(learning_rate)``.
         progress: optional ``progress(epoch, params, mean_loss, mean_aux)`` called after each
             epoch, e.g. to evaluate ``params`` (which the next step donates: do not keep them).
+        first_epoch: resume at this epoch (its shuffle, noise and schedule step count are those
+            of an uninterrupted run); give the optimizer state saved with the parameters.
+        opt_state: the optimizer state to resume from (default: a fresh one).
+        checkpoint: optional ``checkpoint(epoch, params, opt_state)`` called after each epoch
+            with host copies, to save them; ``fit(..., first_epoch=epoch + 1,
+            opt_state=opt_state)`` from the saved parameters then continues the same run.
         **loss_kwargs: keyword arguments of ``loss_fn``, e.g. ``sigma=0.25`` (the noise level of
             Gaussian augmentation, 0 for standard training) or ``eps=ramp_schedule(...)``.
 
@@ -114,11 +123,13 @@ def fit(
         raise ValueError(f"sigma must be >= 0, got {sigma!r}")
     optimizer = optax.adam(learning_rate) if optimizer is None else optimizer
     step = make_train_step(apply_fn, optimizer, loss_fn, **loss_kwargs)
+    if isinstance(first_epoch, bool) or not isinstance(first_epoch, int) or first_epoch < 0:
+        raise ValueError(f"first_epoch must be a non-negative integer, got {first_epoch!r}")
     params = jax.tree.map(jnp.array, params)  # a copy, since step donates its input
-    opt_state = optimizer.init(params)
+    opt_state = optimizer.init(params) if opt_state is None else jax.tree.map(jnp.array, opt_state)
     train_x, train_y = jnp.asarray(train_x), jnp.asarray(train_y)
-    count = 0
-    for epoch in range(epochs):
+    count = first_epoch * -(-n // batch_size)
+    for epoch in range(first_epoch, epochs):
         shuffle_key, noise_key = jax.random.split(jax.random.fold_in(key, epoch))
         order = jax.random.permutation(shuffle_key, n)
         totals = {}
@@ -138,6 +149,8 @@ def fit(
         if progress is not None:
             means = {name: float(total) / n for name, total in totals.items()}
             progress(epoch, params, means.pop("loss"), means)
+        if checkpoint is not None:
+            checkpoint(epoch, jax.device_get(params), jax.device_get(opt_state))
     return params
 
 
