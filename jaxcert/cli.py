@@ -261,7 +261,7 @@ def _parser():
     rp = sub.add_parser(
         "report",
         formatter_class=fmt,
-        help="tabulate certify/verify result files (markdown) and plot certified accuracy",
+        help="tabulate certify/predict/verify result files (markdown), plot certified accuracy",
     )
     rp.add_argument("files", type=Path, nargs="+", help="TSV files of jaxcert certify or verify")
     rp.add_argument(
@@ -309,7 +309,7 @@ def _add_data_options(parser, split=True):
     )
     if split:
         parser.add_argument(
-            "--split", choices=("train", "test"), default="test", help="split to certify"
+            "--split", choices=("train", "test"), default="test", help="which split of the data set"
         )
 
 
