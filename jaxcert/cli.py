@@ -108,6 +108,7 @@ def _parser():
     demo.add_argument("--epochs", type=int, default=40, help="training epochs per model")
     demo.add_argument("--max", type=int, default=None, help="certify only the first MAX images")
     demo.add_argument("--seed", type=int, default=0, help="random seed")
+    demo.add_argument("--json", action="store_true", help="print the table as JSON")
     demo.set_defaults(run=run_demo)
 
     tr = sub.add_parser(
@@ -155,6 +156,7 @@ def _parser():
         action="store_true",
         help="continue an interrupted run from the checkpoint it saved in --out after each epoch",
     )
+    tr.add_argument("--json", action="store_true", help="print the summary as JSON")
     tr.set_defaults(run=run_train)
 
     ce = sub.add_parser(
@@ -508,7 +510,10 @@ def run_train(args):
         "test_accuracy": acc,
     }
     models.save_model(args.out, spec, params, input_shape=x.shape[1:], metadata=metadata)
-    print(f"saved {args.out} (clean test accuracy {acc:.4f}, {args.method} training)")
+    if args.json:
+        print(json.dumps({"model": str(args.out), **metadata}))
+    else:
+        print(f"saved {args.out} (clean test accuracy {acc:.4f}, {args.method} training)")
 
 
 # --- certify ---------------------------------------------------------------------------------
@@ -917,7 +922,19 @@ def run_demo(args):
             np.array([float(r["radius"]) for r in rows]),
             np.array([r["correct"] == 1 for r in rows]),
         )
-    print(_accuracy_table(results, DEMO_RADII, args.n, args.alpha, base_acc))
+    if args.json:
+        table = {
+            str(sigma): {
+                "base_accuracy": base_acc[sigma],
+                "certified_accuracy": dict(
+                    zip(map(str, DEMO_RADII), smoothing.certified_accuracy(*r, DEMO_RADII).tolist())
+                ),
+            }
+            for sigma, r in results.items()
+        }
+        print(json.dumps(table))
+    else:
+        print(_accuracy_table(results, DEMO_RADII, args.n, args.alpha, base_acc))
 
 
 def _accuracy_table(results, radii, n, alpha, base_accuracy=None):

@@ -165,6 +165,11 @@ def test_demo_prints_the_table(capsys):
     rows = [line for line in out.splitlines() if line.startswith("| 0.")]
     assert [r.split("|")[1].strip() for r in rows] == ["0.12", "0.25", "0.5"]
     assert "r=1.0" in out and "radius cap" in out
+    assert main(["demo", "--n", "100", "--n0", "10", "--max", "4", "--epochs", "1", "--sigmas",
+                 "0.25", "--json"]) == 0  # fmt: skip
+    table = json.loads(capsys.readouterr().out)
+    assert set(table) == {"0.25"} and set(table["0.25"]["certified_accuracy"]) == {
+        "0.0", "0.25", "0.5", "0.75", "1.0"}  # fmt: skip
 
 
 @pytest.mark.parametrize(
