@@ -88,7 +88,10 @@ def _decisive(result, search):
 
 
 class Race:
-    """SCIP and HiGHS workers; use as a context manager so the workers end with it."""
+    """SCIP and HiGHS workers; use as a context manager so that the workers end with it.
+
+    POSIX only: it waits on the workers' pipes with `select`.
+    """
 
     def __init__(self):
         self.workers = [_Worker(s) for s in SOLVERS]
