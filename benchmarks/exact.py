@@ -1,8 +1,9 @@
 """Seconds per image of `jaxcert.exact.verify` against a naive MILP baseline. Prints JSON.
 
 Networks: a digits MLP 64-32-32-10 trained normally, the same MLP trained with PGD and the
-ReLU-stability and L1 terms of Xiao et al. (2019) at eps 0.05, the same MLP trained with PGD at
-eps 0.1 (hard MILPs at eps 0.1: many unstable ReLUs, robust images), and an MNIST-sized MLP
+ReLU-stability and L1 terms of Xiao et al. (2019) at eps 0.05, the PGD-trained MLP
+64-64-32-32-10 of examples/certified_training.py (hard MILPs at eps 0.1: many unstable ReLUs,
+robust images; `--networks digits_pgd --eps 0.1`), and an MNIST-sized MLP
 784-50-50-10 with random weights on random inputs in [0, 1]. For each eps in {0.01, 0.02, 0.05}:
 the number of images verified / falsified / unknown and the median and max seconds per image, for
 * jaxcert (each solver): CROWN margins and a PGD attack first, CROWN intermediate bounds, the
@@ -88,17 +89,22 @@ def networks(images):
         **jc.train.ramp_schedules("pgd", 0.05, steps),
     )
     yield "digits_relu_stability", "digits_mlp_64_32_32_10_pgd_relu_stability", apply_fn, params, x
+    # The PGD model of examples/certified_training.py: MLP 64-64-32-32-10, eps ramped to 0.11.
+    apply_fn, params = jc.models.init_model(
+        {"kind": "mlp", "hidden": [64, 32, 32]}, jax.random.key(0), train_x.shape[1:]
+    )
     params = jc.train.fit(
         apply_fn,
-        initial,
+        params,
         train_x,
         train_y,
         jax.random.key(1),
-        epochs=30,
+        epochs=100,
+        batch_size=64,
         loss_fn=jc.train.training_loss("pgd"),
-        **jc.train.ramp_schedules("pgd", 0.1, steps),
+        **jc.train.ramp_schedules("pgd", 1.1 * 0.1, 100 * -(-len(train_x) // 64)),
     )
-    yield "digits_pgd", "digits_mlp_64_32_32_10_pgd_eps0.1", apply_fn, params, x
+    yield "digits_pgd", "digits_mlp_64_64_32_32_10_pgd", apply_fn, params, x
     apply_fn, params = jc.models.init_model(
         {"kind": "mlp", "hidden": [50, 50]}, jax.random.key(2), (784,)
     )
