@@ -5,7 +5,10 @@ Three families of certificates under one functional API:
 * probabilistic: randomized smoothing (`jaxcert.smoothing`, exact statistics in `jaxcert.stats`);
 * relaxed: interval and linear bound propagation, alpha-CROWN and the LP relaxation
   (`jaxcert.bounds`);
-* exact: MILP on OR-Tools for small networks (`jaxcert.exact`, in progress).
+* exact: MILP on OR-Tools for small networks (`jaxcert.exact`).
+
+Also: certified and adversarial training (`jaxcert.train`), attacks (`jaxcert.attacks`), reports
+(`jaxcert.report`) and VNN-LIB properties (`jaxcert.vnnlib`).
 
 A classifier is ``apply_fn(params, x) -> logits`` with a leading batch axis on ``x``, exactly a
 Flax linen ``model.apply``; ``jaxcert.from_nnx`` adapts a flax.nnx module.
@@ -17,9 +20,11 @@ from . import data as data
 from . import exact as exact
 from . import graph as graph
 from . import models as models
+from . import report as report
 from . import smoothing as smoothing
 from . import stats as stats
 from . import train as train
+from . import vnnlib as vnnlib
 from ._sets import Box as Box
 from ._sets import L1Ball as L1Ball
 from ._sets import L2Ball as L2Ball

@@ -1,0 +1,194 @@
+"""Reading VNN-LIB property files (the SMT-LIB subset of VNN-COMP) into jaxcert specifications.
+
+A property declares real inputs `X_i` and outputs `Y_j` and asserts constraints; every assert
+holds at once. Constraints on the inputs give one box or a disjunction of boxes; constraints on
+the outputs describe the *unsafe* region, as a disjunction of conjunctions of linear
+inequalities `c . Y <= d`. The property holds (`unsat` in VNN-COMP's words) when no input in the
+boxes drives the outputs into the unsafe region.
+
+References:
+  VNN-COMP, "VNN-LIB: the neural network verification library", https://www.vnnlib.org/.
+"""
+
+import itertools
+import re
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+_NAME = re.compile(r"^([XY])_(\d+)$")
+
+
+class Property(NamedTuple):
+    """A parsed VNN-LIB property.
+
+    Attributes:
+      boxes: list of (lower, upper) arrays of shape (num_inputs,): the input region is their
+        union.
+      unsafe: list of (C, d) pairs, C of shape (K, num_outputs) and d of shape (K,): the unsafe
+        region is the union over pairs of {Y : C @ Y <= d}.
+    """
+
+    boxes: list
+    unsafe: list
+
+
+def _tokens(text):
+    text = re.sub(r";[^\n]*", " ", text)
+    return re.findall(r"\(|\)|[^\s()]+", text)
+
+
+def _parse(tokens):
+    """S-expressions of the token list, as nested lists of strings."""
+    stack, top = [], []
+    for token in tokens:
+        if token == "(":
+            stack.append(top)
+            top = []
+        elif token == ")":
+            if not stack:
+                raise ValueError("unbalanced ')' in the VNN-LIB file")
+            parent = stack.pop()
+            parent.append(top)
+            top = parent
+        else:
+            top.append(token)
+    if stack:
+        raise ValueError("unbalanced '(' in the VNN-LIB file")
+    return top
+
+
+def _linear(expr, sizes):
+    """(coefficients by (kind, index), constant) of a linear term."""
+    if isinstance(expr, str):
+        match = _NAME.match(expr)
+        if match:
+            kind, index = match.group(1), int(match.group(2))
+            if index >= sizes[kind]:
+                raise ValueError(f"{expr} is used but not declared")
+            return {(kind, index): 1.0}, 0.0
+        try:
+            return {}, float(expr)
+        except ValueError:
+            raise ValueError(f"unknown symbol {expr!r} in the VNN-LIB file") from None
+    head, *args = expr
+    parts = [_linear(a, sizes) for a in args]
+    if head == "+" or (head == "-" and len(parts) > 1):
+        sign = [1.0] + [1.0 if head == "+" else -1.0] * (len(parts) - 1)
+        coeffs, const = {}, 0.0
+        for s, (c, k) in zip(sign, parts):
+            for var, value in c.items():
+                coeffs[var] = coeffs.get(var, 0.0) + s * value
+            const += s * k
+        return coeffs, const
+    if head == "-":
+        c, k = parts[0]
+        return {v: -x for v, x in c.items()}, -k
+    if head == "*":
+        coeffs, const = parts[0]
+        for c, k in parts[1:]:
+            if coeffs and c:
+                raise ValueError("a product of two variables is not linear")
+            if coeffs:
+                coeffs, const = {v: x * k for v, x in coeffs.items()}, const * k
+            else:
+                coeffs, const = {v: x * const for v, x in c.items()}, const * k
+        return coeffs, const
+    raise ValueError(f"unsupported operator {head!r} in a linear term")
+
+
+def _atoms(expr, sizes):
+    """Disjunctive normal form: a list of conjunctions, each a list of (coeffs, bound) with
+    coeffs . vars <= bound."""
+    head, *args = expr
+    if head == "and":
+        return [sum(c, []) for c in itertools.product(*(_atoms(a, sizes) for a in args))]
+    if head == "or":
+        return [c for a in args for c in _atoms(a, sizes)]
+    if head in ("<=", ">=", "<", ">", "="):
+        if len(args) != 2:
+            raise ValueError(f"({head} ...) needs two terms, got {len(args)}")
+        (left, lk), (right, rk) = (_linear(a, sizes) for a in args)
+        diff = {v: left.get(v, 0.0) - right.get(v, 0.0) for v in {*left, *right}}
+        bound = rk - lk  # left - right <= rk - lk
+        less = [(diff, bound)]
+        greater = [({v: -x for v, x in diff.items()}, -bound)]
+        if head in ("<=", "<"):
+            return [less]
+        if head in (">=", ">"):
+            return [greater]
+        return [less + greater]
+    raise ValueError(f"unsupported assertion {head!r}; VNN-LIB uses and, or, <=, >=")
+
+
+def read_vnnlib(path_or_text):
+    """Parse a VNN-LIB property (a file path or its text).
+
+    Returns:
+      A `Property`.
+
+    Raises:
+      ValueError: a malformed file, a nonlinear term, a constraint that mixes X and Y, an input
+        that is not bounded on both sides, or an undeclared variable.
+    """
+    text = str(path_or_text)
+    if "(" not in text:
+        text = Path(path_or_text).read_text()
+    sizes = {"X": 0, "Y": 0}
+    asserts = []
+    for expr in _parse(_tokens(text)):
+        if not isinstance(expr, list) or not expr:
+            raise ValueError(f"unexpected {expr!r} at the top level of the VNN-LIB file")
+        if expr[0] == "declare-const":
+            match = _NAME.match(expr[1]) if len(expr) == 3 else None
+            if match is None or expr[2] != "Real":
+                raise ValueError(f"unsupported declaration {expr}; use (declare-const X_i Real)")
+            kind, index = match.group(1), int(match.group(2))
+            if index != sizes[kind]:
+                raise ValueError(f"{expr[1]} declared out of order")
+            sizes[kind] += 1
+        elif expr[0] == "assert":
+            asserts.append(expr[1])
+        else:
+            raise ValueError(f"unsupported command {expr[0]!r} in the VNN-LIB file")
+    if not sizes["X"] or not sizes["Y"]:
+        raise ValueError("a VNN-LIB property declares inputs X_i and outputs Y_j")
+    input_dnf, output_dnf = [[]], [[]]
+    for expr in asserts:
+        dnf = _atoms(expr, sizes)
+        kinds = {v[0] for conj in dnf for coeffs, _ in conj for v in coeffs}
+        if kinds == {"X", "Y"}:
+            raise ValueError("a constraint mixing inputs and outputs is not supported")
+        target = input_dnf if kinds == {"X"} else output_dnf
+        target[:] = [a + b for a in target for b in dnf]
+    return Property(
+        [_box(conj, sizes["X"]) for conj in input_dnf],
+        [_halfspaces(conj, sizes["Y"]) for conj in output_dnf],
+    )
+
+
+def _box(conjunction, size):
+    lower, upper = np.full(size, -np.inf), np.full(size, np.inf)
+    for coeffs, bound in conjunction:
+        if len(coeffs) != 1:
+            raise ValueError("input constraints must bound one X_i each (a box)")
+        ((_, index), a), = coeffs.items()
+        if a > 0:
+            upper[index] = min(upper[index], bound / a)
+        elif a < 0:
+            lower[index] = max(lower[index], bound / a)
+    if not np.all(np.isfinite(lower) & np.isfinite(upper)):
+        missing = np.flatnonzero(~(np.isfinite(lower) & np.isfinite(upper)))
+        raise ValueError(f"inputs X_{missing[0]} (and {len(missing) - 1} more) are unbounded")
+    return lower, upper
+
+
+def _halfspaces(conjunction, size):
+    C = np.zeros((len(conjunction), size))
+    d = np.zeros(len(conjunction))
+    for k, (coeffs, bound) in enumerate(conjunction):
+        for (_, index), a in coeffs.items():
+            C[k, index] += a
+        d[k] = bound
+    return C, d
