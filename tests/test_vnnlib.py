@@ -82,3 +82,44 @@ def test_disjunctive_outputs_with_linear_terms_expand_to_dnf():
 def test_bad_files_are_refused_with_a_reason(body, match):
     with pytest.raises(ValueError, match=match):
         read_vnnlib(HEADER + body)
+
+
+def _relu_net():
+    import jax
+
+    import jaxcert as jc
+
+    # y0 = relu(x0 - x1), y1 = relu(x1 - x0), y2 = 0.5 (a constant output)
+    w = np.array([[1.0, -1.0], [-1.0, 1.0]], np.float32)
+
+    def apply_fn(p, x):
+        h = jax.nn.relu(x @ p[0])
+        return jax.numpy.concatenate([h, jax.numpy.full((x.shape[0], 1), 0.5)], axis=1)
+
+    return jc.trace(apply_fn, [w], np.zeros((1, 2), np.float32)), apply_fn, [w]
+
+
+@pytest.mark.parametrize("solver", ["highs", "scip"])
+def test_properties_with_a_known_answer(solver):
+    import jaxcert as jc
+
+    net, apply_fn, params = _relu_net()
+    box = "(assert (>= X_0 0)) (assert (<= X_0 1)) (assert (>= X_1 0)) (assert (<= X_1 0.25))"
+    # Unsafe: Y_0 >= 0.6. Reachable (x0 = 1, x1 = 0 gives y0 = 1): sat, with a real witness.
+    sat = jc.exact.verify_property(net, read_vnnlib(HEADER + box + "(assert (>= Y_0 0.6))"),
+                                   solver=solver)  # fmt: skip
+    assert sat.result == "sat"
+    x, y = sat.counterexample
+    assert 0 <= x[0] <= 1 and 0 <= x[1] <= 0.25 and y[0] >= 0.6 - 1e-6
+    np.testing.assert_allclose(apply_fn(params, x[None].astype(np.float32))[0], y, rtol=1e-6)
+    # Unsafe: Y_1 >= 0.3 or Y_2 <= 0.4. y1 = relu(x1 - x0) <= 0.25 and y2 = 0.5: unsat.
+    unsafe = "(assert (or (>= Y_1 0.3) (<= Y_2 0.4)))"
+    assert jc.exact.verify_property(net, read_vnnlib(HEADER + box + unsafe),
+                                    solver=solver).result == "unsat"  # fmt: skip
+    # Needs the MILP (CROWN alone cannot rule it out): Y_0 >= 0.2 and Y_1 >= 0.2 is empty, since
+    # one of relu(x0 - x1), relu(x1 - x0) is always 0.
+    both = "(assert (>= Y_0 0.2)) (assert (>= Y_1 0.2))"
+    net_bounds = jc.bounds.crown(net, jc.Box(np.zeros((1, 2)), np.array([[1.0, 0.25]])))
+    assert float(net_bounds.upper[0, 0]) >= 0.2 and float(net_bounds.upper[0, 1]) >= 0.2
+    assert jc.exact.verify_property(net, read_vnnlib(HEADER + box + both),
+                                    solver=solver).result == "unsat"  # fmt: skip
