@@ -164,26 +164,10 @@ def _parser():
         formatter_class=fmt,
         help="certify a test set by randomized smoothing, one TSV row per image",
     )
-    _add_data_options(ce)
-    ce.add_argument("--model", type=Path, required=True, help="directory of a saved model")
-    ce.add_argument(
-        "--sigma",
-        type=float,
-        default=None,
-        help="noise level (default: the one the model was trained with)",
-    )
+    _add_smoothing_options(ce, "certified")
     ce.add_argument("--n0", type=int, default=100, help="selection samples per image")
     ce.add_argument("--n", type=int, default=100_000, help="estimation samples per image")
     ce.add_argument("--alpha", type=float, default=0.001, help="failure probability")
-    ce.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        help="most noisy inputs in one forward pass, over the --images certified "
-        "together (default: 1024 on CPU, 16384 on accelerators)",
-    )
-    ce.add_argument("--images", type=int, default=8, help="images certified together")
-    ce.add_argument("--seed", type=int, default=0, help="random seed")
     _add_log_options(ce, "certify")
     ce.set_defaults(run=run_certify)
 
@@ -193,25 +177,9 @@ def _parser():
         help="PREDICT with the smoothed classifier (abstains when the vote is close), one TSV "
         "row per image",
     )
-    _add_data_options(pr)
-    pr.add_argument("--model", type=Path, required=True, help="directory of a saved model")
-    pr.add_argument(
-        "--sigma",
-        type=float,
-        default=None,
-        help="noise level (default: the one the model was trained with)",
-    )
+    _add_smoothing_options(pr, "predicted")
     pr.add_argument("--n", type=int, default=1000, help="samples per image")
     pr.add_argument("--alpha", type=float, default=0.001, help="error level of the test")
-    pr.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        help="most noisy inputs in one forward pass (default: 1024 on CPU, 16384 on "
-        "accelerators)",
-    )
-    pr.add_argument("--images", type=int, default=8, help="images predicted together")
-    pr.add_argument("--seed", type=int, default=0, help="random seed")
     _add_log_options(pr, "predict")
     pr.set_defaults(run=run_predict)
 
@@ -313,6 +281,27 @@ def _add_data_options(parser, split=True):
         parser.add_argument(
             "--split", choices=("train", "test"), default="test", help="which split of the data set"
         )
+
+
+def _add_smoothing_options(parser, verb):
+    """Data, model, noise level, batching and seed: shared by certify and predict."""
+    _add_data_options(parser)
+    parser.add_argument("--model", type=Path, required=True, help="directory of a saved model")
+    parser.add_argument(
+        "--sigma",
+        type=float,
+        default=None,
+        help="noise level (default: the one the model was trained with)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help=f"most noisy inputs in one forward pass, over the --images {verb} together "
+        "(default: 1024 on CPU, 16384 on accelerators)",
+    )
+    parser.add_argument("--images", type=int, default=8, help=f"images {verb} together")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
 
 
 def _add_log_options(parser, verb):
