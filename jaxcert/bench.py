@@ -70,6 +70,7 @@ def _table(head, rows):
 
 
 def smoothing_table(doc):
+    """Markdown lines of a `smoothing_throughput.py` JSON document."""
     rows = [
         [
             model,
@@ -87,6 +88,7 @@ def smoothing_table(doc):
 
 
 def bounds_table(doc):
+    """Markdown lines of a `bounds_throughput.py` JSON document."""
     rows = [
         [model, method, f"{r['steady_s']:.4f}", f"{r['images_per_s']:,.1f}",
          f"{r['compile_s']:.2f}"]  # fmt: skip
@@ -98,6 +100,7 @@ def bounds_table(doc):
 
 
 def exact_table(doc):
+    """Markdown lines of a `exact.py` JSON document."""
     rows = []
     for network, by_eps in doc["results"].items():
         for eps, by_solver in by_eps.items():
@@ -154,6 +157,12 @@ def write_readme(readme, section):
 
 def run(directory="benchmarks", names=tuple(SCRIPTS), quick=False, progress=None):
     """Run the chosen benchmarks, store their JSON and update the README's table.
+
+    Args:
+      directory: the `benchmarks/` folder of a clone.
+      names: which of `SCRIPTS` to run.
+      quick: tiny sizes (a smoke test).
+      progress: optional `progress(name)` called as each script finishes.
 
     Returns:
       (documents by name, paths of the JSON files written).

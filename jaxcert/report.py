@@ -63,7 +63,14 @@ def read_results(path):
 
 
 def label(results):
-    """A short legend entry: the file's stem and its noise level or radius and method."""
+    """A short legend entry: the file's stem and its noise level, or its method and radius.
+
+    Args:
+      results: a `Results`.
+
+    Returns:
+      The label, a string.
+    """
     s = results.settings
     if results.kind in ("certify", "predict"):
         extra = f"sigma={s['sigma']:g}" if "sigma" in s else ""
@@ -73,7 +80,15 @@ def label(results):
 
 
 def certified_curve(results, radii):
-    """Certified accuracy of a certify file at each radius."""
+    """Certified accuracy of a certify file at each radius.
+
+    Args:
+      results: a `Results` of kind "certify".
+      radii: the radii.
+
+    Returns:
+      A NumPy array, one accuracy per radius (Cohen et al., 2019).
+    """
     radius = np.array([float(r["radius"]) for r in results.rows])
     correct = np.array([r["correct"] == "1" for r in results.rows])
     return np.asarray(certified_accuracy(radius, correct, np.asarray(radii)))

@@ -123,3 +123,15 @@ def test_properties_with_a_known_answer(solver):
     assert float(net_bounds.upper[0, 0]) >= 0.2 and float(net_bounds.upper[0, 1]) >= 0.2
     assert jc.exact.verify_property(net, read_vnnlib(HEADER + box + both),
                                     solver=solver).result == "unsat"  # fmt: skip
+
+
+def test_verify_property_refuses_bad_options():
+    import jaxcert as jc
+
+    net, _, _ = _relu_net()
+    prop = read_vnnlib(HEADER + "(assert (>= X_0 0)) (assert (<= X_0 1)) (assert (>= X_1 0))"
+                       "(assert (<= X_1 1)) (assert (>= Y_0 0.6))")  # fmt: skip
+    with pytest.raises(ValueError, match="solver"):
+        jc.exact.verify_property(net, prop, solver="cp-sat")
+    with pytest.raises(ValueError, match="time_limit"):
+        jc.exact.verify_property(net, prop, time_limit=0)

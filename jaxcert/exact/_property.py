@@ -48,7 +48,19 @@ def verify_property(net, prop, *, solver="highs", time_limit=60.0):
 
     Returns:
       A `PropertyResult`.
+
+    Raises:
+      ValueError: an unknown solver, time_limit <= 0, or a property whose sizes do not match
+        the network.
+
+    References:
+      V. Tjeng, K. Xiao and R. Tedrake, "Evaluating Robustness of Neural Networks with Mixed
+      Integer Programming", ICLR 2019; VNN-COMP's VNN-LIB format (https://www.vnnlib.org/).
     """
+    if solver not in ("highs", "scip"):
+        raise ValueError(f"unknown solver {solver!r}; use 'highs' or 'scip'")
+    if not time_limit > 0:
+        raise ValueError(f"time_limit must be > 0 seconds, got {time_limit!r}")
     began = time.perf_counter()
     n_in, n_out = int(np.prod(net.input_shape)), int(np.prod(net.output_shape))
     for lower, _ in prop.boxes:

@@ -252,6 +252,12 @@ def l1_penalty(params):
     """Sum of absolute weights over every parameter array with two or more axes (no biases).
 
     Xiao et al. (2019) pair it with `relu_stability`: sparse weights give tighter bounds.
+
+    Args:
+      params: a pytree of parameters.
+
+    Returns:
+      The penalty, a scalar.
     """
     leaves = [w for w in jax.tree.leaves(params) if jnp.ndim(w) >= 2]
     return sum(jnp.sum(jnp.abs(w)) for w in leaves)
