@@ -8,7 +8,7 @@ Three families of certificates under one functional API:
 * exact: MILP on OR-Tools for small networks (`jaxcert.exact`).
 
 Also: certified and adversarial training (`jaxcert.train`), attacks (`jaxcert.attacks`), reports
-(`jaxcert.report`) and VNN-LIB properties (`jaxcert.vnnlib`).
+(`jaxcert.report`), VNN-LIB properties (`jaxcert.vnnlib`) and ONNX networks (`jaxcert.from_onnx`).
 
 A classifier is ``apply_fn(params, x) -> logits`` with a leading batch axis on ``x``, exactly a
 Flax linen ``model.apply``; ``jaxcert.from_nnx`` adapts a flax.nnx module.
@@ -25,6 +25,7 @@ from . import smoothing as smoothing
 from . import stats as stats
 from . import train as train
 from . import vnnlib as vnnlib
+from ._onnx import from_onnx as from_onnx
 from ._sets import Box as Box
 from ._sets import L1Ball as L1Ball
 from ._sets import L2Ball as L2Ball
