@@ -10,6 +10,7 @@ References:
   VNN-COMP, "VNN-LIB: the neural network verification library", https://www.vnnlib.org/.
 """
 
+import gzip
 import itertools
 import re
 from pathlib import Path
@@ -123,7 +124,8 @@ def _atoms(expr, sizes):
 
 
 def read_vnnlib(path_or_text):
-    """Parse a VNN-LIB property (a file path or its text).
+    """Parse a VNN-LIB property: a file path (``.vnnlib``, or gzip-compressed ``.vnnlib.gz``) or
+    the file's text.
 
     Returns:
       A `Property`.
@@ -134,7 +136,12 @@ def read_vnnlib(path_or_text):
     """
     text = str(path_or_text)
     if "(" not in text:
-        text = Path(path_or_text).read_text()
+        path = Path(path_or_text)
+        text = (
+            gzip.decompress(path.read_bytes()).decode()
+            if path.suffix == ".gz"
+            else path.read_text()
+        )
     sizes = {"X": 0, "Y": 0}
     asserts = []
     for expr in _parse(_tokens(text)):
@@ -173,7 +180,7 @@ def _box(conjunction, size):
     for coeffs, bound in conjunction:
         if len(coeffs) != 1:
             raise ValueError("input constraints must bound one X_i each (a box)")
-        ((_, index), a), = coeffs.items()
+        (((_, index), a),) = coeffs.items()
         if a > 0:
             upper[index] = min(upper[index], bound / a)
         elif a < 0:

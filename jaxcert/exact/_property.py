@@ -2,18 +2,21 @@
 
 Each (box, disjunct) pair is an independent question: is {Y = f(X) : X in box, C @ Y <= d}
 empty? CROWN answers first (if some row has min c_k . f > d_k over the box, the conjunction
-cannot hold); the rest go to a feasibility MILP with the disjunct's constraints added, whose
-solution is re-run through the network before it is reported.
+cannot hold); a PGD search then looks for a counterexample among the rest, and what remains goes
+to a feasibility MILP with the disjunct's constraints added, whose solution is re-run through
+the network before it is reported.
 """
 
 import time
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from ortools.math_opt.python import mathopt
 
 from .._sets import Box
+from ..attacks import pgd
 from ..bounds._crown import crown, intermediate_bounds
 from ..bounds._interval import Interval
 from ..bounds._lp import build_model
@@ -26,8 +29,10 @@ class PropertyResult(NamedTuple):
     """The answer for a property.
 
     Attributes:
-      result: "unsat" (the property holds), "sat" (a counterexample), or "unknown".
-      counterexample: (x, y) as NumPy arrays when "sat", else None.
+      result: "unsat" (the property holds), "sat" (a counterexample), "timeout" (the time limit
+        ran out first) or "unknown" (a solver stopped without an answer, or its witness did not
+        survive the check in the network's own arithmetic).
+      counterexample: (x, y) as flat NumPy arrays when "sat", else None.
       seconds: wall-clock time.
     """
 
@@ -36,22 +41,30 @@ class PropertyResult(NamedTuple):
     seconds: float
 
 
-def verify_property(net, prop, *, solver="highs", time_limit=60.0):
-    """Decide a `jaxcert.vnnlib.Property` on a traced network with flat inputs and outputs.
+def verify_property(net, prop, *, solver="highs", time_limit=60.0, attack_steps=50, seed=0):
+    """Decide a `jaxcert.vnnlib.Property` on a traced network.
+
+    For each input box: one CROWN pass bounds every row of every disjunct (a disjunct with a
+    row whose lower bound exceeds its threshold is empty); a PGD search over the box looks for
+    a point in the remaining disjuncts; the disjuncts still open are then decided by a
+    feasibility MILP each. Every counterexample is re-run through the network and must satisfy
+    its disjunct to within `TOLERANCE` (1e-6).
 
     Args:
-      net: a traced network whose input has `len(box lower)` entries and whose output has as
-        many entries as the property's Y.
+      net: a traced network whose input has as many entries as the property's X and whose
+        output as many as its Y (both are read in row-major order).
       prop: the parsed property (`jaxcert.vnnlib.read_vnnlib`).
       solver: "highs" or "scip" for the MILPs.
       time_limit: seconds for the whole property.
+      attack_steps: PGD steps of the search for a counterexample (0 skips it).
+      seed: seed of the search's random starts.
 
     Returns:
       A `PropertyResult`.
 
     Raises:
-      ValueError: an unknown solver, time_limit <= 0, or a property whose sizes do not match
-        the network.
+      ValueError: an unknown solver, time_limit <= 0, attack_steps < 0, or a property whose
+        sizes do not match the network.
 
     References:
       V. Tjeng, K. Xiao and R. Tedrake, "Evaluating Robustness of Neural Networks with Mixed
@@ -61,6 +74,8 @@ def verify_property(net, prop, *, solver="highs", time_limit=60.0):
         raise ValueError(f"unknown solver {solver!r}; use 'highs' or 'scip'")
     if not time_limit > 0:
         raise ValueError(f"time_limit must be > 0 seconds, got {time_limit!r}")
+    if isinstance(attack_steps, bool) or not isinstance(attack_steps, int) or attack_steps < 0:
+        raise ValueError(f"attack_steps must be an integer >= 0, got {attack_steps!r}")
     began = time.perf_counter()
     n_in, n_out = int(np.prod(net.input_shape)), int(np.prod(net.output_shape))
     for lower, _ in prop.boxes:
@@ -69,30 +84,85 @@ def verify_property(net, prop, *, solver="highs", time_limit=60.0):
     for C, _ in prop.unsafe:
         if C.shape[1] != n_out:
             raise ValueError(f"the property has {C.shape[1]} outputs, the network {n_out}")
-    unknown = False
-    for lower, upper in prop.boxes:
+    rows = np.concatenate([C for C, _ in prop.unsafe])
+    ends = np.cumsum([len(C) for C, _ in prop.unsafe])[:-1]
+    status = "unsat"
+    for number, (lower, upper) in enumerate(prop.boxes):
         shape = (1, *net.input_shape)
         box = Box(jnp.asarray(lower.reshape(shape), jnp.float32),
                   jnp.asarray(upper.reshape(shape), jnp.float32))  # fmt: skip
-        relu_bounds = [Interval(b.lower[0], b.upper[0]) for b in intermediate_bounds(net, box)]
-        example = Box(box.lower[0], box.upper[0])
-        for C, d in prop.unsafe:
-            rows = jnp.asarray(C[None], jnp.float32)
-            lowest = np.asarray(crown(net, box, rows, lower_only=True).lower)[0]
-            if np.any(lowest > d + TOLERANCE):
-                continue  # this disjunct is empty over the box
-            left = time_limit - (time.perf_counter() - began)
-            found = _feasible(net, example, relu_bounds, C, d, solver, left) if left > 0 else None
-            if found == "infeasible":
-                continue
+        lowest = np.split(np.asarray(crown(net, box, rows[None], lower_only=True).lower)[0], ends)
+        open_ = [(C, d) for (C, d), low in zip(prop.unsafe, lowest) if not np.any(low > d)]
+        if not open_:
+            continue  # every disjunct is empty over this box
+        if attack_steps:
+            found = _search(net, box, open_, attack_steps, jax.random.key(seed + number))
             if found is not None:
                 return PropertyResult("sat", found, time.perf_counter() - began)
-            unknown = True
-    return PropertyResult("unknown" if unknown else "unsat", None, time.perf_counter() - began)
+        relu_bounds = [Interval(b.lower[0], b.upper[0]) for b in intermediate_bounds(net, box)]
+        example = Box(box.lower[0], box.upper[0])
+        for C, d in open_:
+            left = time_limit - (time.perf_counter() - began)
+            if left <= 0:
+                return PropertyResult("timeout", None, time.perf_counter() - began)
+            found = _feasible(net, example, relu_bounds, C, d, solver, left)
+            if isinstance(found, tuple):
+                return PropertyResult("sat", found, time.perf_counter() - began)
+            if found != "infeasible":
+                status = found if status == "unsat" else status
+    return PropertyResult(status, None, time.perf_counter() - began)
+
+
+def _confirmed(net, x, unsafe):
+    """(x, y) with y = net(x) when y is in some disjunct of `unsafe`, else None."""
+    x = np.asarray(x, np.float32)
+    y = np.asarray(net(jnp.asarray(x.reshape(1, *net.input_shape))))[0].ravel()
+    if any(np.all(C @ y <= d + TOLERANCE) for C, d in unsafe):
+        return x.ravel(), y
+    return None
+
+
+def _search(net, box, unsafe, steps, key, starts=16):
+    """A counterexample found by PGD on the box, or None.
+
+    The objective is min over disjuncts of max over rows of c . f(x) - d, which is <= 0 exactly
+    in the unsafe region; `attacks.pgd` minimises it through two logits whose margin is its
+    negative, from `starts` random points of the box.
+    """
+    size = max(len(C) for C, _ in unsafe)
+    C = np.zeros((len(unsafe), size, unsafe[0][0].shape[1]), np.float32)
+    d = np.full((len(unsafe), size), np.finfo(np.float32).max, np.float32)  # padding: never binds
+    for j, (Cj, dj) in enumerate(unsafe):
+        C[j, : len(Cj)], d[j, : len(dj)] = Cj, dj
+    center = (box.lower + box.upper) / 2
+    radius = float(jnp.max(box.upper - box.lower)) / 2
+    x = jnp.repeat(center, starts, axis=0)
+    z, margin = pgd(
+        _unsafe_logits,
+        (net, jnp.asarray(C), jnp.asarray(d)),
+        x,
+        jnp.zeros(starts, jnp.int32),
+        key,
+        radius,
+        steps=steps,
+        random_start=True,
+        lower=jnp.repeat(box.lower, starts, axis=0),
+        upper=jnp.repeat(box.upper, starts, axis=0),
+    )
+    best = int(jnp.argmax(margin))
+    return _confirmed(net, z[best], unsafe)
+
+
+def _unsafe_logits(params, z):
+    """Logits (g, 0) with g = min_j max_k (C_jk . f(z) - d_jk): the margin -g is > 0 when unsafe."""
+    net, C, d = params
+    y = net(z).reshape(z.shape[0], -1)
+    gap = jnp.max(jnp.einsum("jkn,bn->bjk", C, y) - d, axis=2)
+    return jnp.stack([jnp.min(gap, axis=1), jnp.zeros(z.shape[0], y.dtype)], axis=1)
 
 
 def _feasible(net, example, relu_bounds, C, d, solver, time_limit):
-    """A confirmed (x, y) in the disjunct, "infeasible", or None (no answer)."""
+    """A confirmed (x, y) in the disjunct, "infeasible", "timeout" or "unknown"."""
     model, inputs, outputs, _ = build_model(net, example, relu_bounds, exact=True)
     for row, bound in zip(C, d):
         model.add_linear_constraint(
@@ -100,13 +170,13 @@ def _feasible(net, example, relu_bounds, C, d, solver, time_limit):
         )
     params = solve_parameters(solver, time_limit, None, "decide")
     result = mathopt.solve(model, SOLVER_TYPES[solver], params=params)
-    if result.termination.reason == mathopt.TerminationReason.INFEASIBLE:
+    reason = result.termination.reason
+    if reason == mathopt.TerminationReason.INFEASIBLE:
         return "infeasible"
-    if not result.has_primal_feasible_solution():
-        return None
-    lower, upper = (np.asarray(v, np.float64).ravel() for v in example.box())
-    x = np.clip([result.variable_values(v) for v in inputs], lower, upper)
-    y = np.asarray(net(jnp.asarray(x.reshape(1, *net.input_shape), jnp.float32)))[0].ravel()
-    if np.all(C @ y <= d + TOLERANCE):
-        return x, y
-    return None
+    if result.has_primal_feasible_solution():
+        lower, upper = (np.asarray(v, np.float64).ravel() for v in example.box())
+        x = np.clip([result.variable_values(v) for v in inputs], lower, upper)
+        found = _confirmed(net, x, [(C, d)])
+        if found is not None:
+            return found
+    return "timeout" if result.termination.limit == mathopt.Limit.TIME else "unknown"
