@@ -1,4 +1,5 @@
-"""The `jaxcert` command line: demo, train, certify, predict, verify and report."""
+"""The `jaxcert` command line: demo, train, certify, predict, verify, vnnlib, vnncomp, report
+and bench."""
 
 import argparse
 import datetime
@@ -12,10 +13,22 @@ import numpy as np
 import optax
 from flax import serialization
 
-from . import attacks, bench, bounds, data, exact, graph, models, report, smoothing, train
+from . import (
+    attacks,
+    bench,
+    bounds,
+    data,
+    exact,
+    graph,
+    models,
+    report,
+    smoothing,
+    train,
+    vnncomp,
+)
 from ._progress import Progress
 from ._sets import LinfBall
-from ._tsv import ResumableTSV
+from ._table import ResumableTable
 
 CERTIFY_COLUMNS = (
     "idx",
@@ -228,6 +241,51 @@ def _parser():
     _add_log_options(ve, "verify")
     ve.set_defaults(run=run_verify)
 
+    vn = sub.add_parser(
+        "vnnlib",
+        formatter_class=fmt,
+        help="decide a VNN-LIB property on an ONNX network: unsat (holds), sat, timeout, unknown",
+    )
+    vn.add_argument("onnx", type=Path, help="the network (.onnx or .onnx.gz)")
+    vn.add_argument("vnnlib", type=Path, help="the property (.vnnlib or .vnnlib.gz)")
+    _add_property_options(vn)
+    vn.add_argument("--timeout", type=float, default=60.0, help="seconds for the property")
+    vn.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="also write the result file here (VNN-COMP format: the result, then X and Y "
+        "of a counterexample)",
+    )
+    vn.set_defaults(run=run_vnnlib)
+
+    vc = sub.add_parser(
+        "vnncomp",
+        formatter_class=fmt,
+        help="run a VNN-COMP benchmark folder (instances.csv) into a resumable results CSV",
+    )
+    vc.add_argument("instances", type=Path, help="the folder's instances.csv")
+    _add_property_options(vc)
+    vc.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds per instance (default: the timeout column of instances.csv)",
+    )
+    vc.add_argument(
+        "--out", type=Path, default=Path("results.csv"), help="results CSV (onnx, vnnlib, ...)"
+    )
+    vc.add_argument(
+        "--counterexamples",
+        type=Path,
+        default=None,
+        help="folder for the result files of sat instances (default: OUT's name + "
+        "'_counterexamples' beside it)",
+    )
+    vc.add_argument("--resume", action="store_true", help="continue an existing results CSV")
+    vc.add_argument("--json", action="store_true", help="print the summary as JSON")
+    vc.set_defaults(run=run_vnncomp)
+
     rp = sub.add_parser(
         "report",
         formatter_class=fmt,
@@ -302,6 +360,17 @@ def _add_smoothing_options(parser, verb):
     )
     parser.add_argument("--images", type=int, default=8, help=f"images {verb} together")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
+
+
+def _add_property_options(parser):
+    parser.add_argument("--solver", choices=("highs", "scip"), default="highs", help="MILP solver")
+    parser.add_argument(
+        "--attack-steps",
+        type=int,
+        default=50,
+        help="PGD steps of the search for a counterexample before the MILPs (0: none)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the search's random starts")
 
 
 def _add_log_options(parser, verb):
@@ -674,7 +743,7 @@ def run_certify(args):
     _check_log_options(args)
     apply_fn, params, sigma, images, labels, indices, settings = _smoothing_setup(args)
     settings["n0"] = args.n0
-    with ResumableTSV(args.out, CERTIFY_COLUMNS, settings, resume=args.resume) as log:
+    with ResumableTable(args.out, CERTIFY_COLUMNS, settings, resume=args.resume) as log:
         certify_rows(
             apply_fn,
             params,
@@ -704,7 +773,7 @@ def run_predict(args):
         _positive(name, getattr(args, name))
     _check_log_options(args)
     apply_fn, params, sigma, images, labels, indices, settings = _smoothing_setup(args)
-    with ResumableTSV(args.out, PREDICT_COLUMNS, settings, resume=args.resume) as log:
+    with ResumableTable(args.out, PREDICT_COLUMNS, settings, resume=args.resume) as log:
         predict_rows(
             apply_fn,
             params,
@@ -760,7 +829,7 @@ def run_verify(args):
         "tighten": args.tighten,
         "seed": args.seed,
     }
-    with ResumableTSV(args.out, VERIFY_COLUMNS, settings, resume=args.resume) as log:
+    with ResumableTable(args.out, VERIFY_COLUMNS, settings, resume=args.resume) as log:
         todo = _todo(log, indices, args.out)
         with Progress(len(todo), f"verify eps={args.eps} {args.method}") as bar:
             for start in range(0, len(todo), args.images):
@@ -832,6 +901,60 @@ def _verify_rows(net, images, labels, group, args):
 
 
 # --- report ----------------------------------------------------------------------------------
+
+
+def run_vnnlib(args):
+    if not args.timeout > 0:
+        raise UserError(f"--timeout must be > 0, got {args.timeout}")
+    if args.attack_steps < 0:
+        raise UserError(f"--attack-steps must be >= 0, got {args.attack_steps}")
+    net = vnncomp.load_network(args.onnx)
+    result = vnncomp.run_instance(
+        net,
+        args.vnnlib,
+        timeout=args.timeout,
+        solver=args.solver,
+        attack_steps=args.attack_steps,
+        seed=args.seed,
+    )
+    text = vnncomp.result_text(result)
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+    print(text, end="")
+    print(f"{result.result} in {result.seconds:.2f} s", file=sys.stderr)
+
+
+def run_vnncomp(args):
+    if args.timeout is not None and not args.timeout > 0:
+        raise UserError(f"--timeout must be > 0, got {args.timeout}")
+    if args.attack_steps < 0:
+        raise UserError(f"--attack-steps must be >= 0, got {args.attack_steps}")
+    instances = vnncomp.read_instances(args.instances)
+    folder = args.counterexamples or args.out.with_name(args.out.stem + "_counterexamples")
+    with Progress(len(instances), "vnncomp", unit="inst") as bar:
+
+        def progress(instance, result, message):
+            bar.write(f"{instance.onnx} {instance.vnnlib}: {result} {message}".rstrip())
+            bar.update()
+
+        rows = vnncomp.run_benchmark(
+            args.instances,
+            args.out,
+            timeout=args.timeout,
+            solver=args.solver,
+            attack_steps=args.attack_steps,
+            seed=args.seed,
+            counterexamples=folder,
+            resume=args.resume,
+            progress=progress,
+        )
+    figures = vnncomp.summary(rows)
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return
+    counts = ", ".join(f"{figures[r]} {r}" for r in vnncomp.RESULTS)
+    print(f"{figures['instances']} instances in {args.out}: {counts}; {figures['seconds']:.1f} s")
 
 
 def run_report(args):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import jaxcert as jc
-from jaxcert._tsv import ResumableTSV
+from jaxcert._table import ResumableTable
 from jaxcert.cli import CERTIFY_COLUMNS, main
 
 
@@ -149,11 +149,11 @@ def test_resume_refuses_other_settings(model_dir, tmp_path, capsys):
 
 def test_partial_trailing_row_is_cut(tmp_path):
     path = tmp_path / "log.tsv"
-    with ResumableTSV(path, ["idx", "v"], {"a": 1}) as log:
+    with ResumableTable(path, ["idx", "v"], {"a": 1}) as log:
         log.write({"idx": 0, "v": "x"})
     with open(path, "a") as f:
         f.write("1\tpart")  # a row cut short by a kill
-    with ResumableTSV(path, ["idx", "v"], {"a": 1}, resume=True) as log:
+    with ResumableTable(path, ["idx", "v"], {"a": 1}, resume=True) as log:
         assert list(log.done) == ["0"]
         log.write({"idx": 1, "v": "y"})
     assert path.read_text() == "idx\tv\n0\tx\n1\ty\n"
