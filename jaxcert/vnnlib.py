@@ -1,10 +1,13 @@
 """Reading VNN-LIB property files (the SMT-LIB subset of VNN-COMP) into jaxcert specifications.
 
 A property declares real inputs `X_i` and outputs `Y_j` and asserts constraints; every assert
-holds at once. Constraints on the inputs give one box or a disjunction of boxes; constraints on
-the outputs describe the *unsafe* region, as a disjunction of conjunctions of linear
-inequalities `c . Y <= d`. The property holds (`unsat` in VNN-COMP's words) when no input in the
-boxes drives the outputs into the unsafe region.
+holds at once, and together they describe the *counterexamples*. Their disjunctive normal form
+is a union of conjunctions, each of bounds on single inputs (a box) and linear inequalities
+`c . Y <= d` on the outputs. Usually the inputs and outputs are asserted apart (a box, or a
+disjunction of boxes, and one unsafe output region); some benchmarks pair each box with its own
+output constraints inside one `or`. Both read into cases (box, unsafe output region). The
+property holds (`unsat` in VNN-COMP's words) when no input of any case's box drives the outputs
+into that case's unsafe region.
 
 References:
   VNN-COMP, "VNN-LIB: the neural network verification library", https://www.vnnlib.org/.
@@ -21,18 +24,29 @@ import numpy as np
 _NAME = re.compile(r"^([XY])_(\d+)$")
 
 
-class Property(NamedTuple):
-    """A parsed VNN-LIB property.
+class Case(NamedTuple):
+    """One input box and the unsafe output region that goes with it.
 
     Attributes:
-      boxes: list of (lower, upper) arrays of shape (num_inputs,): the input region is their
-        union.
+      lower, upper: the box, arrays of shape (num_inputs,).
       unsafe: list of (C, d) pairs, C of shape (K, num_outputs) and d of shape (K,): the unsafe
         region is the union over pairs of {Y : C @ Y <= d}.
     """
 
-    boxes: list
+    lower: np.ndarray
+    upper: np.ndarray
     unsafe: list
+
+
+class Property(NamedTuple):
+    """A parsed VNN-LIB property: a counterexample is an x in some case's box whose outputs lie
+    in that case's unsafe region.
+
+    Attributes:
+      cases: list of `Case`, one per distinct input box.
+    """
+
+    cases: list
 
 
 def _tokens(text):
@@ -161,18 +175,35 @@ def read_vnnlib(path_or_text):
             raise ValueError(f"unsupported command {expr[0]!r} in the VNN-LIB file")
     if not sizes["X"] or not sizes["Y"]:
         raise ValueError("a VNN-LIB property declares inputs X_i and outputs Y_j")
-    input_dnf, output_dnf = [[]], [[]]
+    input_dnf, output_dnf, paired = [[]], [[]], [[]]
     for expr in asserts:
         dnf = _atoms(expr, sizes)
-        kinds = {v[0] for conj in dnf for coeffs, _ in conj for v in coeffs}
-        if kinds == {"X", "Y"}:
-            raise ValueError("a constraint mixing inputs and outputs is not supported")
-        target = input_dnf if kinds == {"X"} else output_dnf
-        target[:] = [a + b for a in target for b in dnf]
-    return Property(
-        [_box(conj, sizes["X"]) for conj in input_dnf],
-        [_halfspaces(conj, sizes["Y"]) for conj in output_dnf],
-    )
+        kinds = [{v[0] for coeffs, _ in conj for v in coeffs} for conj in dnf]
+        if any(len(coeffs) > 1 and len({v[0] for v in coeffs}) > 1 for conj in dnf
+               for coeffs, _ in conj):  # fmt: skip
+            raise ValueError("an inequality mixing inputs and outputs is not supported")
+        if all(k <= {"X"} for k in kinds):
+            input_dnf[:] = [a + b for a in input_dnf for b in dnf]
+        elif all(k <= {"Y"} for k in kinds):
+            output_dnf[:] = [a + b for a in output_dnf for b in dnf]
+        else:  # each conjunction pairs input bounds with output constraints
+            paired[:] = [a + b for a in paired for b in dnf]
+    cases = {}
+    for conj in (a + b for a in input_dnf for b in paired):
+        box = _box([atom for atom in conj if _kind(atom) == "X"], sizes["X"])
+        key = (box[0].tobytes(), box[1].tobytes())
+        case = cases.setdefault(key, Case(*box, []))
+        for out in output_dnf:
+            rows = [atom for atom in conj if _kind(atom) == "Y"] + out
+            if not rows:
+                raise ValueError("the property constrains no output: every input would be unsafe")
+            case.unsafe.append(_halfspaces(rows, sizes["Y"]))
+    return Property(list(cases.values()))
+
+
+def _kind(atom):
+    coeffs, _ = atom
+    return next(iter(coeffs))[0] if coeffs else "X"
 
 
 def _box(conjunction, size):

@@ -47,13 +47,15 @@ def check_counterexample(folder, onnx_path, vnnlib_path, text):
     result, x, y = read_counterexample(text)
     assert result == "sat"
     prop = read_vnnlib(folder / vnnlib_path)
-    assert any(np.all(x >= lo - 1e-7) and np.all(x <= hi + 1e-7) for lo, hi in prop.boxes)
+    cases = [
+        c for c in prop.cases if np.all(x >= c.lower - 1e-7) and np.all(x <= c.upper + 1e-7)
+    ]
     model = vnncomp_model_bytes(folder / onnx_path)
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     shape = [d if isinstance(d, int) else 1 for d in session.get_inputs()[0].shape]
     y_ort = session.run(None, {session.get_inputs()[0].name: x.reshape(shape).astype(np.float32)})
     np.testing.assert_allclose(np.ravel(y_ort[0]), y, rtol=1e-5, atol=1e-5)
-    assert any(np.all(C @ y <= d + 1e-5) for C, d in prop.unsafe)
+    assert any(np.all(C @ y <= d + 1e-5) for case in cases for C, d in case.unsafe)
 
 
 def vnncomp_model_bytes(path):
@@ -123,7 +125,7 @@ def test_the_unsat_threshold_needs_the_milp_and_a_tiny_budget_times_out(bench_fo
     folder, _ = bench_folder
     net = vnncomp.load_network(folder / "onnx/tiny2d.onnx")
     prop = read_vnnlib(folder / "vnnlib/tiny_unsat.vnnlib")
-    [(lower, upper)], [(C, d)] = prop.boxes, prop.unsafe
+    [(lower, upper, [(C, d)])] = prop.cases
     box = jc.Box(jnp.asarray(lower[None], jnp.float32), jnp.asarray(upper[None], jnp.float32))
     bound = jc.bounds.crown(net, box, jnp.asarray(C[None], jnp.float32)).lower
     assert not np.any(np.asarray(bound)[0] > d)  # CROWN alone cannot prove it

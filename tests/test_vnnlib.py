@@ -25,11 +25,11 @@ def test_single_box_and_robustness_property(tmp_path):
     path = tmp_path / "prop.vnnlib"
     path.write_text(text)
     prop = read_vnnlib(path)
-    [(lower, upper)] = prop.boxes
+    [(lower, upper, unsafe)] = prop.cases
     np.testing.assert_array_equal(lower, [-0.5, 0.25])
     np.testing.assert_array_equal(upper, [0.5, 1.0])
-    assert len(prop.unsafe) == 2
-    for (C, d), j in zip(prop.unsafe, (1, 2)):
+    assert len(unsafe) == 2
+    for (C, d), j in zip(unsafe, (1, 2)):
         want = np.zeros((1, 3))
         want[0, 0], want[0, j] = 1.0, -1.0  # Y_0 - Y_j <= 0
         np.testing.assert_array_equal(C, want)
@@ -43,11 +43,31 @@ def test_several_input_boxes_and_acas_style_output():
     (assert (<= Y_0 -3.5))
     """
     prop = read_vnnlib(text)
-    assert [b[0].tolist() for b in prop.boxes] == [[0.0, 0.1], [0.8, 0.7]]
-    assert [b[1].tolist() for b in prop.boxes] == [[0.1, 0.2], [0.9, 1.0]]
-    [(C, d)] = prop.unsafe
-    np.testing.assert_array_equal(C, [[1.0, 0.0, 0.0]])
-    np.testing.assert_array_equal(d, [-3.5])
+    assert [c.lower.tolist() for c in prop.cases] == [[0.0, 0.1], [0.8, 0.7]]
+    assert [c.upper.tolist() for c in prop.cases] == [[0.1, 0.2], [0.9, 1.0]]
+    for case in prop.cases:  # the output constraint holds for every box
+        [(C, d)] = case.unsafe
+        np.testing.assert_array_equal(C, [[1.0, 0.0, 0.0]])
+        np.testing.assert_array_equal(d, [-3.5])
+
+
+def test_boxes_paired_with_their_own_output_constraints():
+    text = HEADER + """
+    (assert (or (and (>= X_0 0) (<= X_0 1) (>= X_1 0) (<= X_1 1) (>= Y_0 2))
+                (and (>= X_0 0) (<= X_0 1) (>= X_1 0) (<= X_1 1) (<= Y_1 -1))
+                (and (>= X_0 5) (<= X_0 6) (>= X_1 5) (<= X_1 6) (>= Y_2 Y_0))))
+    (assert (<= Y_2 7))
+    """
+    prop = read_vnnlib(text)
+    assert [c.lower.tolist() for c in prop.cases] == [[0, 0], [5, 5]]  # equal boxes merged
+    (C1, d1), (C2, d2) = prop.cases[0].unsafe
+    np.testing.assert_array_equal(C1, [[-1, 0, 0], [0, 0, 1]])  # -Y_0 <= -2 and Y_2 <= 7
+    np.testing.assert_array_equal(d1, [-2, 7])
+    np.testing.assert_array_equal(C2, [[0, 1, 0], [0, 0, 1]])
+    np.testing.assert_array_equal(d2, [-1, 7])
+    [(C3, d3)] = prop.cases[1].unsafe
+    np.testing.assert_array_equal(C3, [[1, 0, -1], [0, 0, 1]])  # Y_0 - Y_2 <= 0
+    np.testing.assert_array_equal(d3, [0, 7])
 
 
 def test_disjunctive_outputs_with_linear_terms_expand_to_dnf():
@@ -57,8 +77,9 @@ def test_disjunctive_outputs_with_linear_terms_expand_to_dnf():
     (assert (<= Y_0 10))
     """
     prop = read_vnnlib(text)
-    assert len(prop.unsafe) == 2
-    (C1, d1), (C2, d2) = prop.unsafe
+    [case] = prop.cases
+    assert len(case.unsafe) == 2
+    (C1, d1), (C2, d2) = case.unsafe
     np.testing.assert_array_equal(C1, [[1, 2, 0], [0, 0, -1], [1, 0, 0]])
     np.testing.assert_array_equal(d1, [3, -1.5, 10])
     np.testing.assert_array_equal(C2, [[0, -1, 1], [1, 0, 0]])
@@ -73,6 +94,8 @@ def test_disjunctive_outputs_with_linear_terms_expand_to_dnf():
     [
         ("(assert (<= (* X_0 Y_0) 1))", "not linear|mixing"),
         ("(assert (<= (+ X_0 Y_0) 1))", "mixing"),
+        ("(assert (>= X_0 0)) (assert (<= X_0 1)) (assert (>= X_1 0)) (assert (<= X_1 1))",
+         "constrains no output"),
         ("(assert (<= X_0 1)) (assert (<= Y_0 0))", "unbounded"),
         ("(assert (<= X_7 1))", "not declared"),
         ("(assert (<= X_0 1)", "unbalanced"),

@@ -10,7 +10,8 @@ an ``instances.csv``, and returns the expected result of each instance:
   box's centre, ``unsat`` when c exceeds an interval bound computed in plain NumPy. One is gzipped.
 * ``tiny2d``: a 2-8-8-3 MLP where a 2001 x 2001 grid plus a Lipschitz bound brackets the true
   maximum of Y_0 - Y_1 over the box: thresholds just below it are ``sat``, just above ``unsat``
-  (the second needs more than CROWN); a two-box property is ``sat`` through its second box.
+  (the second needs more than CROWN); a two-box property is ``sat`` through its second box, and
+  so is one that pairs each box with its own threshold.
 * ``cnn``: a small convolutional network on 8x8 digits with robustness properties at two radii;
   no oracle decides these, so they are expected to be consistent (a sat answer's counterexample
   is checked by the tests), not a given answer.
@@ -19,6 +20,7 @@ Run as a script to write the folder: ``python tests/vnncomp_folder.py DIR``.
 """
 
 import gzip
+import re
 import sys
 from pathlib import Path
 
@@ -82,21 +84,22 @@ def _interval_upper(layers, lower, upper, row):
 
 
 def _property(boxes, n_out, unsafe):
-    """A VNN-LIB text: declarations, the input boxes (a disjunction if several), `unsafe`."""
+    """A VNN-LIB text: declarations, the input boxes (a disjunction if several) and the unsafe
+    output constraint; with a list `unsafe`, box i is paired with its own constraint unsafe[i]."""
     n_in = len(boxes[0][0])
     lines = [f"(declare-const X_{i} Real)" for i in range(n_in)]
     lines += [f"(declare-const Y_{j} Real)" for j in range(n_out)]
+    bounds = [
+        " ".join(f"(>= X_{i} {lo!r}) (<= X_{i} {hi!r})" for i, (lo, hi) in enumerate(zip(*box)))
+        for box in boxes
+    ]
+    if isinstance(unsafe, list):
+        pairs = " ".join(f"(and {b} {u})" for b, u in zip(bounds, unsafe))
+        return "\n".join([*lines, f"(assert (or {pairs}))"]) + "\n"
     if len(boxes) == 1:
-        for i, (lo, hi) in enumerate(zip(*boxes[0])):
-            lines += [f"(assert (>= X_{i} {lo!r}))", f"(assert (<= X_{i} {hi!r}))"]
+        lines += [f"(assert {atom})" for atom in re.findall(r"\([^()]*\)", bounds[0])]
     else:
-        conj = [
-            "(and "
-            + " ".join(f"(>= X_{i} {lo!r}) (<= X_{i} {hi!r})" for i, (lo, hi) in enumerate(zip(*b)))
-            + ")"
-            for b in boxes
-        ]
-        lines.append("(assert (or " + " ".join(conj) + "))")
+        lines.append("(assert (or " + " ".join(f"(and {b})" for b in bounds) + "))")
     lines.append(f"(assert {unsafe})")
     return "\n".join(lines) + "\n"
 
@@ -171,6 +174,8 @@ def make_benchmark(folder):
     argmax = grid[np.argmax(out[:, 0] - out[:, 1])].tolist()
     far = [([-1.0, -1.0], [-0.9, -0.9]), ([a - 1e-3 for a in argmax], [a + 1e-3 for a in argmax])]
     add("tiny2d.onnx", "tiny_two_boxes.vnnlib", _property(far, 3, below), "sat")
+    pairs = [box[0], far[1]], [above, below]  # unsat on the whole box, sat near the maximiser
+    add("tiny2d.onnx", "tiny_paired.vnnlib", _property(*pairs[:1], 3, pairs[1]), "sat")
 
     # cnn: Sub/Div normalisation, Conv, Relu, AveragePool, Flatten, Gemm, Relu, Gemm on 8x8.
     from sklearn.datasets import load_digits

@@ -1,4 +1,4 @@
-"""Deciding a VNN-LIB property: no input in the boxes reaches the unsafe output region.
+"""Deciding a VNN-LIB property: no input of a case's box reaches the case's unsafe region.
 
 Each (box, disjunct) pair is an independent question: is {Y = f(X) : X in box, C @ Y <= d}
 empty? CROWN answers first (if some row has min c_k . f > d_k over the box, the conjunction
@@ -44,15 +44,15 @@ class PropertyResult(NamedTuple):
 def verify_property(net, prop, *, solver="highs", time_limit=60.0, attack_steps=50, seed=0):
     """Decide a `jaxcert.vnnlib.Property` on a traced network.
 
-    For each input box: one CROWN pass bounds every row of every disjunct (a disjunct with a
-    row whose lower bound exceeds its threshold is empty); a PGD search over the box looks for
-    a point in the remaining disjuncts; the disjuncts still open are then decided by a
-    feasibility MILP each. Every counterexample is re-run through the network and must satisfy
-    its disjunct to within `TOLERANCE` (1e-6).
+    For each case (an input box and its unsafe region): one CROWN pass bounds every row of every
+    disjunct (a disjunct with a row whose lower bound exceeds its threshold is empty); a PGD
+    search over the box looks for a point in the remaining disjuncts; the disjuncts still open
+    are then decided by a feasibility MILP each. Every counterexample is re-run through the
+    network and must satisfy its disjunct to within `TOLERANCE` (1e-6).
 
     Args:
       net: a traced network whose input has as many entries as the property's X and whose
-        output as many as its Y (both are read in row-major order).
+        output as many as its Y (both in row-major order).
       prop: the parsed property (`jaxcert.vnnlib.read_vnnlib`).
       solver: "highs" or "scip" for the MILPs.
       time_limit: seconds for the whole property.
@@ -78,21 +78,21 @@ def verify_property(net, prop, *, solver="highs", time_limit=60.0, attack_steps=
         raise ValueError(f"attack_steps must be an integer >= 0, got {attack_steps!r}")
     began = time.perf_counter()
     n_in, n_out = int(np.prod(net.input_shape)), int(np.prod(net.output_shape))
-    for lower, _ in prop.boxes:
-        if lower.size != n_in:
-            raise ValueError(f"the property has {lower.size} inputs, the network {n_in}")
-    for C, _ in prop.unsafe:
-        if C.shape[1] != n_out:
-            raise ValueError(f"the property has {C.shape[1]} outputs, the network {n_out}")
-    rows = np.concatenate([C for C, _ in prop.unsafe])
-    ends = np.cumsum([len(C) for C, _ in prop.unsafe])[:-1]
+    for case in prop.cases:
+        if case.lower.size != n_in:
+            raise ValueError(f"the property has {case.lower.size} inputs, the network {n_in}")
+        for C, _ in case.unsafe:
+            if C.shape[1] != n_out:
+                raise ValueError(f"the property has {C.shape[1]} outputs, the network {n_out}")
     status = "unsat"
-    for number, (lower, upper) in enumerate(prop.boxes):
+    for number, (lower, upper, unsafe) in enumerate(prop.cases):
         shape = (1, *net.input_shape)
         box = Box(jnp.asarray(lower.reshape(shape), jnp.float32),
                   jnp.asarray(upper.reshape(shape), jnp.float32))  # fmt: skip
+        rows = np.concatenate([C for C, _ in unsafe])
+        ends = np.cumsum([len(C) for C, _ in unsafe])[:-1]
         lowest = np.split(np.asarray(crown(net, box, rows[None], lower_only=True).lower)[0], ends)
-        open_ = [(C, d) for (C, d), low in zip(prop.unsafe, lowest) if not np.any(low > d)]
+        open_ = [(C, d) for (C, d), low in zip(unsafe, lowest) if not np.any(low > d + TOLERANCE)]
         if not open_:
             continue  # every disjunct is empty over this box
         if attack_steps:
