@@ -84,7 +84,8 @@ def verify_property(net, prop, *, solver="highs", time_limit=60.0, attack_steps=
         for C, _ in case.unsafe:
             if C.shape[1] != n_out:
                 raise ValueError(f"the property has {C.shape[1]} outputs, the network {n_out}")
-    status = "unsat"
+    deadline = began + time_limit
+    milps = []  # (how far CROWN is from ruling the disjunct out, example, relu bounds, C, d)
     for number, (lower, upper, unsafe) in enumerate(prop.cases):
         shape = (1, *net.input_shape)
         box = Box(jnp.asarray(lower.reshape(shape), jnp.float32),
@@ -92,7 +93,8 @@ def verify_property(net, prop, *, solver="highs", time_limit=60.0, attack_steps=
         rows = np.concatenate([C for C, _ in unsafe])
         ends = np.cumsum([len(C) for C, _ in unsafe])[:-1]
         lowest = np.split(np.asarray(crown(net, box, rows[None], lower_only=True).lower)[0], ends)
-        open_ = [(C, d) for (C, d), low in zip(unsafe, lowest) if not np.any(low > d + TOLERANCE)]
+        gaps = [np.max(low - d) for (_, d), low in zip(unsafe, lowest)]
+        open_ = [(C, d) for (C, d), gap in zip(unsafe, gaps) if not gap > TOLERANCE]
         if not open_:
             continue  # every disjunct is empty over this box
         if attack_steps:
@@ -101,15 +103,31 @@ def verify_property(net, prop, *, solver="highs", time_limit=60.0, attack_steps=
                 return PropertyResult("sat", found, time.perf_counter() - began)
         relu_bounds = [Interval(b.lower[0], b.upper[0]) for b in intermediate_bounds(net, box)]
         example = Box(box.lower[0], box.upper[0])
-        for C, d in open_:
-            left = time_limit - (time.perf_counter() - began)
-            if left <= 0:
-                return PropertyResult("timeout", None, time.perf_counter() - began)
-            found = _feasible(net, example, relu_bounds, C, d, solver, left)
+        milps += [
+            (g, example, relu_bounds, C, d) for (C, d), g in zip(unsafe, gaps) if g <= TOLERANCE
+        ]
+    # The disjuncts furthest from a proof first, as they are likelier to hold a counterexample.
+    # Each MILP gets an equal share of the time left; those that run out get the rest after.
+    status, todo = "unsat", [m[1:] for m in sorted(milps, key=lambda m: m[0])]
+    for attempt in range(2):
+        retry = []
+        for i, (example, relu_bounds, C, d) in enumerate(todo):
+            if time.perf_counter() >= deadline:
+                retry += todo[i:]
+                break
+            share = (deadline - time.perf_counter()) / (len(todo) - i if attempt == 0 else 1)
+            found = _feasible(net, example, relu_bounds, C, d, solver, time.perf_counter() + share)
             if isinstance(found, tuple):
                 return PropertyResult("sat", found, time.perf_counter() - began)
-            if found != "infeasible":
-                status = found if status == "unsat" else status
+            if found == "timeout":
+                retry.append((example, relu_bounds, C, d))
+            elif found == "unknown":
+                status = "unknown"
+        todo = retry
+        if not todo or time.perf_counter() >= deadline:
+            break
+    if todo:
+        status = "timeout"
     return PropertyResult(status, None, time.perf_counter() - began)
 
 
@@ -161,14 +179,17 @@ def _unsafe_logits(params, z):
     return jnp.stack([jnp.min(gap, axis=1), jnp.zeros(z.shape[0], y.dtype)], axis=1)
 
 
-def _feasible(net, example, relu_bounds, C, d, solver, time_limit):
+def _feasible(net, example, relu_bounds, C, d, solver, deadline):
     """A confirmed (x, y) in the disjunct, "infeasible", "timeout" or "unknown"."""
     model, inputs, outputs, _ = build_model(net, example, relu_bounds, exact=True)
     for row, bound in zip(C, d):
         model.add_linear_constraint(
             mathopt.fast_sum(c * y for c, y in zip(row, outputs) if c != 0) <= bound
         )
-    params = solve_parameters(solver, time_limit, None, "decide")
+    left = deadline - time.perf_counter()
+    if left <= 0:
+        return "timeout"
+    params = solve_parameters(solver, left, None, "decide")
     result = mathopt.solve(model, SOLVER_TYPES[solver], params=params)
     reason = result.termination.reason
     if reason == mathopt.TerminationReason.INFEASIBLE:
