@@ -50,7 +50,6 @@ def from_onnx(source):
     onnx = _import_onnx()
     model = _load(onnx, source)
     graph = model.graph
-    opset = _opset(model)
     constants = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
     inputs = [i for i in graph.input if i.name not in constants]
     if len(inputs) != 1 or len(graph.output) != 1:
@@ -58,7 +57,7 @@ def from_onnx(source):
             f"the ONNX graph must have one input and one output, it has {len(inputs)} inputs "
             f"({[i.name for i in inputs]}) and {len(graph.output)} outputs"
         )
-    nodes = [_Node(onnx, node, opset) for node in graph.node]
+    nodes = [_Node(onnx, node) for node in graph.node]
     _check_supported(nodes)
     params = {
         name: jnp.asarray(value, jnp.float32)
@@ -120,13 +119,6 @@ def _load(onnx, source):
     return onnx.load(path)
 
 
-def _opset(model):
-    for entry in model.opset_import:
-        if entry.domain in ("", "ai.onnx"):
-            return entry.version
-    return 1
-
-
 def _dims(value_info):
     """The declared shape of a graph input; None for a symbolic or unknown dimension."""
     shape = value_info.type.tensor_type.shape
@@ -138,13 +130,12 @@ def _dims(value_info):
 class _Node:
     """An ONNX node with its attributes read into Python values."""
 
-    def __init__(self, onnx, node, opset):
+    def __init__(self, onnx, node):
         self.op = node.op_type
         self.name = node.name or node.output[0]
         self.domain = node.domain
         self.inputs = list(node.input)
         self.outputs = list(node.output)
-        self.opset = opset
         self.attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         if "value" in self.attrs and isinstance(self.attrs["value"], onnx.TensorProto):
             self.attrs["value"] = onnx.numpy_helper.to_array(self.attrs["value"])

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
+from jaxcert.data import load_digits
+
 
 def _model(nodes, inits, input_shape, output_shape):
     graph = helper.make_graph(
@@ -178,10 +180,7 @@ def make_benchmark(folder):
     add("tiny2d.onnx", "tiny_paired.vnnlib", _property(*pairs[:1], 3, pairs[1]), "sat")
 
     # cnn: Sub/Div normalisation, Conv, Relu, AveragePool, Flatten, Gemm, Relu, Gemm on 8x8.
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = (digits.images / 16.0).astype(np.float32)
+    images, _ = load_digits("test")  # (N, 8, 8, 1) in [0, 1], bundled with jaxcert
     w1 = rng.normal(size=(4, 1, 3, 3)).astype(np.float32) / 3
     w2 = rng.normal(size=(32, 64)).astype(np.float32) / 8
     w3 = rng.normal(size=(10, 32)).astype(np.float32) / 6
