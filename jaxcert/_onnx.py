@@ -156,6 +156,8 @@ def _check_supported(nodes):
             problems.append(f"AveragePool with ceil_mode=1 (node {node.name!r})")
         elif node.op == "AveragePool" and any(d != 1 for d in node.get("dilations", [])):
             problems.append(f"AveragePool with dilations (node {node.name!r})")
+        elif node.op == "Pad" and node.get("mode", "constant") != "constant":
+            problems.append(f"Pad with mode={node.get('mode')} (node {node.name!r})")
         elif node.op == "BatchNormalization" and node.get("training_mode", 0):
             problems.append(f"BatchNormalization in training mode (node {node.name!r})")
         elif (
@@ -298,6 +300,29 @@ def _average_pool(node, x):
     return sums / counts
 
 
+def _slice(node, x, starts=None, ends=None, axes=None, steps=None):
+    """Static slicing; starts/ends/axes are attributes before opset 10, inputs after."""
+    starts = node.get("starts") if starts is None else np.ravel(starts)
+    ends = node.get("ends") if ends is None else np.ravel(ends)
+    axes = node.get("axes", range(len(starts))) if axes is None else np.ravel(axes)
+    steps = [1] * len(starts) if steps is None else np.ravel(steps)
+    index = [slice(None)] * x.ndim
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        index[int(axis) % x.ndim] = slice(int(start), int(end), int(step))
+    return x[tuple(index)]
+
+
+def _pad(node, x, pads=None, value=None, axes=None):
+    """Constant padding (negative pads crop); pads is an attribute before opset 11."""
+    pads = [int(p) for p in np.ravel(node.get("pads") if pads is None else pads)]
+    axes = range(x.ndim) if axes is None else [int(a) % x.ndim for a in np.ravel(axes)]
+    config = [(0, 0, 0)] * x.ndim
+    for i, axis in enumerate(axes):
+        config[axis] = (pads[i], pads[i + len(axes)], 0)
+    value = node.get("value", 0.0) if value is None else value
+    return lax.pad(x, jnp.asarray(value, x.dtype).reshape(()), config)
+
+
 def _relu(node, x):
     return np.maximum(x, 0) if _xp(x) is np else jax.nn.relu(x)
 
@@ -338,11 +363,14 @@ _OPS = {
     "Identity": lambda node, x: x,
     "MatMul": lambda node, a, b: _xp(a, b).matmul(a, b),
     "Mul": lambda node, a, b: a * b,
+    "Neg": lambda node, x: -x,
+    "Pad": _pad,
     "Relu": _relu,
     "Reshape": _reshape,
     "Shape": lambda node, x: np.asarray(np.shape(x), np.int64)[
         slice(node.get("start", 0), node.get("end"))
     ],
+    "Slice": _slice,
     "Squeeze": _squeeze,
     "Sub": lambda node, a, b: a - b,
     "Transpose": _transpose,

@@ -466,6 +466,46 @@ def _rank_1_input(rng):
     return _make_model(nodes, [5], {"W": _w(rng, 5, 3), "b": _w(rng, 3)}), 1e-5
 
 
+def _slice_inputs(rng):
+    nodes = [
+        helper.make_node("Slice", ["x", "starts", "ends", "axes", "steps"], ["s"]),
+        helper.make_node("Neg", ["s"], ["y"]),
+    ]
+    inits = {"starts": _i64(1, -1), "ends": _i64(3, -5), "axes": _i64(1, 3), "steps": _i64(1, -2)}
+    return _make_model(nodes, [1, 4, 3, 6], inits), 1e-5
+
+
+def _slice_opset_9_attributes(rng):
+    node = helper.make_node("Slice", ["x"], ["y"], starts=[0, 1], ends=[2, 1000], axes=[1, 2])
+    return _make_model([node], [1, 3, 4], opset=9), 1e-5
+
+
+def _pad_constant_and_crop(rng):
+    nodes = [
+        helper.make_node("Pad", ["x", "pads", "value"], ["p"]),
+        helper.make_node("Conv", ["p", "w"], ["y"]),
+    ]
+    inits = {
+        "pads": _i64(0, 0, 1, -1, 0, 0, 2, 1),  # begins then ends; -1 crops
+        "value": np.float32(0.5),
+        "w": _w(rng, 2, 2, 2, 2),
+    }
+    return _make_model(nodes, [1, 2, 4, 5], inits), 1e-4
+
+
+def _pad_opset_2_attributes(rng):
+    node = helper.make_node("Pad", ["x"], ["y"], pads=[0, 1, 0, 2], value=-1.0)
+    return _make_model([node], [1, 3], opset=2), 1e-5
+
+
+def _concat_with_a_constant(rng):
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["h"]),
+        helper.make_node("Concat", ["h", "c", "x"], ["y"], axis=1),
+    ]
+    return _make_model(nodes, [1, 4], {"W": _w(rng, 4, 3), "c": _w(rng, 1, 2)}), 1e-5
+
+
 CASES = {
     "gemm_transB": _gemm_transb,
     "gemm_alpha_beta": _gemm_alpha_beta,
@@ -520,6 +560,11 @@ CASES = {
     "flatten_chain_shape_gather_opset_13": _flatten_chain(13),
     "flatten_chain_shape_gather_opset_17": _flatten_chain(17),
     "rank_1_input": _rank_1_input,
+    "slice_inputs_negative_step_then_neg": _slice_inputs,
+    "slice_opset_9_attributes": _slice_opset_9_attributes,
+    "pad_constant_and_crop_then_conv": _pad_constant_and_crop,
+    "pad_opset_2_attributes": _pad_opset_2_attributes,
+    "concat_with_a_constant": _concat_with_a_constant,
 }
 
 
@@ -602,12 +647,18 @@ def test_unsupported_operator_is_named(op, attrs):
         jc.from_onnx(model)
 
 
-def test_average_pool_with_ceil_mode_is_refused():
-    node = helper.make_node(
-        "AveragePool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1
-    )
-    model = _make_model([node], [1, 2, 5, 5])
-    with pytest.raises(ValueError, match="ceil_mode"):
+@pytest.mark.parametrize(
+    "node, inits, match",
+    [
+        (helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2],
+                          ceil_mode=1), {}, "ceil_mode"),
+        (helper.make_node("Pad", ["x", "pads"], ["y"], mode="reflect"),
+         {"pads": _i64(0, 0, 1, 1, 0, 0, 1, 1)}, "mode=reflect"),
+    ],
+)  # fmt: skip
+def test_unsupported_attributes_are_refused(node, inits, match):
+    model = _make_model([node], [1, 2, 5, 5], inits)
+    with pytest.raises(ValueError, match=match):
         jc.from_onnx(model)
 
 
