@@ -43,7 +43,8 @@ class Property(NamedTuple):
     in that case's unsafe region.
 
     Attributes:
-      cases: list of `Case`, one per distinct input box.
+      cases: list of `Case`, one per distinct nonempty input box (no case: the property holds
+        trivially).
     """
 
     cases: list
@@ -84,9 +85,12 @@ def _linear(expr, sizes):
                 raise ValueError(f"{expr} is used but not declared")
             return {(kind, index): 1.0}, 0.0
         try:
-            return {}, float(expr)
+            value = float(expr)
         except ValueError:
             raise ValueError(f"unknown symbol {expr!r} in the VNN-LIB file") from None
+        if not np.isfinite(value):
+            raise ValueError(f"the number {expr!r} in the VNN-LIB file is not finite")
+        return {}, value
     head, *args = expr
     parts = [_linear(a, sizes) for a in args]
     if head == "+" or (head == "-" and len(parts) > 1):
@@ -191,6 +195,8 @@ def read_vnnlib(path_or_text):
     cases = {}
     for conj in (a + b for a in input_dnf for b in paired):
         box = _box([atom for atom in conj if _kind(atom) == "X"], sizes["X"])
+        if np.any(box[0] > box[1]):
+            continue  # an empty box holds no counterexample
         key = (box[0].tobytes(), box[1].tobytes())
         case = cases.setdefault(key, Case(*box, []))
         for out in output_dnf:

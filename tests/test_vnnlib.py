@@ -51,6 +51,18 @@ def test_several_input_boxes_and_acas_style_output():
         np.testing.assert_array_equal(d, [-3.5])
 
 
+def test_empty_boxes_are_dropped():
+    bounds = "(>= X_0 0) (<= X_0 1) (>= X_1 0) (<= X_1 1)"
+    text = HEADER + f"""
+    (assert (or (and {bounds} (>= Y_0 2)) (and (>= X_0 1) (<= X_0 0) (>= X_1 0) (<= X_1 1))))
+    (assert (<= Y_2 7))
+    """
+    [case] = read_vnnlib(text).cases  # X_0 in [1, 0] is empty
+    assert case.lower.tolist() == [0, 0] and case.upper.tolist() == [1, 1]
+    empty = HEADER + "(assert (>= X_0 1)) (assert (<= X_0 0)) (assert (>= X_1 0))"
+    assert read_vnnlib(empty + "(assert (<= X_1 1)) (assert (<= Y_0 1))").cases == []
+
+
 def test_boxes_paired_with_their_own_output_constraints():
     text = HEADER + """
     (assert (or (and (>= X_0 0) (<= X_0 1) (>= X_1 0) (<= X_1 1) (>= Y_0 2))
@@ -100,6 +112,7 @@ def test_disjunctive_outputs_with_linear_terms_expand_to_dnf():
         ("(assert (<= X_7 1))", "not declared"),
         ("(assert (<= X_0 1)", "unbalanced"),
         ("(check-sat)", "unsupported command"),
+        ("(assert (<= X_0 nan))", "not finite"),
     ],
 )
 def test_bad_files_are_refused_with_a_reason(body, match):
@@ -158,3 +171,5 @@ def test_verify_property_refuses_bad_options():
         jc.exact.verify_property(net, prop, solver="cp-sat")
     with pytest.raises(ValueError, match="time_limit"):
         jc.exact.verify_property(net, prop, time_limit=0)
+    with pytest.raises(TypeError, match="Property"):
+        jc.exact.verify_property(net, "prop.vnnlib")

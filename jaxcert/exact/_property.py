@@ -20,6 +20,7 @@ from ..attacks import pgd
 from ..bounds._crown import crown, intermediate_bounds
 from ..bounds._interval import Interval
 from ..bounds._lp import build_model
+from ..vnnlib import Property
 from ._race import SOLVER_TYPES, solve_parameters
 
 TOLERANCE = 1e-6  # a counterexample must satisfy C @ f(x) <= d + TOLERANCE in the model itself
@@ -63,6 +64,7 @@ def verify_property(net, prop, *, solver="highs", time_limit=60.0, attack_steps=
       A `PropertyResult`.
 
     Raises:
+      TypeError: `prop` is not a Property.
       ValueError: an unknown solver, time_limit <= 0, attack_steps < 0, or a property whose
         sizes do not match the network.
 
@@ -70,6 +72,8 @@ def verify_property(net, prop, *, solver="highs", time_limit=60.0, attack_steps=
       V. Tjeng, K. Xiao and R. Tedrake, "Evaluating Robustness of Neural Networks with Mixed
       Integer Programming", ICLR 2019; VNN-COMP's VNN-LIB format (https://www.vnnlib.org/).
     """
+    if not isinstance(prop, Property):
+        raise TypeError(f"prop must be a jaxcert.vnnlib.Property (read_vnnlib), got {type(prop)}")
     if solver not in ("highs", "scip"):
         raise ValueError(f"unknown solver {solver!r}; use 'highs' or 'scip'")
     if not time_limit > 0:
