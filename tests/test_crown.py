@@ -287,6 +287,29 @@ def test_margins_certify_and_chunks_agree_with_crown():
     assert np.all(jc.bounds.certify(net, jc.LinfBall(X, 0.0), np.argmax(logits, axis=1)))
 
 
+@pytest.mark.parametrize("method", ["crown", "ibp"])
+def test_given_intermediate_bounds_are_used_as_they_are(method):
+    apply_fn, params = NETWORKS["residual"]
+    net = jc.trace(apply_fn, params, X)
+    spec = jc.LinfBall(X, 0.05)
+    given = jc.bounds.intermediate_bounds(net, spec, method=method)
+    same = jc.bounds.crown(net, spec, intermediate=given)
+    want = jc.bounds.crown(net, spec, intermediate=method)
+    np.testing.assert_allclose(same.lower, want.lower, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(same.upper, want.upper, rtol=1e-5, atol=1e-6)
+    # Looser (still valid) bounds give looser but sound output bounds.
+    wider = [jc.bounds.Interval(b.lower - 0.5, b.upper + 0.5) for b in given]
+    loose = jc.bounds.crown(net, spec, intermediate=wider)
+    assert np.all(loose.lower <= same.lower + 1e-6) and np.all(loose.upper >= same.upper - 1e-6)
+    assert np.any(loose.lower < same.lower - 1e-4)
+    for i in range(len(X)):
+        z = sample_set("linf", X[i], 0.05, 2000, seed=i)
+        out = np.asarray(apply_fn(params, jnp.asarray(z, jnp.float32)))
+        assert np.all(out >= loose.lower[i] - 1e-5) and np.all(out <= loose.upper[i] + 1e-5)
+    with pytest.raises(ValueError, match="intermediate"):
+        jc.bounds.crown(net, spec, intermediate=given[:-1])
+
+
 def test_bad_input():
     apply_fn, params = NETWORKS["mlp"]
     net = jc.trace(apply_fn, params, X)

@@ -48,7 +48,7 @@ from ._ibp import RULES, ibp, ibp_environment
 from ._interval import Interval
 from ._linear import bias, transpose_rows
 from ._patches import conv_chain, patch_bounds
-from ._spec import check_inputs, margin_matrix
+from ._spec import check_inputs, check_relu_bounds, margin_matrix
 
 RELU_SLOPES = ("adaptive", "same-slope", "zero", "one")
 INTERMEDIATE = ("crown", "ibp")
@@ -164,6 +164,10 @@ def _relu_bounds(net, example, relu, intermediate, chunk):
     lower, upper = example.box()
     box = Interval(lower[None], upper[None])
     env = ibp_environment(net, *box)
+    if not isinstance(intermediate, str):  # given bounds, one Interval per ReLU
+        return env, {
+            eq: Interval(b.lower[None], b.upper[None]) for eq, b in zip(net.relus(), intermediate)
+        }
     if intermediate == "ibp":
         return env, {eq: env[_relu_input(eq)] for eq in net.relus()}
     bounds = {}
@@ -220,7 +224,8 @@ def crown(
       relu: lower slope of unstable ReLUs: "adaptive" (CROWN), "same-slope" (Fast-Lin, the Wong
         and Kolter dual network), "zero" or "one".
       intermediate: bounds of each ReLU's input: "crown" (a backward pass from that input with
-        one row per neuron, intersected with interval bounds) or "ibp" (CROWN-IBP).
+        one row per neuron, intersected with interval bounds), "ibp" (CROWN-IBP), or bounds
+        already computed (`intermediate_bounds`, valid over `spec`), which are used as given.
       chunk: if given, the backward passes handle at most this many rows at a time (less
         memory, more time).
       lower_only: bound the outputs from below only (half the work; the upper bounds are
@@ -240,17 +245,24 @@ def crown(
     """
     check_inputs(net, spec, C)
     _check_choice("relu", relu, RELU_SLOPES)
-    _check_choice("intermediate", intermediate, INTERMEDIATE)
+    given = None
+    if isinstance(intermediate, str):
+        _check_choice("intermediate", intermediate, INTERMEDIATE)
+    else:
+        check_relu_bounds(net, spec, intermediate)
+        given, intermediate = list(intermediate), "given"
     _check_chunk(chunk)
-    (spec, C), batch = shard_batch((spec, C))
-    result = unpad(_crown(net, spec, C, relu, intermediate, chunk, bool(lower_only)), batch)
-    return _shape_result(net, result, C)
+    (spec, C, given), batch = shard_batch((spec, C, given))
+    result = _crown(net, spec, C, given, relu, intermediate, chunk, bool(lower_only))
+    return _shape_result(net, unpad(result, batch), C)
 
 
-@partial(jax.jit, static_argnums=(3, 4, 5, 6))
-def _crown(net, spec, C, relu, intermediate, chunk, lower_only):
-    def one(example, c):
-        env, bounds = _relu_bounds(net, example, relu, intermediate, chunk)
+@partial(jax.jit, static_argnums=(4, 5, 6, 7))
+def _crown(net, spec, C, given, relu, intermediate, chunk, lower_only):
+    def one(example, c, given):
+        env, bounds = _relu_bounds(
+            net, example, relu, intermediate if given is None else given, chunk
+        )
 
         def relax(eq):
             return _relaxation(bounds[eq], _lower_slope(relu, bounds[eq]))
@@ -263,7 +275,7 @@ def _crown(net, spec, C, relu, intermediate, chunk, lower_only):
             lower_only,
         )
 
-    return jax.vmap(one)(spec, C)
+    return jax.vmap(one)(spec, C, given)
 
 
 def intermediate_bounds(net, spec, *, method="crown", relu="adaptive"):

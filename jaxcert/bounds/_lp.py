@@ -29,7 +29,7 @@ from ..graph._trace import read
 from ._ibp import ibp_environment
 from ._interval import Interval
 from ._linear import affine, bias, zeros_for
-from ._spec import check_inputs
+from ._spec import check_inputs, check_relu_bounds
 
 # Simplex solvers: their optimum is a vertex, feasible and optimal up to tolerances of ~1e-7 to
 # 1e-6 (PDLP, a first-order method, is accurate only to a much looser tolerance and is refused).
@@ -110,18 +110,7 @@ def _intermediate_bounds(net, spec, intermediate):
         raise ValueError(
             f"intermediate must be 'ibp', 'crown' or a list of Intervals, got {intermediate!r}"
         )
-    relus = net.relus()
-    if len(intermediate) != len(relus):
-        raise ValueError(
-            f"intermediate holds {len(intermediate)} bounds, the network has {len(relus)} ReLUs"
-        )
-    for i, (bound, eq) in enumerate(zip(intermediate, relus)):
-        want = (spec.batch_size, *eq.inputs[0].shape[1:])
-        if tuple(bound.lower.shape) != want or tuple(bound.upper.shape) != want:
-            raise ValueError(
-                f"intermediate bound {i} must have shape {want}, got {bound.lower.shape} and "
-                f"{bound.upper.shape}"
-            )
+    check_relu_bounds(net, spec, intermediate)
     return intermediate
 
 

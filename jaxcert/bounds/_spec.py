@@ -25,6 +25,23 @@ def check_inputs(net, spec, C=None):
             )
 
 
+def check_relu_bounds(net, spec, bounds):
+    """Validate given pre-activation bounds: one Interval per ReLU in `net.relus()` order, each
+    of shape (B, *that ReLU's input shape without the leading 1)."""
+    relus = net.relus()
+    if len(bounds) != len(relus):
+        raise ValueError(
+            f"intermediate holds {len(bounds)} bounds, the network has {len(relus)} ReLUs"
+        )
+    for i, (bound, eq) in enumerate(zip(bounds, relus)):
+        want = (spec.batch_size, *eq.inputs[0].shape[1:])
+        if tuple(bound.lower.shape) != want or tuple(bound.upper.shape) != want:
+            raise ValueError(
+                f"intermediate bound {i} must have shape {want}, got {bound.lower.shape} and "
+                f"{bound.upper.shape}"
+            )
+
+
 def margin_matrix(y, num_classes):
     """C with rows e_y - e_j for every j != y: shape (B, num_classes - 1, num_classes)."""
     y = jnp.asarray(y)

@@ -96,7 +96,9 @@ def verify_property(net, prop, *, solver="highs", time_limit=60.0, attack_steps=
                   jnp.asarray(upper.reshape(shape), jnp.float32))  # fmt: skip
         rows = np.concatenate([C for C, _ in unsafe])
         ends = np.cumsum([len(C) for C, _ in unsafe])[:-1]
-        lowest = np.split(np.asarray(crown(net, box, rows[None], lower_only=True).lower)[0], ends)
+        relu_bounds = intermediate_bounds(net, box)
+        bound = crown(net, box, rows[None], intermediate=relu_bounds, lower_only=True).lower
+        lowest = np.split(np.asarray(bound)[0], ends)
         gaps = [np.max(low - d) for (_, d), low in zip(unsafe, lowest)]
         open_ = [(C, d) for (C, d), gap in zip(unsafe, gaps) if not gap > TOLERANCE]
         if not open_:
@@ -105,10 +107,10 @@ def verify_property(net, prop, *, solver="highs", time_limit=60.0, attack_steps=
             found = _search(net, box, open_, attack_steps, jax.random.key(seed + number))
             if found is not None:
                 return PropertyResult("sat", found, time.perf_counter() - began)
-        relu_bounds = [Interval(b.lower[0], b.upper[0]) for b in intermediate_bounds(net, box)]
         example = Box(box.lower[0], box.upper[0])
+        example_bounds = [Interval(b.lower[0], b.upper[0]) for b in relu_bounds]
         milps += [
-            (g, example, relu_bounds, C, d) for (C, d), g in zip(unsafe, gaps) if g <= TOLERANCE
+            (g, example, example_bounds, C, d) for (C, d), g in zip(unsafe, gaps) if g <= TOLERANCE
         ]
     # The disjuncts furthest from a proof first, as they are likelier to hold a counterexample.
     # Each MILP gets an equal share of the time left; those that run out get the rest after.

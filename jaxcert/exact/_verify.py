@@ -139,11 +139,13 @@ def verify(
     if not isinstance(tighten, bool):
         raise ValueError(f"tighten must be True or False, got {tighten!r}")
     began = time.perf_counter()
-    proved = np.asarray(margins(net, spec, y, method=bounds))
+    relu_bounds = intermediate_bounds(net, spec, method="ibp" if bounds == "ibp" else "crown")
+    if bounds == "crown":  # reuse the intermediate bounds the MILPs need
+        proved = np.asarray(margins(net, spec, y, method="crown", intermediate=relu_bounds))
+    else:
+        proved = np.asarray(margins(net, spec, y, method=bounds))
     y = np.broadcast_to(np.asarray(y), (spec.batch_size,))
     attacked = _attack(net, spec, y, attack_steps, seed) if attack_steps else None
-    relu_method = "ibp" if bounds == "ibp" else "crown"
-    relu_bounds = intermediate_bounds(net, spec, method=relu_method)
     shared = (time.perf_counter() - began) / spec.batch_size  # bounds and attack, per image
     results = []
     with Race() if solver == "race" else contextlib.nullcontext(solver) as engine:
