@@ -953,8 +953,8 @@ def run_vnncomp(args):
     if args.json:
         print(json.dumps(figures, indent=2))
         return
-    counts = ", ".join(f"{figures[r]} {r}" for r in vnncomp.RESULTS)
-    print(f"{figures['instances']} instances in {args.out}: {counts}; {figures['seconds']:.1f} s")
+    print(vnncomp.summary_table(figures))
+    print(f"results in {args.out}, counterexamples in {folder}")
 
 
 def run_report(args):

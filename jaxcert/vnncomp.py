@@ -191,13 +191,31 @@ def run_benchmark(
 
 
 def summary(rows):
-    """Counts of each result and the total seconds of benchmark result rows."""
-    counts = {r: sum(row["result"] == r for row in rows) for r in RESULTS}
-    return {
-        "instances": len(rows),
-        **counts,
-        "seconds": round(sum(float(row["seconds"]) for row in rows), 3),
-    }
+    """Counts of each result and seconds of benchmark result rows, in all and per network.
+
+    Returns:
+      A dict: "instances", one count per result in `RESULTS`, "seconds", and "networks"
+      mapping each ONNX path to the same figures for its instances.
+    """
+
+    def figures(subset):
+        counts = {r: sum(row["result"] == r for row in subset) for r in RESULTS}
+        seconds = round(sum(float(row["seconds"]) for row in subset), 3)
+        return {"instances": len(subset), **counts, "seconds": seconds}
+
+    networks = {}
+    for row in rows:
+        networks.setdefault(row["onnx"], []).append(row)
+    return {**figures(rows), "networks": {k: figures(v) for k, v in networks.items()}}
+
+
+def summary_table(figures):
+    """A markdown table of `summary`: one row per network and a total."""
+    columns = ["instances", *RESULTS, "seconds"]
+    lines = ["| network | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, row in [*figures["networks"].items(), ("all", figures)]:
+        lines.append(f"| {name} | " + " | ".join(str(row[c]) for c in columns) + " |")
+    return "\n".join(lines)
 
 
 def _stem(path):

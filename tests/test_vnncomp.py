@@ -47,9 +47,7 @@ def check_counterexample(folder, onnx_path, vnnlib_path, text):
     result, x, y = read_counterexample(text)
     assert result == "sat"
     prop = read_vnnlib(folder / vnnlib_path)
-    cases = [
-        c for c in prop.cases if np.all(x >= c.lower - 1e-7) and np.all(x <= c.upper + 1e-7)
-    ]
+    cases = [c for c in prop.cases if np.all(x >= c.lower - 1e-7) and np.all(x <= c.upper + 1e-7)]
     model = vnncomp_model_bytes(folder / onnx_path)
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     shape = [d if isinstance(d, int) else 1 for d in session.get_inputs()[0].shape]
@@ -82,6 +80,11 @@ def test_benchmark_folder_matches_the_oracles_and_resumes(bench_folder, tmp_path
         assert float(row["seconds"]) >= 0
     assert summary["instances"] == len(expected)
     assert summary["sat"] + summary["unsat"] == len(expected)
+    per_network = summary["networks"]
+    assert sum(n["instances"] for n in per_network.values()) == len(expected)
+    identity = per_network["onnx/identity.onnx"]
+    assert identity == {**dict.fromkeys(vnncomp.RESULTS, 0), "instances": 1, "unsat": 1,
+                        "seconds": identity["seconds"]}  # fmt: skip
     examples = tmp_path / "results_counterexamples"
     sat = [r for r in rows if r["result"] == "sat"]
     assert len(list(examples.iterdir())) == len(sat) >= 3
@@ -96,6 +99,8 @@ def test_benchmark_folder_matches_the_oracles_and_resumes(bench_folder, tmp_path
     assert main(["vnncomp", str(folder / "instances.csv"), "--out", str(out)]) == 2
     assert "--resume" in capsys.readouterr().err
     assert main(["vnncomp", str(folder / "instances.csv"), "--out", str(out), "--resume"]) == 0
+    table = capsys.readouterr().out
+    assert f"| all | {len(expected)} | {summary['unsat']} | {summary['sat']} | 0 | 0 | 0 |" in table
     again = read_results(out)
     assert again[:3] == rows[:3]  # kept as they were, not recomputed
     assert [(r["onnx"], r["vnnlib"], r["result"]) for r in again] == [
