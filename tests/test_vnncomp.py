@@ -47,7 +47,7 @@ def check_counterexample(folder, onnx_path, vnnlib_path, text):
     result, x, y = read_counterexample(text)
     assert result == "sat"
     prop = read_vnnlib(folder / vnnlib_path)
-    cases = [c for c in prop.cases if np.all(x >= c.lower - 1e-7) and np.all(x <= c.upper + 1e-7)]
+    cases = [c for c in prop.cases if np.all(x >= c.lower) and np.all(x <= c.upper)]  # exactly
     model = vnncomp_model_bytes(folder / onnx_path)
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     shape = [d if isinstance(d, int) else 1 for d in session.get_inputs()[0].shape]

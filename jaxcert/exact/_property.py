@@ -92,8 +92,8 @@ def verify_property(net, prop, *, solver="highs", time_limit=60.0, attack_steps=
     milps = []  # (how far CROWN is from ruling the disjunct out, example, relu bounds, C, d)
     for number, (lower, upper, unsafe) in enumerate(prop.cases):
         shape = (1, *net.input_shape)
-        box = Box(jnp.asarray(lower.reshape(shape), jnp.float32),
-                  jnp.asarray(upper.reshape(shape), jnp.float32))  # fmt: skip
+        box = Box(*(jnp.asarray(b.reshape(shape)) for b in _float32_box(lower, upper, True)))
+        inner = Box(*(jnp.asarray(b.reshape(shape)) for b in _float32_box(lower, upper, False)))
         rows = np.concatenate([C for C, _ in unsafe])
         ends = np.cumsum([len(C) for C, _ in unsafe])[:-1]
         relu_bounds = intermediate_bounds(net, box)
@@ -104,10 +104,10 @@ def verify_property(net, prop, *, solver="highs", time_limit=60.0, attack_steps=
         if not open_:
             continue  # every disjunct is empty over this box
         if attack_steps:
-            found = _search(net, box, open_, attack_steps, jax.random.key(seed + number))
+            found = _search(net, inner, open_, attack_steps, jax.random.key(seed + number))
             if found is not None:
                 return PropertyResult("sat", found, time.perf_counter() - began)
-        example = Box(box.lower[0], box.upper[0])
+        example = (Box(box.lower[0], box.upper[0]), Box(inner.lower[0], inner.upper[0]))
         example_bounds = [Interval(b.lower[0], b.upper[0]) for b in relu_bounds]
         milps += [
             (g, example, example_bounds, C, d) for (C, d), g in zip(unsafe, gaps) if g <= TOLERANCE
@@ -135,6 +135,22 @@ def verify_property(net, prop, *, solver="highs", time_limit=60.0, attack_steps=
     if todo:
         status = "timeout"
     return PropertyResult(status, None, time.perf_counter() - began)
+
+
+def _float32_box(lower, upper, outward):
+    """The box in float32, rounded outwards (it contains the float64 box: for the bounds and the
+    MILP) or inwards (every float32 point in it lies in the float64 box: for counterexamples;
+    where no float32 number lies in [lower_i, upper_i], the nearest one is taken)."""
+    lo, hi = lower.astype(np.float32), upper.astype(np.float32)
+    down, up = np.float32(-np.inf), np.float32(np.inf)
+    if outward:
+        return np.where(lo > lower, np.nextafter(lo, down), lo), np.where(
+            hi < upper, np.nextafter(hi, up), hi
+        )
+    low = np.where(lo < lower, np.nextafter(lo, up), lo)
+    high = np.where(hi > upper, np.nextafter(hi, down), hi)
+    empty = low > high
+    return np.where(empty, lo, low), np.where(empty, lo, high)
 
 
 def _confirmed(net, x, unsafe):
@@ -186,8 +202,13 @@ def _unsafe_logits(params, z):
 
 
 def _feasible(net, example, relu_bounds, C, d, solver, deadline):
-    """A confirmed (x, y) in the disjunct, "infeasible", "timeout" or "unknown"."""
-    model, inputs, outputs, _ = build_model(net, example, relu_bounds, exact=True)
+    """A confirmed (x, y) in the disjunct, "infeasible", "timeout" or "unknown".
+
+    `example` is (outer, inner): the MILP runs over the outer box, and a solution is moved into
+    the inner one (float32 values inside the property's box) before it is checked.
+    """
+    outer, inner = example
+    model, inputs, outputs, _ = build_model(net, outer, relu_bounds, exact=True)
     for row, bound in zip(C, d):
         model.add_linear_constraint(
             mathopt.fast_sum(c * y for c, y in zip(row, outputs) if c != 0) <= bound
@@ -201,7 +222,7 @@ def _feasible(net, example, relu_bounds, C, d, solver, deadline):
     if reason == mathopt.TerminationReason.INFEASIBLE:
         return "infeasible"
     if result.has_primal_feasible_solution():
-        lower, upper = (np.asarray(v, np.float64).ravel() for v in example.box())
+        lower, upper = (np.asarray(v, np.float64).ravel() for v in inner.box())
         x = np.clip([result.variable_values(v) for v in inputs], lower, upper)
         found = _confirmed(net, x, [(C, d)])
         if found is not None:
