@@ -89,7 +89,7 @@ def verify_property(net, prop, *, solver="highs", time_limit=60.0, attack_steps=
             if C.shape[1] != n_out:
                 raise ValueError(f"the property has {C.shape[1]} outputs, the network {n_out}")
     deadline = began + time_limit
-    milps = []  # (how far CROWN is from ruling the disjunct out, example, relu bounds, C, d)
+    milps = []  # (how far CROWN is from ruling the disjunct out, the case's MILP, C, d)
     for number, (lower, upper, unsafe) in enumerate(prop.cases):
         shape = (1, *net.input_shape)
         box = Box(*(jnp.asarray(b.reshape(shape)) for b in _float32_box(lower, upper, True)))
@@ -107,33 +107,19 @@ def verify_property(net, prop, *, solver="highs", time_limit=60.0, attack_steps=
             found = _search(net, inner, open_, attack_steps, jax.random.key(seed + number))
             if found is not None:
                 return PropertyResult("sat", found, time.perf_counter() - began)
-        example = (Box(box.lower[0], box.upper[0]), Box(inner.lower[0], inner.upper[0]))
-        example_bounds = [Interval(b.lower[0], b.upper[0]) for b in relu_bounds]
-        milps += [
-            (g, example, example_bounds, C, d) for (C, d), g in zip(unsafe, gaps) if g <= TOLERANCE
-        ]
-    # The disjuncts furthest from a proof first, as they are likelier to hold a counterexample.
-    # Each MILP gets an equal share of the time left; those that run out get the rest after.
-    status, todo = "unsat", [m[1:] for m in sorted(milps, key=lambda m: m[0])]
-    for attempt in range(2):
-        retry = []
-        for i, (example, relu_bounds, C, d) in enumerate(todo):
-            if time.perf_counter() >= deadline:
-                retry += todo[i:]
-                break
-            share = (deadline - time.perf_counter()) / (len(todo) - i if attempt == 0 else 1)
-            found = _feasible(net, example, relu_bounds, C, d, solver, time.perf_counter() + share)
-            if isinstance(found, tuple):
-                return PropertyResult("sat", found, time.perf_counter() - began)
-            if found == "timeout":
-                retry.append((example, relu_bounds, C, d))
-            elif found == "unknown":
-                status = "unknown"
-        todo = retry
-        if not todo or time.perf_counter() >= deadline:
-            break
-    if todo:
-        status = "timeout"
+        milp = _CaseMILP(net, box, inner, relu_bounds)
+        milps += [(g, milp, C, d) for (C, d), g in zip(unsafe, gaps) if g <= TOLERANCE]
+    # The disjuncts furthest from a proof first, as they are likelier to hold a counterexample;
+    # each MILP may use all the time left (solvers overrun short limits, so no shares).
+    status = "unsat"
+    for _, milp, C, d in sorted(milps, key=lambda m: m[0]):
+        found = milp.feasible(C, d, solver, deadline)
+        if isinstance(found, tuple):
+            return PropertyResult("sat", found, time.perf_counter() - began)
+        if found == "timeout":
+            return PropertyResult("timeout", None, time.perf_counter() - began)
+        if found == "unknown":
+            status = "unknown"
     return PropertyResult(status, None, time.perf_counter() - began)
 
 
@@ -201,30 +187,46 @@ def _unsafe_logits(params, z):
     return jnp.stack([jnp.min(gap, axis=1), jnp.zeros(z.shape[0], y.dtype)], axis=1)
 
 
-def _feasible(net, example, relu_bounds, C, d, solver, deadline):
-    """A confirmed (x, y) in the disjunct, "infeasible", "timeout" or "unknown".
+class _CaseMILP:
+    """The MILP of one case's box, built on first use and shared by the case's disjuncts.
 
-    `example` is (outer, inner): the MILP runs over the outer box, and a solution is moved into
-    the inner one (float32 values inside the property's box) before it is checked.
+    The MILP runs over the outer box (float32, rounded outwards); a solution is moved into the
+    inner box (float32 values inside the property's box) before it is checked in the network.
     """
-    outer, inner = example
-    model, inputs, outputs, _ = build_model(net, outer, relu_bounds, exact=True)
-    for row, bound in zip(C, d):
-        model.add_linear_constraint(
-            mathopt.fast_sum(c * y for c, y in zip(row, outputs) if c != 0) <= bound
-        )
-    left = deadline - time.perf_counter()
-    if left <= 0:
-        return "timeout"
-    params = solve_parameters(solver, left, None, "decide")
-    result = mathopt.solve(model, SOLVER_TYPES[solver], params=params)
-    reason = result.termination.reason
-    if reason == mathopt.TerminationReason.INFEASIBLE:
-        return "infeasible"
-    if result.has_primal_feasible_solution():
-        lower, upper = (np.asarray(v, np.float64).ravel() for v in inner.box())
-        x = np.clip([result.variable_values(v) for v in inputs], lower, upper)
-        found = _confirmed(net, x, [(C, d)])
-        if found is not None:
-            return found
-    return "timeout" if result.termination.limit == mathopt.Limit.TIME else "unknown"
+
+    def __init__(self, net, outer, inner, relu_bounds):
+        self.net = net
+        self.outer = Box(outer.lower[0], outer.upper[0])
+        self.inner = Box(inner.lower[0], inner.upper[0])
+        self.relu_bounds = [Interval(b.lower[0], b.upper[0]) for b in relu_bounds]
+        self.built = None
+
+    def feasible(self, C, d, solver, deadline):
+        """A confirmed (x, y) with C @ y <= d, "infeasible", "timeout" or "unknown"."""
+        if self.built is None:
+            self.built = build_model(self.net, self.outer, self.relu_bounds, exact=True)
+        model, inputs, outputs, _ = self.built
+        added = [
+            model.add_linear_constraint(
+                mathopt.fast_sum(c * y for c, y in zip(row, outputs) if c != 0) <= bound
+            )
+            for row, bound in zip(C, d)
+        ]
+        try:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                return "timeout"
+            params = solve_parameters(solver, left, None, "decide")
+            result = mathopt.solve(model, SOLVER_TYPES[solver], params=params)
+        finally:
+            for constraint in added:
+                model.delete_linear_constraint(constraint)
+        if result.termination.reason == mathopt.TerminationReason.INFEASIBLE:
+            return "infeasible"
+        if result.has_primal_feasible_solution():
+            lower, upper = (np.asarray(v, np.float64).ravel() for v in self.inner.box())
+            x = np.clip([result.variable_values(v) for v in inputs], lower, upper)
+            found = _confirmed(self.net, x, [(C, d)])
+            if found is not None:
+                return found
+        return "timeout" if result.termination.limit == mathopt.Limit.TIME else "unknown"
