@@ -91,6 +91,8 @@ def verify_property(net, prop, *, solver="highs", time_limit=60.0, attack_steps=
     deadline = began + time_limit
     milps = []  # (how far CROWN is from ruling the disjunct out, the case's MILP, C, d)
     for number, (lower, upper, unsafe) in enumerate(prop.cases):
+        if time.perf_counter() >= deadline:  # e.g. a property split into very many boxes
+            return PropertyResult("timeout", None, time.perf_counter() - began)
         shape = (1, *net.input_shape)
         box = Box(*(jnp.asarray(b.reshape(shape)) for b in _float32_box(lower, upper, True)))
         inner = Box(*(jnp.asarray(b.reshape(shape)) for b in _float32_box(lower, upper, False)))
