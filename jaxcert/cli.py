@@ -903,20 +903,21 @@ def _verify_rows(net, images, labels, group, args):
 # --- report ----------------------------------------------------------------------------------
 
 
-def run_vnnlib(args):
-    if not args.timeout > 0:
+def _property_options(args):
+    """The checked --timeout, --solver, --attack-steps and --seed as keyword arguments."""
+    if args.timeout is not None and not args.timeout > 0:
         raise UserError(f"--timeout must be > 0, got {args.timeout}")
     if args.attack_steps < 0:
         raise UserError(f"--attack-steps must be >= 0, got {args.attack_steps}")
-    net = vnncomp.load_network(args.onnx)
-    result = vnncomp.run_instance(
-        net,
-        args.vnnlib,
-        timeout=args.timeout,
-        solver=args.solver,
-        attack_steps=args.attack_steps,
-        seed=args.seed,
+    return dict(
+        timeout=args.timeout, solver=args.solver, attack_steps=args.attack_steps, seed=args.seed
     )
+
+
+def run_vnnlib(args):
+    options = _property_options(args)
+    net = vnncomp.load_network(args.onnx)
+    result = vnncomp.run_instance(net, args.vnnlib, **options)
     text = vnncomp.result_text(result)
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -926,10 +927,7 @@ def run_vnnlib(args):
 
 
 def run_vnncomp(args):
-    if args.timeout is not None and not args.timeout > 0:
-        raise UserError(f"--timeout must be > 0, got {args.timeout}")
-    if args.attack_steps < 0:
-        raise UserError(f"--attack-steps must be >= 0, got {args.attack_steps}")
+    options = _property_options(args)
     instances = vnncomp.read_instances(args.instances)
     folder = args.counterexamples or args.out.with_name(args.out.stem + "_counterexamples")
     with Progress(len(instances), "vnncomp", unit="inst") as bar:
@@ -941,13 +939,10 @@ def run_vnncomp(args):
         rows = vnncomp.run_benchmark(
             args.instances,
             args.out,
-            timeout=args.timeout,
-            solver=args.solver,
-            attack_steps=args.attack_steps,
-            seed=args.seed,
             counterexamples=folder,
             resume=args.resume,
             progress=progress,
+            **options,
         )
     figures = vnncomp.summary(rows)
     if args.json:

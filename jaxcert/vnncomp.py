@@ -30,6 +30,7 @@ import numpy as np
 from ._onnx import from_onnx
 from ._table import ResumableTable
 from .exact import verify_property
+from .exact._property import check_options
 from .graph import trace
 from .vnnlib import read_vnnlib
 
@@ -46,7 +47,17 @@ class Instance(NamedTuple):
 
 
 def load_network(path):
-    """An ONNX network, traced for the bound methods (`jaxcert.from_onnx`, then `trace`)."""
+    """An ONNX network, traced for the bound methods (`jaxcert.from_onnx`, then `trace`).
+
+    Args:
+      path: the ``.onnx`` or ``.onnx.gz`` file.
+
+    Returns:
+      A `jaxcert.graph.Network` taking inputs of the ONNX input's shape without its batch axis.
+
+    Raises:
+      ValueError: an unsupported operator, or an input shape with unknown dimensions.
+    """
     apply_fn, params = from_onnx(path)
     if None in apply_fn.input_shape:
         raise ValueError(f"{path}: the input shape {apply_fn.input_shape} is not fully known")
@@ -56,9 +67,19 @@ def load_network(path):
 def run_instance(net, vnnlib_path, *, timeout, solver="highs", attack_steps=50, seed=0):
     """Decide one property file on a loaded network (see `jaxcert.exact.verify_property`).
 
+    Args:
+      net: the network (`load_network`).
+      vnnlib_path: the ``.vnnlib`` or ``.vnnlib.gz`` file.
+      timeout: seconds for the instance, reading the property included (> 0).
+      solver, attack_steps, seed: as in `jaxcert.exact.verify_property`.
+
     Returns:
       A `jaxcert.exact.PropertyResult`; its seconds include reading the property.
+
+    Raises:
+      ValueError: a bad option (before any work), or a property that does not fit the network.
     """
+    check_options(solver, timeout, attack_steps)
     began = time.perf_counter()
     prop = read_vnnlib(vnnlib_path)
     left = max(timeout - (time.perf_counter() - began), 1e-3)
@@ -69,7 +90,14 @@ def run_instance(net, vnnlib_path, *, timeout, solver="highs", attack_steps=50, 
 
 
 def result_text(result):
-    """The VNN-COMP result file of a `PropertyResult`: the result, then any counterexample."""
+    """The VNN-COMP result file of a `PropertyResult`: the result, then any counterexample.
+
+    Args:
+      result: a `jaxcert.exact.PropertyResult`.
+
+    Returns:
+      The file's text: ``sat`` followed by ``((X_0 v) ... (Y_0 v))``, or the result alone.
+    """
     lines = [result.result]
     if result.counterexample is not None:
         x, y = result.counterexample
@@ -81,6 +109,12 @@ def result_text(result):
 
 def read_instances(csv_path):
     """The instances of a benchmark's instances.csv, after checking that every file exists.
+
+    Args:
+      csv_path: the instances.csv file.
+
+    Returns:
+      A list of `Instance`, in file order.
 
     Raises:
       ValueError: a line that is not ``onnx,vnnlib,timeout`` with a timeout > 0, or no lines.
@@ -139,7 +173,12 @@ def run_benchmark(
 
     Returns:
       The results rows, as dicts of strings.
+
+    Raises:
+      ValueError: a bad option or instances.csv, before any instance runs (an instance that
+        cannot be read later gets an "error" row instead).
     """
+    check_options(solver, timeout, attack_steps)
     instances = read_instances(csv_path)
     folder = Path(csv_path).parent
     settings = {
@@ -193,6 +232,9 @@ def run_benchmark(
 def summary(rows):
     """Counts of each result and seconds of benchmark result rows, in all and per network.
 
+    Args:
+      rows: results rows (`run_benchmark`).
+
     Returns:
       A dict: "instances", one count per result in `RESULTS`, "seconds", and "networks"
       mapping each ONNX path to the same figures for its instances.
@@ -210,7 +252,14 @@ def summary(rows):
 
 
 def summary_table(figures):
-    """A markdown table of `summary`: one row per network and a total."""
+    """A markdown table of `summary`: one row per network and a total.
+
+    Args:
+      figures: the dict `summary` returns.
+
+    Returns:
+      The table as a string.
+    """
     columns = ["instances", *RESULTS, "seconds"]
     lines = ["| network | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, row in [*figures["networks"].items(), ("all", figures)]:

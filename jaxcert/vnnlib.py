@@ -145,6 +145,9 @@ def read_vnnlib(path_or_text):
     """Parse a VNN-LIB property: a file path (``.vnnlib``, or gzip-compressed ``.vnnlib.gz``) or
     the file's text.
 
+    Args:
+      path_or_text: a path (str or Path) or the text itself (recognised by its parentheses).
+
     Returns:
       A `Property`.
 

@@ -174,6 +174,22 @@ def test_bad_benchmark_files_and_options_are_refused(
     assert match in capsys.readouterr().err
 
 
+def test_library_options_are_refused_before_any_instance_runs(bench_folder, tmp_path):
+    folder, _ = bench_folder
+    csv_path, out = folder / "instances.csv", tmp_path / "never.csv"
+    for options, match in [
+        ({"solver": "cp-sat"}, "solver"),
+        ({"timeout": 0}, "time_limit"),
+        ({"attack_steps": -1}, "attack_steps"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            vnncomp.run_benchmark(csv_path, out, **options)
+        assert not out.exists()  # refused up front, not an "error" row per instance
+    net = vnncomp.load_network(folder / "onnx/identity.onnx")
+    with pytest.raises(ValueError, match="time_limit"):
+        vnncomp.run_instance(net, folder / "vnnlib/robust.vnnlib", timeout=float("nan"))
+
+
 def _sigmoid_model():
     from onnx import TensorProto, helper
 

@@ -42,6 +42,21 @@ class PropertyResult(NamedTuple):
     seconds: float
 
 
+def check_options(solver, time_limit, attack_steps):
+    """Refuse options of `verify_property` before any work (time_limit None: not checked).
+
+    Raises:
+      ValueError: a solver other than "highs" or "scip", a time_limit that is not > 0, or
+        attack_steps that is not an integer >= 0.
+    """
+    if solver not in ("highs", "scip"):
+        raise ValueError(f"unknown solver {solver!r}; use 'highs' or 'scip'")
+    if time_limit is not None and not time_limit > 0:
+        raise ValueError(f"time_limit must be > 0 seconds, got {time_limit!r}")
+    if isinstance(attack_steps, bool) or not isinstance(attack_steps, int) or attack_steps < 0:
+        raise ValueError(f"attack_steps must be an integer >= 0, got {attack_steps!r}")
+
+
 def verify_property(net, prop, *, solver="highs", time_limit=60.0, attack_steps=50, seed=0):
     """Decide a `jaxcert.vnnlib.Property` on a traced network.
 
@@ -74,12 +89,7 @@ def verify_property(net, prop, *, solver="highs", time_limit=60.0, attack_steps=
     """
     if not isinstance(prop, Property):
         raise TypeError(f"prop must be a jaxcert.vnnlib.Property (read_vnnlib), got {type(prop)}")
-    if solver not in ("highs", "scip"):
-        raise ValueError(f"unknown solver {solver!r}; use 'highs' or 'scip'")
-    if not time_limit > 0:
-        raise ValueError(f"time_limit must be > 0 seconds, got {time_limit!r}")
-    if isinstance(attack_steps, bool) or not isinstance(attack_steps, int) or attack_steps < 0:
-        raise ValueError(f"attack_steps must be an integer >= 0, got {attack_steps!r}")
+    check_options(solver, time_limit, attack_steps)
     began = time.perf_counter()
     n_in, n_out = int(np.prod(net.input_shape)), int(np.prod(net.output_shape))
     for case in prop.cases:
