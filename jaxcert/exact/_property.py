@@ -21,7 +21,7 @@ from ..bounds._crown import crown, intermediate_bounds
 from ..bounds._interval import Interval
 from ..bounds._lp import build_model
 from ..vnnlib import Property
-from ._race import SOLVER_TYPES, solve_parameters
+from ._race import SOLVER_TYPES, SOLVERS, solve_parameters
 
 TOLERANCE = 1e-6  # a counterexample must satisfy C @ f(x) <= d + TOLERANCE in the model itself
 
@@ -49,8 +49,8 @@ def check_options(solver, time_limit, attack_steps):
       ValueError: a solver other than "highs" or "scip", a time_limit that is not > 0, or
         attack_steps that is not an integer >= 0.
     """
-    if solver not in ("highs", "scip"):
-        raise ValueError(f"unknown solver {solver!r}; use 'highs' or 'scip'")
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; use one of {', '.join(SOLVERS)}")
     if time_limit is not None and not time_limit > 0:
         raise ValueError(f"time_limit must be > 0 seconds, got {time_limit!r}")
     if isinstance(attack_steps, bool) or not isinstance(attack_steps, int) or attack_steps < 0:
