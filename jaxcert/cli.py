@@ -730,6 +730,30 @@ def _smoothing_setup(args):
     return apply_fn, params, sigma, images, labels, indices, settings
 
 
+def _smoothing_log(args, columns, rows_fn, **options):
+    """Run `certify_rows` or `predict_rows` (with `options`, also kept in the settings) into
+    the resumable log `args.out`; returns (all rows, sigma)."""
+    apply_fn, params, sigma, images, labels, indices, settings = _smoothing_setup(args)
+    settings.update(options)
+    with ResumableTable(args.out, columns, settings, resume=args.resume) as log:
+        rows_fn(
+            apply_fn,
+            params,
+            images,
+            labels,
+            _todo(log, indices, args.out),
+            sigma=sigma,
+            n=args.n,
+            alpha=args.alpha,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            images_per_step=args.images,
+            on_row=log.write,
+            **options,
+        )
+        return log.rows(), sigma
+
+
 def _todo(log, indices, out):
     todo = [i for i in indices if str(i) not in log.done]
     if len(todo) < len(indices):
@@ -741,25 +765,7 @@ def run_certify(args):
     for name in ("n0", "n", "images"):
         _positive(name, getattr(args, name))
     _check_log_options(args)
-    apply_fn, params, sigma, images, labels, indices, settings = _smoothing_setup(args)
-    settings["n0"] = args.n0
-    with ResumableTable(args.out, CERTIFY_COLUMNS, settings, resume=args.resume) as log:
-        certify_rows(
-            apply_fn,
-            params,
-            images,
-            labels,
-            _todo(log, indices, args.out),
-            sigma=sigma,
-            n0=args.n0,
-            n=args.n,
-            alpha=args.alpha,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            images_per_step=args.images,
-            on_row=log.write,
-        )
-        rows = log.rows()
+    rows, sigma = _smoothing_log(args, CERTIFY_COLUMNS, certify_rows, n0=args.n0)
     radius = np.array([float(r["radius"]) for r in rows])
     correct = np.array([r["correct"] == "1" for r in rows])
     if args.json:
@@ -772,23 +778,7 @@ def run_predict(args):
     for name in ("n", "images"):
         _positive(name, getattr(args, name))
     _check_log_options(args)
-    apply_fn, params, sigma, images, labels, indices, settings = _smoothing_setup(args)
-    with ResumableTable(args.out, PREDICT_COLUMNS, settings, resume=args.resume) as log:
-        predict_rows(
-            apply_fn,
-            params,
-            images,
-            labels,
-            _todo(log, indices, args.out),
-            sigma=sigma,
-            n=args.n,
-            alpha=args.alpha,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            images_per_step=args.images,
-            on_row=log.write,
-        )
-        rows = log.rows()
+    rows, sigma = _smoothing_log(args, PREDICT_COLUMNS, predict_rows)
     correct = sum(r["correct"] == "1" for r in rows)
     abstained = sum(r["predict"] == "-1" for r in rows)
     accuracy = correct / max(len(rows), 1)
