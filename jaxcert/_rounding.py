@@ -1,0 +1,45 @@
+"""How far a computed bound must clear zero before jaxcert counts it as a proof.
+
+Bounds are computed in floating point (float32 unless the inputs are float64). Every operation
+rounds its result by a relative error of at most eps / 2 (eps = 2^-23 in float32), and a bound is
+a sum of many rounded products, so a bound computed as +3e-6 may stand for a true value below
+zero. jaxcert therefore reads a computed lower bound `b` of a quantity as a proof that the
+quantity is positive only when
+
+    b > allowance(scale, dtype) = ROUNDING_EPS * eps(dtype) * scale,
+
+where `scale` bounds the magnitude of the terms that were summed to obtain `b` (for a linear
+bound, the sum of the absolute values of its terms). With ROUNDING_EPS = 512 the allowance covers
+a relative error of 512 machine epsilons of the terms (6.1e-5 in float32, 1.1e-13 in float64):
+far more than the error of summing the terms, even for deep networks, and still small beside the
+margins that certified models reach. It is an allowance, not interval arithmetic with outward
+rounding: the guarantee is that of exact real arithmetic on the network's float weights, with
+every proof required to clear the rounding of its own computation. Whether the float32 network
+itself, evaluated in another order, can round across the decision boundary is out of scope, as
+for every verifier of the field.
+"""
+
+import jax.numpy as jnp
+import numpy as np
+
+ROUNDING_EPS = 512
+
+
+def allowance(scale, dtype):
+    """The rounding allowance for a bound whose terms have total magnitude `scale`.
+
+    Args:
+      scale: a bound on the sum of the absolute values of the terms of the computed bound
+        (array or float, >= 0).
+      dtype: the floating-point type the bound was computed in.
+
+    Returns:
+      ROUNDING_EPS * eps(dtype) * scale, of the shape of `scale`.
+    """
+    return ROUNDING_EPS * float(np.finfo(np.dtype(dtype)).eps) * jnp.abs(scale)
+
+
+def lowered(bound, scale, dtype):
+    """A computed lower bound made safe against rounding: bound - allowance(scale, dtype)."""
+    return bound - allowance(scale, dtype)
+
