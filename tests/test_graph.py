@@ -101,3 +101,51 @@ def test_unsupported_primitive_names_itself_and_the_line(fn, primitive):
     with pytest.raises(UnsupportedOperation, match=primitive) as err:
         jc.trace(fn, jnp.ones((4, 4)), jnp.zeros((1, 4)))
     assert "test_graph.py" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "fn, match",
+    [
+        (lambda p, x: (3 * x @ p).astype(jnp.int32).astype(jnp.float32), "conversion to int32"),
+        (lambda p, x: (x @ p).astype(bool).astype(jnp.float32), "conversion to bool"),
+        (lambda p, x: (x @ p > 0).astype(jnp.float32), "'gt'.*type bool"),
+        (lambda p, x: jnp.floor(x @ p), "'floor'"),
+        (lambda p, x: jnp.round(x @ p), "'round'"),
+    ],
+)
+def test_non_floating_and_rounding_steps_on_the_input_path_are_refused(fn, match):
+    # Traced as linear, (3 * x).astype(int32) over x in [0.3, 0.7] had IBP bounds [1, 1].
+    with pytest.raises(UnsupportedOperation, match=match):
+        jc.trace(fn, jnp.eye(4), jnp.zeros((1, 4)))
+
+
+def test_integer_inputs_are_refused():
+    with pytest.raises(ValueError, match="x_example must hold floating-point inputs, got int32"):
+        jc.trace(lambda p, x: x @ p, jnp.eye(4, dtype=jnp.int32), jnp.zeros((1, 4), jnp.int32))
+
+
+def test_relu_written_with_the_zero_first_works_everywhere():
+    # jnp.maximum(0, h) was recorded as a ReLU of the literal: net(x), crown, lp... raised.
+    rng = np.random.default_rng(0)
+    params = [jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((4, 6), (6,), (6, 3))]
+
+    def apply_fn(p, x):
+        return jnp.maximum(0, x @ p[0] + p[1]) @ p[2]
+
+    x = jnp.asarray(rng.uniform(size=(1, 4)), jnp.float32)
+    net = jc.trace(apply_fn, params, x)
+    np.testing.assert_allclose(net(x), apply_fn(params, x), rtol=1e-6)
+    spec, y = jc.LinfBall(x, 0.05), jnp.argmax(apply_fn(params, x), axis=1)
+    points = jnp.clip(
+        x + jax.random.uniform(jax.random.key(0), (500, 4), minval=-0.05, maxval=0.05), 0, 1
+    )
+    out = apply_fn(params, points)
+    sampled = jnp.min(out[:, y] - out, axis=0).at[y].set(jnp.inf)
+    for method, kw in (("ibp", {}), ("crown", {}), ("alpha-crown", {"steps": 2}), ("lp", {})):
+        bound = jc.bounds.margins(net, spec, y, method=method, **kw)[0]
+        assert jnp.all(bound <= sampled) and jnp.sum(jnp.isfinite(bound)) == 2, method
+    counts = jc.bounds.relu_counts(net, spec)[0]
+    assert int(counts["active"][0] + counts["inactive"][0] + counts["unstable"][0]) == 6
+    (result,) = jc.exact.verify(net, spec, y, solver="highs", attack_steps=0)
+    assert result.status in ("verified", "falsified")
+    assert result.margin_lower <= float(jnp.min(sampled))

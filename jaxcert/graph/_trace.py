@@ -6,10 +6,11 @@
 * "const": depends only on the parameters (evaluated as is, so gradients reach the weights);
 * "linear": affine in the input-dependent operands, e.g. a dense layer, a convolution, a bias
   add, a reshape, average pooling, batch norm in inference mode, a residual add;
-* "relu": `max(v, 0)`.
+* "relu": `max(v, 0)` or `max(0, v)`, recorded with the input-dependent operand first.
 
 Anything else that touches the input raises an error naming the primitive and the line of user
-code it came from. The bound methods in `jaxcert.bounds` interpret this list of equations, one
+code it came from, as does any non-floating value on the input's path (a cast to an integer
+type, a comparison). The bound methods in `jaxcert.bounds` interpret this list of equations, one
 example at a time (the trace is taken with a batch of one), and vmap over images.
 """
 
@@ -183,6 +184,8 @@ def trace(apply_fn, params, x_example):
     x_example = jnp.asarray(x_example)
     if x_example.ndim < 1:
         raise ValueError("x_example must have at least one axis, got a scalar")
+    if not jnp.issubdtype(x_example.dtype, jnp.floating):
+        raise ValueError(f"x_example must hold floating-point inputs, got {x_example.dtype}")
     one = jax.ShapeDtypeStruct((1, *x_example.shape[1:]), x_example.dtype)
     leaves, treedef = jax.tree.flatten(params)
     closed = jax.make_jaxpr(lambda ls, x: apply_fn(jax.tree.unflatten(treedef, ls), x))(leaves, one)
@@ -237,6 +240,8 @@ class _Builder:
             kind = "const" if not any(variable) else _classify(eqn, inputs, variable)
             if kind != "const":
                 self.variable.update(outputs)
+            if kind == "relu" and not variable[0]:  # max(0, v) = max(v, 0): the variable first
+                inputs, variable = inputs[::-1], variable[::-1]
             self.equations.append(
                 Equation(
                     eqn.primitive, inputs, outputs, dict(eqn.params), kind, variable, _where(eqn)
@@ -264,6 +269,7 @@ def _is_zero(ref):
 
 def _classify(eqn, inputs, variable):
     name = eqn.primitive.name
+    _check_floating(eqn, inputs, variable)
     if name == "max" and sum(variable) == 1 and _is_zero(inputs[variable.index(False)]):
         return "relu"
     if name in _STRUCTURAL:
@@ -277,6 +283,23 @@ def _classify(eqn, inputs, variable):
     if name == "div" and variable == (True, False):
         return "linear"
     _unsupported(eqn, "an operation that is neither linear nor a ReLU")
+
+
+def _check_floating(eqn, inputs, variable):
+    """Refuse non-floating values on the input's path: bounds of real values cannot follow them.
+
+    A cast to an integer or boolean type rounds or thresholds its operand, and a comparison
+    yields a step function: neither is linear, and each is refused by name.
+    """
+    name = eqn.primitive.name
+    out = eqn.outvars[0].aval.dtype
+    if name == "convert_element_type" and not jnp.issubdtype(out, jnp.floating):
+        _unsupported(eqn, f"a conversion to {np.dtype(out).name}, not a linear map")
+    dtypes = [v.aval.dtype for v in eqn.outvars]
+    dtypes += [r.dtype for r, var in zip(inputs, variable) if var]
+    for dtype in dtypes:
+        if not jnp.issubdtype(dtype, jnp.floating):
+            _unsupported(eqn, f"a value of type {np.dtype(dtype).name} on the input's path")
 
 
 # Frames inside these packages are not the user's line (Flax's layers call the primitives).
@@ -294,7 +317,7 @@ def _where(eqn):
         for frame in _source_info.user_frames(eqn.source_info.traceback):
             if not frame.file_name.startswith(_LIBRARY_DIRS):
                 return f"{frame.file_name}:{frame.start_line} ({frame.function_name})"
-        return _source_info.summarize(eqn.source_info)
+        return _source_info.summarize(eqn.source_info) or "unknown location"
     except Exception:  # noqa: BLE001 - only for messages
         return "unknown location"
 
