@@ -120,6 +120,10 @@ class _Windows:
         cut = padded[tuple(index)]
         return cut.reshape(-1, *self.size, v.shape[-1])
 
+    def inside(self, spatial, dtype):
+        """(num positions, *size, 1): 1 where a window lies inside a layer of shape `spatial`."""
+        return self.cut(jnp.ones((*spatial, 1), dtype))
+
 
 _DENSE_ENTRIES = 1 << 20
 
@@ -159,7 +163,7 @@ def patch_bounds(net, env, example, chain, layout, relax):
       An Interval of the shape of the chain's output variable.
     """
     target = chain[0].outputs[0]
-    lower = jax.vmap(lambda sign: _lower_bounds(net, env, example, chain, layout, relax, sign))(
+    lower = jax.vmap(lambda sign: _lower_bounds(env, example, chain, layout, relax, sign))(
         jnp.array([1.0, -1.0], target.dtype)
     )
     shape = tuple(target.shape[d] for d in layout.spatial) + (target.shape[layout.feature],)
@@ -167,7 +171,7 @@ def patch_bounds(net, env, example, chain, layout, relax):
     return Interval(low, high)
 
 
-def _lower_bounds(net, env, example, chain, layout, relax, sign):
+def _lower_bounds(env, example, chain, layout, relax, sign):
     """Lower bounds of sign * (each element of the chain's output), in channels-last order."""
     target = chain[0].outputs[0]
     positions = tuple(target.shape[d] for d in layout.spatial)
@@ -185,6 +189,9 @@ def _lower_bounds(net, env, example, chain, layout, relax, sign):
     def cut(v):  # a variable-shaped array -> windows broadcast over the row channels
         return windows.cut(layout.to_channels_last(v))[:, None]
 
+    def inside(var):  # zero the coefficients of window positions outside the layer of `var`
+        return windows.inside(tuple(var.shape[d] for d in layout.spatial), target.dtype)[:, None]
+
     def dot(a, b):
         return jnp.sum(a * b, axis=tuple(range(2, a.ndim)))
 
@@ -198,8 +205,10 @@ def _lower_bounds(net, env, example, chain, layout, relax, sign):
             kernel = canonical_kernel(eq, values[1])
             strides, padding = eq.params["window_strides"], eq.params["padding"]
             inner = windows.through_conv(kernel.shape[:n], strides, padding)
-            rows = _patch_transpose(rows, kernel, strides, inner.size)
             windows = inner
+            # Positions in the padding are constant zeros, not values of the layer below: their
+            # coefficients must not travel on through the next transpose.
+            rows = _patch_transpose(rows, kernel, strides, inner.size) * inside(eq.inputs[0])
         else:  # elementwise affine: the bias adds a constant, rows scale by the diagonal
             constant = constant + dot(rows, cut(bias(eq, values)))
             if eq.primitive.name in ("mul", "div"):
@@ -209,5 +218,4 @@ def _lower_bounds(net, env, example, chain, layout, relax, sign):
                 rows = rows * cut(diagonal)
             elif eq.primitive.name == "neg" or (eq.primitive.name == "sub" and eq.variable[1]):
                 rows = -rows
-    rows = rows * cut(jnp.ones(net.graph.input_var.shape, target.dtype))
     return (constant + example.minimum(rows, lambda v: cut(v[None]))).reshape(-1)
