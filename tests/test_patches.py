@@ -1,5 +1,6 @@
 """The fast convolution transpose and patch-form backward passes equal their plain versions."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -122,3 +123,57 @@ def test_only_convolution_chains_take_patches():
 
     net = jc.trace(residual, jnp.ones((3, 3, 2, 2)), jnp.zeros((1, 4, 4, 2)))
     assert conv_chain(net, _crown._relu_input(net.relus()[0])) is None
+
+
+def _two_convolutions(p, x):
+    """Two padded 3x3 convolutions joined by a bias add only, a ReLU and a dense layer."""
+    dims = ("NCHW", "OIHW", "NCHW")
+    h = lax.conv_general_dilated(x, p["w1"], (1, 1), ((1, 1), (1, 1)), dimension_numbers=dims)
+    h = h + p["b1"][None, :, None, None]
+    h = lax.conv_general_dilated(h, p["w2"], (1, 1), ((1, 1), (1, 1)), dimension_numbers=dims)
+    h = jax.nn.relu(h + p["b2"][None, :, None, None])
+    return h.reshape(h.shape[0], -1) @ p["w3"] + p["b3"]
+
+
+def test_two_padded_convolutions_joined_by_a_bias_are_not_certified_falsely():
+    # Coefficients at padded positions leaked through the second transpose: CROWN gave +5.4
+    # for a margin of -0.14 at a corner of the ball.
+    rng = np.random.default_rng(3)
+    shapes = {"w1": (2, 1, 3, 3), "b1": (2,), "w2": (2, 2, 3, 3), "b2": (2,), "w3": (50, 3)}
+    p = {k: jnp.asarray(rng.normal(size=s), jnp.float32) for k, s in shapes.items()}
+    p["b3"] = jnp.asarray(rng.normal(size=3), jnp.float32)
+    x = jnp.asarray(rng.uniform(size=(1, 1, 5, 5)), jnp.float32)
+    corners = jnp.clip(x + 0.01 * jnp.asarray(rng.choice([-1.0, 1.0], (2000, 1, 5, 5))), 0, 1)
+    out = _two_convolutions(p, corners.astype(jnp.float32))
+    y, j = 1, 2
+    p["b3"] = p["b3"].at[j].add(jnp.min(out[:, y] - out[:, j]) + 0.14)  # reached margin -0.14
+    net = jc.trace(_two_convolutions, p, x)
+    spec = jc.LinfBall(x, 0.01)
+    for method in ("crown", "alpha-crown"):
+        assert float(jc.bounds.margins(net, spec, jnp.array([y]), method=method)[0, j]) <= -0.14
+        assert not bool(jc.bounds.certify(net, spec, jnp.array([y]), method=method)[0])
+
+
+class _SameChain(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Conv(3, (3, 3), padding="SAME")(x)
+        x = nn.Conv(3, (3, 3))(x)
+        return nn.Dense(3)(jax.nn.relu(x).reshape(x.shape[0], -1))
+
+
+def test_flax_same_padding_chain_is_sound():
+    # 5 of these 8 models (seeds 0, 2, 3, 4, 6) got CROWN bounds above reached outputs.
+    model = _SameChain()
+    x = jax.random.uniform(jax.random.key(0), (4, 5, 5, 1))
+    net = jc.trace(model.apply, model.init(jax.random.key(0), x), x[:1])
+    spec = jc.LinfBall(x, 0.05)
+    signs = jax.random.choice(jax.random.key(1), jnp.array([-0.05, 0.05]), (4, 300, 5, 5, 1))
+    points = jnp.clip(x[:, None] + signs, 0, 1)
+    for seed in range(8):
+        params = model.init(jax.random.key(seed), x)
+        bounds = jc.bounds.crown(
+            jax.tree.unflatten(jax.tree.structure(net), jax.tree.leaves(params)), spec
+        )
+        out = jax.vmap(lambda v, params=params: model.apply(params, v))(points)
+        assert jnp.all(bounds.lower[:, None] <= out) and jnp.all(out <= bounds.upper[:, None])
