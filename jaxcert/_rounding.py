@@ -43,3 +43,7 @@ def lowered(bound, scale, dtype):
     """A computed lower bound made safe against rounding: bound - allowance(scale, dtype)."""
     return bound - allowance(scale, dtype)
 
+
+def raised(bound, scale, dtype):
+    """A computed upper bound made safe against rounding: bound + allowance(scale, dtype)."""
+    return bound + allowance(scale, dtype)

@@ -139,8 +139,10 @@ def test_zero_width_set_gives_the_forward_pass():
     apply_fn, params = NETWORKS["cnn"]
     net = jc.trace(apply_fn, params, X)
     bounds = jc.bounds.crown(net, jc.LinfBall(X, 0.0))
-    np.testing.assert_allclose(bounds.lower, apply_fn(params, X), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(bounds.upper, apply_fn(params, X), rtol=1e-5, atol=1e-6)
+    out = apply_fn(params, X)  # up to the rounding allowance, which widens the bounds
+    assert jnp.all(bounds.lower <= out) and jnp.all(out <= bounds.upper)
+    np.testing.assert_allclose(bounds.lower, out, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(bounds.upper, out, rtol=1e-3, atol=1e-3)
 
 
 def _wong_kolter(weights, biases, bounds, c, x, eps):
@@ -180,8 +182,10 @@ def test_same_slope_equals_the_wong_kolter_dual_network():
             c = np.asarray(C[i, k])
             lower = _wong_kolter(weights, biases, layer_bounds, c, x, 0.15)
             upper = -_wong_kolter(weights, biases, layer_bounds, -c, x, 0.15)
-            np.testing.assert_allclose(bounds.lower[i, k], lower, rtol=1e-4, atol=1e-5)
-            np.testing.assert_allclose(bounds.upper[i, k], upper, rtol=1e-4, atol=1e-5)
+            # Equal up to CROWN's rounding allowance, by which its bounds are moved outwards.
+            assert bounds.lower[i, k] <= lower + 1e-5 and bounds.upper[i, k] >= upper - 1e-5
+            np.testing.assert_allclose(bounds.lower[i, k], lower, rtol=1e-3, atol=1e-3)
+            np.testing.assert_allclose(bounds.upper[i, k], upper, rtol=1e-3, atol=1e-3)
 
 
 def _exact_margin_minima(maps, num_relus, x, eps, y):

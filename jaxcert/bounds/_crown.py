@@ -16,6 +16,13 @@ The lower slope alpha of unstable ReLUs is the `relu` option:
   network of Wong and Kolter);
 * "zero", "one": always 0 or 1.
 
+Every bound is rounding-safe (`jaxcert._rounding`): the backward pass also sums the magnitudes
+of the terms of each bound, |a|.|bias| per linear equation, |min(a, 0)|.intercept per ReLU and,
+at the input set, |a|.max(|l|, |u|) plus the dual-norm term of a ball, and lowers the bound by
+`allowance(magnitude, dtype)`. Intermediate bounds (full CROWN, patch mode and IBP alike) are
+widened the same way before they decide anything, so a neuron counts as stable only when its
+bound clears the allowance; `margins` and `certify` inherit the rule.
+
 The bounds l, u of each ReLU's input come from the same backward pass started at that input
 with one row per neuron (full CROWN, intersected with interval bounds), or from interval bound
 propagation (CROWN-IBP). `alpha_crown` optimises the lower slopes by gradient ascent instead.
@@ -42,13 +49,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .._rounding import lowered
 from .._sharding import shard_batch, unpad
 from ..graph._trace import read
 from ._ibp import RULES, ibp, ibp_environment
 from ._interval import Interval
 from ._linear import bias, transpose_rows
 from ._patches import conv_chain, patch_bounds
-from ._spec import check_inputs, check_relu_bounds, margin_matrix
+from ._spec import check_inputs, check_relu_bounds, input_scale, margin_matrix
 
 RELU_SLOPES = ("adaptive", "same-slope", "zero", "one")
 INTERMEDIATE = ("crown", "ibp")
@@ -90,8 +98,9 @@ def _relaxation(bound, lower_slope):
 
 
 def _dot(rows, value):
-    """<row_k, value> for each row, value broadcast against one row."""
-    return jnp.sum((rows * value).reshape(rows.shape[0], -1), axis=1)
+    """<row_k, value> and <|row_k|, |value|> for each row, value broadcast against one row."""
+    products = (rows * value).reshape(rows.shape[0], -1)
+    return jnp.sum(products, axis=1), jnp.sum(jnp.abs(products), axis=1)
 
 
 def _relu_input(eq):
@@ -99,7 +108,7 @@ def _relu_input(eq):
 
 
 def _backward(net, env, example, target, rows, relax):
-    """Lower bounds of <row_k, target> over one example's input set.
+    """Rounding-safe lower bounds of <row_k, target> over one example's input set.
 
     Args:
       net: the traced network.
@@ -110,27 +119,31 @@ def _backward(net, env, example, target, rows, relax):
       relax: maps a ReLU equation to its (lower slope, upper slope, upper intercept).
 
     Returns:
-      The K lower bounds.
+      The K lower bounds, each lowered by the allowance of its terms (module docstring).
     """
     coefficients = {target: rows}
     constant = jnp.zeros(rows.shape[0], rows.dtype)
+    scale = jnp.zeros(rows.shape[0], rows.dtype)
     for eq in reversed(net.equations):
         if eq.kind == "const" or eq.outputs[0] not in coefficients:
             continue
         a = coefficients.pop(eq.outputs[0])
         if eq.kind == "linear":
             values = [read(env, v) for v in eq.inputs]
-            constant = constant + _dot(a, bias(eq, values))
+            term, magnitude = _dot(a, bias(eq, values))
             inputs = [v for v, var in zip(eq.inputs, eq.variable) if var]
             grads = transpose_rows(eq, values)(a)
         else:
             lower_slope, slope, intercept = relax(eq)
-            constant = constant + _dot(jnp.minimum(a, 0), intercept)
+            term, magnitude = _dot(jnp.minimum(a, 0), intercept)
             inputs = [_relu_input(eq)]
             grads = [a * jnp.where(a >= 0, lower_slope, slope)]
+        constant, scale = constant + term, scale + magnitude
         for v, g in zip(inputs, grads):
             coefficients[v] = coefficients[v] + g if v in coefficients else g
-    return constant + example.minimum(coefficients[net.graph.input_var][:, 0])
+    a = coefficients[net.graph.input_var][:, 0]
+    scale = scale + input_scale(example, a)
+    return lowered(constant + example.minimum(a), scale, rows.dtype)
 
 
 def _chunked(fn, rows, chunk):

@@ -1,5 +1,10 @@
 """Interval bound propagation (IBP) through a traced network.
 
+Every linear layer's output interval is widened by the rounding allowance of its terms
+(`jaxcert._rounding`): with centre c, radius r and the layer's map L + b, the terms have
+magnitude at most |L|(|c| + r) + |b| <= |c'| + 2 |L|(|c| + r), where c' = L c + b is the output
+centre, so every interval, intermediate ones included, holds the exact real-arithmetic values.
+
 References:
   S. Gowal et al., "On the Effectiveness of Interval Bound Propagation for Training Verifiably
   Robust Models", 2018.
@@ -9,18 +14,22 @@ import jax
 import jax.numpy as jnp
 
 from .._sharding import shard_batch, unpad
-from ._interval import Interval, apply_spec
+from ._interval import Interval, apply_spec, widened
 from ._linear import abs_linear, affine
 from ._spec import check_inputs
 
 
 def _linear(eq, values):
-    """Centre/radius form: centre through the affine map, radius through |L|."""
+    """Centre/radius form: centre through the affine map, radius through |L|, then widened."""
     centers = [v.center for v, var in zip(values, eq.variable) if var]
     radii = [v.radius for v, var in zip(values, eq.variable) if var]
+    magnitudes = [jnp.abs(c) + r for c, r in zip(centers, radii)]
     center = affine(eq, values)(*centers)
-    radius = abs_linear(eq, values, radii)
-    return Interval(center - radius, center + radius)
+    radius, magnitude = jax.vmap(lambda *v: abs_linear(eq, values, v))(
+        *(jnp.stack(pair) for pair in zip(radii, magnitudes))
+    )
+    scale = jnp.abs(center) + 2 * magnitude  # >= |L|(|c| + r) + |b|, as |b| <= |c'| + |L||c|
+    return widened(Interval(center - radius, center + radius), scale)
 
 
 def _relu(eq, values):
@@ -46,7 +55,8 @@ def ibp(net, spec, C=None):
         computed from the output intervals.
 
     Returns:
-      An `Interval` of shape (B, num_outputs), or (B, K) with C.
+      An `Interval` of shape (B, num_outputs), or (B, K) with C, rounding-safe (see the module
+      docstring).
 
     References:
       Gowal et al., 2018.

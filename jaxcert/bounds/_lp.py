@@ -34,9 +34,10 @@ from ._spec import check_inputs, check_relu_bounds
 # Simplex solvers: their optimum is a vertex, feasible and optimal up to tolerances of ~1e-7 to
 # 1e-6 (PDLP, a first-order method, is accurate only to a much looser tolerance and is refused).
 _SOLVERS = {"glop": mathopt.SolverType.GLOP, "highs": mathopt.SolverType.HIGHS}
-# Each bound is moved outwards by MARGIN * (1 + |bound|) to absorb the solver's tolerances. The
-# margin also exceeds float32's relative rounding error (6e-8), so rounding the float64 result
-# to the network's dtype cannot move a bound back inwards past the LP optimum.
+# Each bound is moved outwards by MARGIN * (1 + sum_k |c_k v_k|), the magnitude of the
+# objective's terms at the optimum, to absorb the solver's tolerances (~1e-7 to 1e-6). The margin
+# also exceeds float32's relative rounding error (6e-8), so rounding the float64 result to the
+# network's dtype cannot move a bound back inwards past the LP optimum.
 MARGIN = 1e-6
 
 
@@ -44,8 +45,10 @@ def lp(net, spec, C=None, *, intermediate="ibp", solver="glop"):
     """Bounds of the network's outputs (or of C @ outputs) from the triangle LP relaxation.
 
     For each example and each row c_k of C, solves min and max of c_k^T f(z) over the LP
-    relaxation of the network on the input set, then moves each bound outwards by
-    `MARGIN * (1 + |bound|)` (1e-6) for the solver's floating-point tolerances.
+    relaxation of the network on the input set (in float64), then moves each bound outwards by
+    `MARGIN * (1 + magnitude)` (MARGIN = 1e-6), where magnitude is sum_k |c_k f_k| at the
+    optimum, for the solver's tolerances and the rounding to the network's dtype. The ReLU
+    bounds it starts from are themselves rounding-safe (`ibp`, `intermediate_bounds`).
 
     Args:
       net: a traced network (`jaxcert.trace`); small, since every linear layer is turned into a
@@ -260,6 +263,8 @@ def _solve_rows(model, outputs, rows, solver):
                         f"{solved.termination.reason.name} ({solved.termination.detail})"
                     )
                 value = solved.objective_value()
-                slack = MARGIN * (1 + abs(value))
+                terms = solved.variable_values(list(outputs))
+                magnitude = sum(abs(c * v) for c, v in zip(row, terms))
+                slack = MARGIN * (1 + max(magnitude, abs(value)))
                 result[k] = value + slack if maximize else value - slack
     return lower, upper

@@ -7,8 +7,11 @@ neuron's receptive field, so each row is kept as a window (a "patch") of every l
 that field rather than a full-sized array: a convolution's transpose maps a patch of size P to
 one of size (P - 1) * stride + kernel, and elementwise factors (ReLU slopes, scales, biases) are
 cut out of their full maps at each neuron's window, zero outside the layer so padding drops
-out. The bounds are the same as the full-sized pass; the work per row is the receptive field's
-size instead of the layer's. This is the patches mode of auto_LiRPA (Xu et al., 2020).
+out; after each convolution's transpose the coefficients of window positions outside the layer
+(its padding) are zeroed, as padding holds constants, not values of the layer below. The bounds
+are the same as the full-sized pass, rounding allowance included (`jaxcert._rounding`, tracked
+as in `_crown._backward`); the work per row is the receptive field's size instead of the
+layer's. This is the patches mode of auto_LiRPA (Xu et al., 2020).
 
 References:
   K. Xu et al., "Automatic Perturbation Analysis for Scalable Certified Robustness and
@@ -22,9 +25,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._rounding import lowered
 from ..graph._trace import read
 from ._interval import Interval
 from ._linear import affine, bias, canonical_kernel, conv_transpose, is_plain_conv, zeros_for
+from ._spec import input_scale
 
 _ELEMENTWISE = {"add", "sub", "mul", "div", "neg", "convert_element_type", "copy"}
 
@@ -185,6 +190,7 @@ def _lower_bounds(env, example, chain, layout, relax, sign):
         (num, channels, *(1,) * n, channels),
     )
     constant = jnp.zeros((num, channels), target.dtype)
+    scale = jnp.zeros((num, channels), target.dtype)  # magnitude of the terms, for rounding
 
     def cut(v):  # a variable-shaped array -> windows broadcast over the row channels
         return windows.cut(layout.to_channels_last(v))[:, None]
@@ -192,14 +198,16 @@ def _lower_bounds(env, example, chain, layout, relax, sign):
     def inside(var):  # zero the coefficients of window positions outside the layer of `var`
         return windows.inside(tuple(var.shape[d] for d in layout.spatial), target.dtype)[:, None]
 
-    def dot(a, b):
-        return jnp.sum(a * b, axis=tuple(range(2, a.ndim)))
+    def dot(a, b):  # <a, b> and <|a|, |b|> over each row's window
+        axes = tuple(range(2, a.ndim))
+        return jnp.sum(a * b, axis=axes), jnp.sum(jnp.abs(a * b), axis=axes)
 
     for eq in chain:
         values = [read(env, v) for v in eq.inputs]
         if eq.kind == "relu":
             lower_slope, slope, intercept = (cut(a) for a in relax(eq))
-            constant = constant + dot(jnp.minimum(rows, 0), intercept)
+            term, magnitude = dot(jnp.minimum(rows, 0), intercept)
+            constant, scale = constant + term, scale + magnitude
             rows = rows * jnp.where(rows >= 0, lower_slope, slope)
         elif eq.primitive.name == "conv_general_dilated":
             kernel = canonical_kernel(eq, values[1])
@@ -210,7 +218,8 @@ def _lower_bounds(env, example, chain, layout, relax, sign):
             # coefficients must not travel on through the next transpose.
             rows = _patch_transpose(rows, kernel, strides, inner.size) * inside(eq.inputs[0])
         else:  # elementwise affine: the bias adds a constant, rows scale by the diagonal
-            constant = constant + dot(rows, cut(bias(eq, values)))
+            term, magnitude = dot(rows, cut(bias(eq, values)))
+            constant, scale = constant + term, scale + magnitude
             if eq.primitive.name in ("mul", "div"):
                 (diagonal,) = jax.vjp(affine(eq, values), *zeros_for(eq))[1](
                     jnp.ones(eq.outputs[0].shape, target.dtype)
@@ -218,4 +227,9 @@ def _lower_bounds(env, example, chain, layout, relax, sign):
                 rows = rows * cut(diagonal)
             elif eq.primitive.name == "neg" or (eq.primitive.name == "sub" and eq.variable[1]):
                 rows = -rows
-    return (constant + example.minimum(rows, lambda v: cut(v[None]))).reshape(-1)
+
+    def window(v):  # an input-shaped array (no batch axis) -> windows
+        return cut(v[None])
+
+    scale = scale + input_scale(example, rows, window)
+    return lowered(constant + example.minimum(rows, window), scale, target.dtype).reshape(-1)

@@ -5,6 +5,26 @@ import jax.numpy as jnp
 from .._sets import InputSet
 
 
+def _identity(v):
+    return v
+
+
+def input_scale(example, a, window=_identity):
+    """The magnitude of the terms of `example.minimum(a, window)`, for its rounding allowance.
+
+    sum |a| max(|l|, |u|) over the set's box [l, u] (which holds the ball's centre), plus
+    eps ||a||_q for an l_2 or l_1 ball; summed like `minimum` over the trailing axes.
+    """
+    lower, upper = example.box()
+    magnitude = jnp.maximum(jnp.abs(window(lower)), jnp.abs(window(upper)))
+    ndim = lower.ndim
+    scale = jnp.sum(jnp.abs(a) * magnitude, axis=tuple(range(a.ndim - ndim, a.ndim)))
+    dual_norm = getattr(example, "_dual_norm", None)  # None for boxes and l_inf balls
+    if dual_norm is not None:
+        scale = scale + example.eps * dual_norm(a.reshape(*a.shape[: a.ndim - ndim], -1))
+    return scale
+
+
 def check_inputs(net, spec, C=None):
     """Validate the input set against the network, and C's shape (B, K, num_outputs)."""
     if not isinstance(spec, InputSet):
