@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from ortools.math_opt.python import mathopt
 
+from .._rounding import lowered
 from .._sets import L1Ball, L2Ball
 from ..graph._trace import read
 from ._ibp import ibp_environment
@@ -181,11 +182,15 @@ def _build(net, example, relu_bounds, exact):
         relu_bounds = [env[eq.inputs[0]] for eq in net.relus()]
     relu_bounds = iter(relu_bounds)
     model = mathopt.Model()
-    lo, hi = np.asarray(lower, np.float64).ravel(), np.asarray(upper, np.float64).ravel()
+    # The set's box was rounded to the network's dtype: one step outwards holds the exact box.
+    lo, hi = (
+        np.nextafter(np.asarray(b), np.asarray(inf, np.asarray(b).dtype)).astype(np.float64).ravel()
+        for b, inf in ((lower, -np.inf), (upper, np.inf))
+    )
     x = [model.add_variable(lb=a, ub=b) for a, b in zip(lo, hi)]
     if isinstance(example, L1Ball):
         center = np.asarray(example.x, np.float64).ravel()
-        t = [model.add_variable(lb=0.0) for _ in x]
+        t = [model.add_variable(lb=0.0, ub=float(example.eps)) for _ in x]
         for xi, ti, ci in zip(x, t, center):
             model.add_linear_constraint(ti >= xi - ci)
             model.add_linear_constraint(ti >= ci - xi)
@@ -194,7 +199,7 @@ def _build(net, example, relu_bounds, exact):
     for eq in net.equations:
         if eq.kind == "linear":
             values = [read(env, v) for v in eq.inputs]
-            lp_vars[eq.outputs[0]] = _linear(model, eq, values, lp_vars)
+            lp_vars[eq.outputs[0]] = _linear(model, eq, values, lp_vars, env[eq.outputs[0]])
         elif eq.kind == "relu":
             bound = next(relu_bounds)
             lp_vars[eq.outputs[0]] = _relu(model, lp_vars[eq.inputs[0]], bound, exact)
@@ -202,13 +207,18 @@ def _build(net, example, relu_bounds, exact):
     return model, x, lp_vars, binaries
 
 
-def _linear(model, eq, values, lp_vars):
-    """Output variables tied to the input-dependent operands by out = sum_i A_i in_i + b."""
+def _linear(model, eq, values, lp_vars, bounds):
+    """Output variables tied to the input-dependent operands by out = sum_i A_i in_i + b.
+
+    The variables are bounded by the (rounding-safe) interval `bounds` of the output, which
+    every point of the relaxation satisfies; finite bounds make the safe dual bound finite.
+    """
     operands = [v for v, var in zip(eq.inputs, eq.variable) if var]
     jacobians = jax.jacfwd(affine(eq, values), argnums=tuple(range(len(operands))))(*zeros_for(eq))
     b = np.asarray(bias(eq, values), np.float64).ravel()
     matrices = [np.asarray(j, np.float64).reshape(b.size, -1) for j in jacobians]
-    out = [model.add_variable() for _ in range(b.size)]
+    low, high = (np.asarray(v, np.float64).ravel() for v in bounds)
+    out = [model.add_variable(lb=lo, ub=hi) for lo, hi in zip(low, high)]
     for i in range(b.size):
         terms = [
             a[i, j] * lp_vars[v][j]
@@ -248,23 +258,70 @@ def _relu(model, v, bound, exact):
 
 
 def _solve_rows(model, outputs, rows, solver):
-    """Min and max of rows @ outputs over the model, each moved outwards by the margin."""
+    """Safe lower and upper bounds of rows @ outputs over the model.
+
+    Each LP is solved in float64, and its optimum is not taken as is (the solver's tolerances
+    let it err by far more than float32 rounding on networks with large weights): the bound is
+    the Lagrangian bound of the solver's dual values, recomputed here (`_dual_bound`), then
+    rounded outwards to float32.
+    """
+    constraints = _constraint_matrix(model)
     lower, upper = np.empty(len(rows)), np.empty(len(rows))
     with mathopt.IncrementalSolver(model, _SOLVERS[solver]) as incremental:
         for k, row in enumerate(np.asarray(rows, np.float64)):
-            objective = mathopt.fast_sum(c * v for c, v in zip(row, outputs) if c != 0)
-            for maximize, result in ((False, lower), (True, upper)):
-                model.objective.set_to_expression(objective)
-                model.objective.is_maximize = maximize
+            for sign, result in ((1.0, lower), (-1.0, upper)):
+                objective = {v: sign * c for c, v in zip(row, outputs) if c != 0}
+                model.objective.set_to_expression(
+                    mathopt.fast_sum(c * v for v, c in objective.items())
+                )
+                model.objective.is_maximize = False
                 solved = incremental.solve()
                 if solved.termination.reason != mathopt.TerminationReason.OPTIMAL:
                     raise RuntimeError(
                         f"the LP solver {solver!r} did not find an optimum: "
                         f"{solved.termination.reason.name} ({solved.termination.detail})"
                     )
-                value = solved.objective_value()
-                terms = solved.variable_values(list(outputs))
-                magnitude = sum(abs(c * v) for c, v in zip(row, terms))
-                slack = MARGIN * (1 + max(magnitude, abs(value)))
-                result[k] = value + slack if maximize else value - slack
+                bound = _dual_bound(constraints, objective, solved.dual_values())
+                result[k] = sign * np.nextafter(np.float32(bound), np.float32(-np.inf))
     return lower, upper
+
+
+def _constraint_matrix(model):
+    """(variables, constraints, A, row lower, row upper, variable lower, variable upper)."""
+    variables = list(model.variables())
+    index = {v: j for j, v in enumerate(variables)}
+    constraints = list(model.linear_constraints())
+    A = np.zeros((len(constraints), len(variables)))
+    for i, c in enumerate(constraints):
+        for term in c.terms():
+            A[i, index[term.variable]] += term.coefficient
+    row_bounds = [np.array([getattr(c, b) for c in constraints], np.float64) for b in _BOUNDS]
+    var_bounds = [np.array([getattr(v, b) for v in variables], np.float64) for b in _BOUNDS]
+    return variables, constraints, A, *row_bounds, *var_bounds
+
+
+_BOUNDS = ("lower_bound", "upper_bound")
+
+
+def _dual_bound(constraints, objective, duals):
+    """A lower bound of min c^T x over the model from any dual values y (Neumaier and
+    Shcherbina, 2004): c^T x = y^T A x + (c - A^T y)^T x >= sum_i min over the row bounds of
+    y_i (A x)_i + sum_j min over the variable bounds of (c - A^T y)_j x_j, computed in float64
+    and lowered by its own rounding allowance. Duals of the wrong sign for a row without the
+    needed bound count as zero; the result is -inf if a variable without the needed bound keeps
+    a non-zero reduced cost.
+    """
+    variables, rows, A, row_low, row_high, var_low, var_high = constraints
+    y = np.array([duals.get(c, 0.0) for c in rows], np.float64)
+    y = np.where((y > 0) & np.isfinite(row_low) | (y < 0) & np.isfinite(row_high), y, 0.0)
+    c = np.array([objective.get(v, 0.0) for v in variables], np.float64)
+    reduced = c - A.T @ y
+    row_terms = np.where(y > 0, y * np.where(y > 0, row_low, 0), y * np.where(y < 0, row_high, 0))
+    var_terms = np.where(
+        reduced > 0,
+        reduced * np.where(reduced > 0, var_low, 0),
+        reduced * np.where(reduced < 0, var_high, 0),
+    )
+    terms = np.concatenate([row_terms, var_terms])
+    magnitude = np.sum(np.abs(terms)) + np.abs(A.T @ y).sum() + np.abs(c).sum()
+    return float(lowered(np.sum(terms), magnitude, np.float64))
