@@ -122,4 +122,5 @@ def _binom_pvalue(k, n, p):
     last = _first_true(lambda j: ~no_more_likely(j), jnp.zeros_like(n), jnp.floor(mean)) - 1.0
     above = _cdf(last, n, p, q) + _sf_from(k, n, p, q)
     pvalue = jnp.where(k < mean, below, jnp.where(k > mean, above, 1.0))
-    return jnp.minimum(pvalue * (1.0 + slack(n)), 1.0)
+    # Rounded up; a p-value below the smallest normal float64 (which underflows) reads as it.
+    return jnp.clip(pvalue * (1.0 + slack(n)), jnp.finfo(jnp.float64).tiny, 1.0)
