@@ -18,6 +18,7 @@ References:
 
 import gzip
 import math
+import zlib
 from pathlib import Path
 
 import jax
@@ -44,11 +45,24 @@ def from_onnx(source):
     Raises:
       ImportError: the `onnx` package is not installed.
       TypeError: `source` is neither a path nor a ModelProto.
-      ValueError: naming every unsupported operator (or attribute, such as AveragePool's
-        ``ceil_mode=1``) in the graph, or a graph without exactly one input and one output.
+      ValueError: a file that cannot be read as an ONNX model (missing, a directory, truncated,
+        not ONNX, a corrupt gzip); naming every unsupported operator (or attribute, such as
+        AveragePool's ``ceil_mode=1``) in the graph; a graph without exactly one input and one
+        output, or one that reads a tensor no node defines. Errors about a file start with its
+        path.
     """
     onnx = _import_onnx()
+    if isinstance(source, onnx.ModelProto):
+        return _convert(onnx, source)
     model = _load(onnx, source)
+    try:
+        return _convert(onnx, model)
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from None
+
+
+def _convert(onnx, model):
+    """`from_onnx` of a ModelProto."""
     graph = model.graph
     constants = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
     inputs = [i for i in graph.input if i.name not in constants]
@@ -59,6 +73,7 @@ def from_onnx(source):
         )
     nodes = [_Node(onnx, node) for node in graph.node]
     _check_supported(nodes)
+    _check_defined(nodes, {*constants, inputs[0].name}, graph.output[0].name)
     params = {
         name: jnp.asarray(value, jnp.float32)
         for name, value in constants.items()
@@ -106,17 +121,28 @@ def _import_onnx():
 
 
 def _load(onnx, source):
-    if isinstance(source, onnx.ModelProto):
-        return source
+    """The ModelProto in a file; ValueError naming the file if it holds none."""
+    from google.protobuf.message import DecodeError  # installed with onnx
+
     if not isinstance(source, str | Path):
         raise TypeError(
             f"source must be a path to an .onnx file or an onnx.ModelProto, got {type(source)}"
         )
     path = Path(source)
-    if path.suffix == ".gz":
-        with gzip.open(path, "rb") as f:
-            return onnx.load_model_from_string(f.read())
-    return onnx.load(path)
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                model = onnx.load_model_from_string(f.read())
+        else:
+            model = onnx.load(path)
+    except DecodeError:
+        raise ValueError(f"{path}: cannot read an ONNX model: truncated, or not ONNX") from None
+    except (OSError, EOFError, zlib.error) as error:
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        raise ValueError(f"{path}: cannot read an ONNX model: {reason}") from None
+    if not model.HasField("graph"):
+        raise ValueError(f"{path}: cannot read an ONNX model: the file holds no graph")
+    return model
 
 
 def _dims(value_info):
@@ -178,6 +204,19 @@ def _check_supported(nodes):
         )
 
 
+def _check_defined(nodes, known, output):
+    """Every tensor a node reads, and the graph output, is an input, initializer or earlier
+    node output."""
+    known = set(known)
+    for node in nodes:
+        missing = [name for name in node.inputs if name and name not in known]
+        if missing:
+            raise ValueError(f"node {node.name!r} ({node.op}) reads undefined tensors {missing}")
+        known.update(node.outputs)
+    if output not in known:
+        raise ValueError(f"no node computes the graph output {output!r}")
+
+
 def _xp(*values):
     """NumPy when every value is a constant (folded now), jax.numpy otherwise."""
     return np if all(isinstance(v, np.ndarray | np.generic) for v in values) else jnp
@@ -227,7 +266,10 @@ def _reshape(node, x, shape):
 
 
 def _flatten(node, x):
-    axis = node.get("axis", 1) % (x.ndim + 1) if x.ndim else 0
+    axis = node.get("axis", 1)
+    if not -x.ndim <= axis <= x.ndim:
+        raise ValueError(f"Flatten node {node.name!r}: axis {axis} outside [-{x.ndim}, {x.ndim}]")
+    axis = axis + x.ndim if axis < 0 else axis  # ONNX: a negative axis counts from the end
     return _xp(x).reshape(x, (math.prod(x.shape[:axis]), math.prod(x.shape[axis:])))
 
 
@@ -328,7 +370,17 @@ def _relu(node, x):
 
 
 def _gather(node, data, indices):
-    return _xp(data, indices).take(data, indices, axis=node.get("axis", 0))
+    axis = node.get("axis", 0) % np.ndim(data)
+    if _xp(data, indices) is np or not isinstance(indices, np.ndarray | np.generic):
+        return _xp(data, indices).take(data, indices, axis=axis)
+    # Constant indices into a traced tensor: static slices, which the bound methods read.
+    size = data.shape[axis]
+    if np.any((indices < -size) | (indices >= size)):
+        raise ValueError(f"Gather node {node.name!r}: indices outside [-{size}, {size - 1}]")
+    starts = [int(i) % size for i in indices.flat]
+    rows = [lax.slice_in_dim(data, i, i + 1, axis=axis) for i in starts]
+    picked = jnp.concatenate(rows, axis=axis) if rows else jnp.take(data, indices, axis=axis)
+    return jnp.reshape(picked, data.shape[:axis] + np.shape(indices) + data.shape[axis + 1 :])
 
 
 def _concat(node, *values):

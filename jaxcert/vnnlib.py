@@ -16,6 +16,7 @@ References:
 import gzip
 import itertools
 import re
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -117,9 +118,19 @@ def _linear(expr, sizes):
     raise ValueError(f"unsupported operator {head!r} in a linear term")
 
 
+_COMPARE = {
+    "<=": float.__le__,
+    "<": float.__lt__,
+    ">=": float.__ge__,
+    ">": float.__gt__,
+    "=": float.__eq__,
+}
+
+
 def _atoms(expr, sizes):
     """Disjunctive normal form: a list of conjunctions, each a list of (coeffs, bound) with
-    coeffs . vars <= bound."""
+    coeffs . vars <= bound and no coefficient zero. An always-true comparison is the empty
+    conjunction, an always-false one the empty disjunction."""
     head, *args = expr
     if head == "and":
         return [sum(c, []) for c in itertools.product(*(_atoms(a, sizes) for a in args))]
@@ -130,7 +141,11 @@ def _atoms(expr, sizes):
             raise ValueError(f"({head} ...) needs two terms, got {len(args)}")
         (left, lk), (right, rk) = (_linear(a, sizes) for a in args)
         diff = {v: left.get(v, 0.0) - right.get(v, 0.0) for v in {*left, *right}}
+        diff = {v: a for v, a in diff.items() if a != 0.0}
         bound = rk - lk  # left - right <= rk - lk
+        if not diff:  # no variable left (such as 0 * X_0 <= -1): a constant comparison
+            holds = _COMPARE[head](0.0, bound)
+            return [[]] if holds else []  # always true: no constraint; false: no conjunction
         less = [(diff, bound)]
         greater = [({v: -x for v, x in diff.items()}, -bound)]
         if head in ("<=", "<"):
@@ -141,28 +156,64 @@ def _atoms(expr, sizes):
     raise ValueError(f"unsupported assertion {head!r}; VNN-LIB uses and, or, <=, >=")
 
 
-def read_vnnlib(path_or_text):
-    """Parse a VNN-LIB property: a file path (``.vnnlib``, or gzip-compressed ``.vnnlib.gz``) or
-    the file's text.
+def read_vnnlib(path):
+    """Read a VNN-LIB property file (``.vnnlib``, or gzip-compressed ``.vnnlib.gz``).
 
     Args:
-      path_or_text: a path (str or Path) or the text itself (recognised by its parentheses).
+      path: the file (str or Path); always a path, never the property's text (see
+        `parse_vnnlib`).
 
     Returns:
       A `Property`.
 
     Raises:
-      ValueError: a malformed file, a nonlinear term, a constraint that mixes X and Y, an input
+      TypeError: `path` is not a str or Path.
+      ValueError: starting with the path: a file that cannot be read (missing, a directory, a
+        corrupt gzip, not UTF-8 text), or text that `parse_vnnlib` refuses.
+    """
+    if not isinstance(path, str | Path):
+        raise TypeError(f"path must be a str or Path to a .vnnlib file, got {type(path)}")
+    text = _read_text(Path(path))
+    try:
+        return parse_vnnlib(text)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+
+
+def _read_text(path):
+    """The text of a property file, plain or gzip; ValueError naming the file if unreadable."""
+    try:
+        data = path.read_bytes()
+        return (gzip.decompress(data) if path.suffix == ".gz" else data).decode()
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as error:
+        if "declare-const" in str(path):
+            raise ValueError(
+                "read_vnnlib takes a file path and was given VNN-LIB text: use parse_vnnlib(text)"
+            ) from None
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        raise ValueError(f"{path}: cannot read the VNN-LIB file: {reason}") from None
+
+
+def parse_vnnlib(text):
+    """Parse the text of a VNN-LIB property (see `read_vnnlib` for a file).
+
+    An inequality whose variables all have coefficient zero is a constant comparison: always
+    true, it constrains nothing; always false, it empties the conjunction it is in (a property
+    with no case left holds).
+
+    Args:
+      text: the property, a str.
+
+    Returns:
+      A `Property`.
+
+    Raises:
+      TypeError: `text` is not a str.
+      ValueError: malformed text, a nonlinear term, a constraint that mixes X and Y, an input
         that is not bounded on both sides, or an undeclared variable.
     """
-    text = str(path_or_text)
-    if "(" not in text:
-        path = Path(path_or_text)
-        text = (
-            gzip.decompress(path.read_bytes()).decode()
-            if path.suffix == ".gz"
-            else path.read_text()
-        )
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str holding a VNN-LIB property, got {type(text)}")
     sizes = {"X": 0, "Y": 0}
     asserts = []
     for expr in _parse(_tokens(text)):
@@ -212,7 +263,7 @@ def read_vnnlib(path_or_text):
 
 def _kind(atom):
     coeffs, _ = atom
-    return next(iter(coeffs))[0] if coeffs else "X"
+    return next(iter(coeffs))[0]
 
 
 def _box(conjunction, size):
@@ -223,7 +274,7 @@ def _box(conjunction, size):
         (((_, index), a),) = coeffs.items()
         if a > 0:
             upper[index] = min(upper[index], bound / a)
-        elif a < 0:
+        else:  # a < 0 (zero coefficients are gone)
             lower[index] = max(lower[index], bound / a)
     if not np.all(np.isfinite(lower) & np.isfinite(upper)):
         missing = np.flatnonzero(~(np.isfinite(lower) & np.isfinite(upper)))

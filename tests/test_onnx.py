@@ -88,10 +88,15 @@ def _inputs(input_shape, seed=0):
 
 
 def _ort_batch(model, x):
-    """onnxruntime one example at a time, the results stacked along a new batch axis."""
+    """onnxruntime one example at a time, the results stacked along a new batch axis.
+
+    As `from_onnx` documents, a graph with a batch axis runs on ``x[i : i + 1]`` and its output
+    loses a leading axis of one (an output such as Flatten(axis=-1)'s (6, 4) keeps its shape).
+    """
     rank = len(model.graph.input[0].type.tensor_type.shape.dim)
     if rank == x.ndim:  # the graph has a batch axis of one (or a symbolic one)
-        return np.concatenate([_run_ort(model, x[i : i + 1]) for i in range(len(x))])
+        outs = [_run_ort(model, x[i : i + 1]) for i in range(len(x))]
+        return np.stack([out[0] if out.ndim and out.shape[0] == 1 else out for out in outs])
     return np.stack([_run_ort(model, x[i]) for i in range(len(x))])
 
 
@@ -356,6 +361,19 @@ def _flatten_axis_1_of_3d(rng):
     return _make_model([helper.make_node("Flatten", ["x"], ["y"], axis=1)], [1, 3, 4]), 1e-5
 
 
+def _flatten_after_transpose(axis):
+    """Flatten at every axis, negative ones counted from the end (rank + axis)."""
+
+    def case(rng):
+        nodes = [
+            helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
+            helper.make_node("Flatten", ["t"], ["y"], axis=axis),
+        ]
+        return _make_model(nodes, [1, 2, 3, 4]), 1e-5
+
+    return case
+
+
 def _reshape(shape):
     def case(rng):
         node = helper.make_node("Reshape", ["x", "shape"], ["y"])
@@ -506,6 +524,67 @@ def _concat_with_a_constant(rng):
     return _make_model(nodes, [1, 4], {"W": _w(rng, 4, 3), "c": _w(rng, 1, 2)}), 1e-5
 
 
+def _concat_negative_axis(rng):
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Concat", ["r", "c", "x"], ["y"], axis=-3),
+    ]
+    return _make_model(nodes, [1, 2, 3, 2], {"c": _w(rng, 1, 1, 3, 2)}), 1e-5
+
+
+def _gather_negative_axis_and_indices(rng):
+    node = helper.make_node("Gather", ["x", "i"], ["y"], axis=-1)
+    return _make_model([node], [1, 3, 4], {"i": _i64(-1, 0, -3)}), 1e-5
+
+
+def _reshape_to_last_dim_from_shape(rng):
+    """Reshape x to (-1, x.shape[-1]): Gather of a negative index into Shape."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "last"], ["n"], axis=-1),
+        helper.make_node("Unsqueeze", ["n", "zero_axis"], ["n1"]),
+        helper.make_node("Concat", ["m1", "n1"], ["shape"], axis=-1),
+        helper.make_node("Reshape", ["x", "shape"], ["y"]),
+    ]
+    inits = {"last": np.int64(-1), "zero_axis": _i64(0), "m1": _i64(-1)}
+    return _make_model(nodes, [1, 2, 3, 4], inits), 1e-5
+
+
+def _shape_negative_start_end(rng):
+    """Shape with start=-2 (opset 15) read as numbers: x * shape[-2:] and x * shape[-2:-1]."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"], start=-2),
+        helper.make_node("Shape", ["x"], ["s1"], start=-2, end=-1),
+        helper.make_node("Cast", ["s"], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("Cast", ["s1"], ["f1"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["x", "f"], ["m"]),
+        helper.make_node("Mul", ["m", "f1"], ["y"]),
+    ]
+    return _make_model(nodes, [1, 3, 2], opset=15), 1e-5
+
+
+def _squeeze_opset_11_negative(rng):
+    node = helper.make_node("Squeeze", ["x"], ["y"], axes=[-2, 2])
+    return _make_model([node], [1, 3, 1, 1, 2], opset=11), 1e-5
+
+
+def _unsqueeze_opset_11_negative(rng):
+    node = helper.make_node("Unsqueeze", ["x"], ["y"], axes=[-1, 1, -4])
+    return _make_model([node], [1, 3, 2], opset=11), 1e-5
+
+
+def _slice_negative_axes(rng):
+    node = helper.make_node("Slice", ["x", "starts", "ends", "axes", "steps"], ["y"])
+    inits = {"starts": _i64(-1, 0), "ends": _i64(-4, 2), "axes": _i64(-1, -3), "steps": _i64(-1, 1)}
+    return _make_model([node], [1, 3, 2, 5], inits), 1e-5
+
+
+def _pad_negative_axes(rng):
+    node = helper.make_node("Pad", ["x", "pads", "value", "axes"], ["y"])
+    inits = {"pads": _i64(1, 0, 2, 1), "value": np.float32(0.25), "axes": _i64(-1, -2)}
+    return _make_model([node], [1, 2, 3], inits, opset=18), 1e-5
+
+
 CASES = {
     "gemm_transB": _gemm_transb,
     "gemm_alpha_beta": _gemm_alpha_beta,
@@ -542,6 +621,7 @@ CASES = {
     "avgpool_without_pads": _avgpool_without_pads,
     "flatten_default_axis": _flatten_default_axis,
     "flatten_axis_1_of_3d": _flatten_axis_1_of_3d,
+    **{f"flatten_axis_{a}_after_transpose": _flatten_after_transpose(a) for a in range(-4, 5)},
     "reshape_0_minus_1": _reshape((0, -1)),
     "reshape_0_6_minus_1": _reshape((0, 6, -1)),
     "reshape_0_0_minus_1_2": _reshape((0, 0, -1, 2)),
@@ -565,6 +645,14 @@ CASES = {
     "pad_constant_and_crop_then_conv": _pad_constant_and_crop,
     "pad_opset_2_attributes": _pad_opset_2_attributes,
     "concat_with_a_constant": _concat_with_a_constant,
+    "concat_negative_axis": _concat_negative_axis,
+    "gather_negative_axis_and_indices": _gather_negative_axis_and_indices,
+    "reshape_to_last_dim_from_shape": _reshape_to_last_dim_from_shape,
+    "shape_negative_start_end": _shape_negative_start_end,
+    "squeeze_opset_11_negative": _squeeze_opset_11_negative,
+    "unsqueeze_opset_11_negative": _unsqueeze_opset_11_negative,
+    "slice_negative_axes": _slice_negative_axes,
+    "pad_negative_axes": _pad_negative_axes,
 }
 
 
@@ -627,6 +715,57 @@ def test_paths_and_gzip_give_the_same_network(tmp_path):
 
 
 # --------------------------------------------------------------------------- errors
+
+
+def _gzip_bytes(data):
+    return gzip.compress(data, mtime=0)
+
+
+_MODEL_BYTES = _make_model([helper.make_node("Relu", ["x"], ["y"])], [1, 6]).SerializeToString()
+_BAD_FILES = {
+    "missing.onnx": (None, "No such file"),
+    "truncated.onnx": (_MODEL_BYTES[: len(_MODEL_BYTES) // 2], "cannot read an ONNX model"),
+    "text.onnx": (b"(declare-const X_0 Real)\n", "cannot read an ONNX model"),
+    "empty.onnx": (b"", "holds no graph"),
+    "not_gzip.onnx.gz": (_MODEL_BYTES, "Not a gzipped file"),
+    "truncated.onnx.gz": (_gzip_bytes(_MODEL_BYTES)[:-12], "cannot read an ONNX model"),
+    "text_in.onnx.gz": (_gzip_bytes(b"hello world\n"), "cannot read an ONNX model"),
+}
+
+
+@pytest.mark.parametrize("name", [*_BAD_FILES, "a_directory"])
+def test_unreadable_files_are_one_line_errors_naming_the_file(tmp_path, name):
+    path = tmp_path / name
+    data, match = _BAD_FILES.get(name, (None, "Is a directory"))
+    if name == "a_directory":
+        path.mkdir()
+    elif data is not None:
+        path.write_bytes(data)
+    for source in (path, str(path)):
+        with pytest.raises(ValueError, match=match) as info:
+            jc.from_onnx(source)
+        message = str(info.value)
+        assert message.startswith(f"{path}: ") and "\n" not in message
+
+
+def test_errors_about_a_file_start_with_its_path(tmp_path):
+    model = _make_model([helper.make_node("Relu", ["x"], ["y"])], [1, 6])
+    model.graph.node.append(helper.make_node("Sigmoid", ["y"], ["z"]))
+    path = tmp_path / "net.onnx"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(ValueError, match=f"^{path}: unsupported ONNX operators: Sigmoid"):
+        jc.from_onnx(path)
+
+
+def test_a_tensor_that_no_node_defines_is_named():
+    model = _make_model([helper.make_node("Relu", ["x"], ["y"])], [1, 6])
+    model.graph.node[0].input[0] = "lost"
+    with pytest.raises(ValueError, match="reads undefined tensors \\['lost'\\]"):
+        jc.from_onnx(model)
+    model.graph.node[0].input[0] = "x"
+    model.graph.output[0].name = "nowhere"
+    with pytest.raises(ValueError, match="graph output 'nowhere'"):
+        jc.from_onnx(model)
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,8 @@
 """Exact binomial statistics against SciPy and statsmodels."""
 
+import decimal
 import itertools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -112,30 +114,172 @@ def test_binom_pvalue_matches_scipy():
         if 0 <= k <= n
     ]
     cases += [(4_999_000, 10**7, 0.5), (5_010_000, 10**7, 0.5), (123, 1000, 0.01)]
+    cases += [(285, 2304, 0.5), (6274, 17546, 0.5)]  # p-values 4.5e-321 and 9.5e-316
     k, n, p = map(np.array, zip(*cases))
     got = np.asarray(jc.stats.binom_pvalue(k, n, p))
     want = np.array([scipy.stats.binomtest(int(a), int(b), float(c)).pvalue for a, b, c in cases])
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-300)
+    assert np.all(got >= want)  # subnormal p-values (which underflow) read as 2.2e-308
 
 
 def test_float32_radius_is_accurate_through_the_complement():
     """In float32, Phi^{-1} of pA_lower from its complement keeps the radius accurate."""
     n = 100_000
     ks = np.array([60_000, 90_000, 99_000, 99_900, 99_990, 99_999, 100_000])
-    _, complement = lower_bound_pair(ks, n, 0.001)
+    complement = jc.stats.upper_confidence_bound(n - ks, n, 0.001)  # 1 - pA_lower, rounded up
     assert complement.dtype == jnp.float32
     radius = -scipy.stats.norm.ppf(np.asarray(complement, np.float64))
     want = scipy.stats.norm.ppf([_beta_lower(k, n, 0.001) for k in ks])
     np.testing.assert_allclose(radius, want, rtol=2e-5)
+    assert np.all(radius <= want)
 
 
 def test_jit_and_batch():
-    f = jax.jit(jc.stats.lower_confidence_bound)
-    k = jnp.array([[5, 6], [7, 8]])
-    got = f(k, 10, 0.01)
-    assert got.shape == (2, 2)
-    np.testing.assert_allclose(got, jc.stats.lower_confidence_bound(k, 10, 0.01), rtol=1e-6)
-    assert jax.jit(jc.stats.binom_pvalue)(3, 10, 0.5).shape == ()
+    with jax.enable_x64(True):
+        f = jax.jit(jc.stats.lower_confidence_bound)
+        k = jnp.array([[5, 6], [7, 8]])
+        got = f(k, 10, 0.01)
+        assert got.shape == (2, 2) and got.dtype == jnp.float64
+        np.testing.assert_array_equal(got, jc.stats.lower_confidence_bound(k, 10, 0.01))
+        assert jax.jit(jc.stats.binom_pvalue)(3, 10, 0.5).shape == ()
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda k: jax.jit(jc.stats.lower_confidence_bound)(k, 10, 0.01),
+        lambda k: jax.vmap(jc.stats.upper_confidence_bound, (0, None, None))(k, 10, 0.01),
+        lambda k: jax.jit(jc.stats.clopper_pearson)(k, 10, 0.01),
+        lambda k: jax.jit(jc.stats.binom_pvalue)(k, 10),
+    ],
+    ids=["jit_lower", "vmap_upper", "jit_clopper_pearson", "jit_binom_pvalue"],
+)
+def test_float32_is_refused_under_jit(call):
+    """Traced float32 counts cannot be checked (nor held above 2^24): x64 is required."""
+    with pytest.raises(TypeError, match="jax.enable_x64"):
+        call(jnp.array([3, 4]))
+
+
+# --------------------------------------------------------------- outward rounding, float32
+
+
+def _decimal_lower(k, n, alpha):
+    """The exact lower bound to 40 digits: P(Binomial(n, p) >= k) = alpha, bisected in log p."""
+    alpha = decimal.Decimal(alpha)
+
+    def tail(p):
+        return sum(math.comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(k, n + 1))
+
+    lo, hi = decimal.Decimal(-800), decimal.Decimal(0)  # log p
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if tail(mid.exp()) > alpha else (mid, hi)
+    return lo.exp()
+
+
+def _decimal_complement_n_minus_1(n, alpha):
+    """1 - the exact lower bound at k = n - 1: (1 - c)^(n - 1) (1 + (n - 1) c) = alpha."""
+    n, log_alpha = decimal.Decimal(n), decimal.Decimal(alpha).ln()
+    lo, hi = decimal.Decimal(0), decimal.Decimal(1) - decimal.Decimal(10) ** -40
+    for _ in range(200):
+        c = (lo + hi) / 2
+        above = (n - 1) * (1 - c).ln() + (1 + (n - 1) * c).ln() > log_alpha
+        lo, hi = (c, hi) if above else (lo, c)
+    return hi
+
+
+def test_float32_counts_above_2_24_are_computed_in_float64():
+    """Before: in float32, k = 2^25 - 1 rounded to n and gave 0.99999982 (exact 0.99999972),
+    and k = n = 1 at alpha 1e-10 gave 1.0000000827e-10 (exact: alpha)."""
+    with decimal.localcontext(prec=60):
+        n = 2**25
+        exact = 1 - _decimal_complement_n_minus_1(n, 1e-3)
+        got = jc.stats.lower_confidence_bound(n - 1, n, 1e-3)
+        assert got.dtype == jnp.float32
+        assert decimal.Decimal(float(got)) <= exact
+        assert decimal.Decimal(float(np.nextafter(got, np.float32(1)))) > exact  # the float below
+        upper = jc.stats.upper_confidence_bound(1, n, 1e-3)  # the same bound for the failures
+        assert decimal.Decimal(float(upper)) >= 1 - exact
+        tiny = jc.stats.lower_confidence_bound(1, 1, 1e-10)
+        assert decimal.Decimal(float(tiny)) <= decimal.Decimal(1e-10)
+        assert float(tiny) > 1e-10 * (1 - 1e-7)
+
+
+def _outward_cases():
+    rng = np.random.default_rng(5)
+    cases = []
+    for n in (1, 2, 7, 50, 1000, 100_000, 2**24 + 1):
+        ks = {0, 1, 2, n // 3, n // 2, n - 2, n - 1, n, *rng.integers(0, n + 1, 2).tolist()}
+        for k in sorted(x for x in ks if 0 <= x <= n):
+            cases += [(k, n, alpha) for alpha in (1e-10, 1e-3, 0.05, 0.5, 0.999)]
+    return [np.array(v) for v in zip(*cases)]
+
+
+@pytest.mark.parametrize("x64", [False, True])
+def test_bounds_are_rounded_outward_against_scipy(x64):
+    """A lower bound never above the exact one, an upper bound never below, in either dtype."""
+    k, n, alpha = _outward_cases()
+    with jax.enable_x64(x64):
+        lower = jc.stats.lower_confidence_bound(k, n, alpha)
+        upper = jc.stats.upper_confidence_bound(k, n, alpha)
+        two_lower, two_upper = jc.stats.clopper_pearson(k, n, alpha)
+    assert lower.dtype == (jnp.float64 if x64 else jnp.float32)
+    ulp = np.finfo(lower.dtype).eps
+    interior = (k > 0) & (k < n)
+    want_lower = np.where(k == n, alpha ** (1.0 / n), 0.0)
+    want_lower[interior] = scipy.stats.beta.ppf(alpha, k, n - k + 1)[interior]
+    want_upper = np.where(k == 0, -np.expm1(np.log(alpha) / n), 1.0)
+    want_upper[interior] = scipy.stats.beta.isf(alpha, k + 1, n - k)[interior]
+    half_lower = scipy.stats.beta.ppf(alpha / 2, np.maximum(k, 1), n - k + 1)
+    half_upper = scipy.stats.beta.isf(alpha / 2, k + 1, np.maximum(n - k, 1))
+    for got, want, sign in [
+        (lower, want_lower, 1),
+        (upper, want_upper, -1),
+        (two_lower, np.where(k == 0, 0.0, half_lower), 1),
+        (two_upper, np.where(k == n, 1.0, half_upper), -1),
+    ]:
+        got = np.asarray(got, np.float64)
+        assert np.all(sign * (got - want) <= 0)
+        # ... and tight: within 1e-6 of the smaller of want and 1 - want, plus a rounding.
+        assert np.all(sign * (want - got) <= 1e-6 * np.minimum(want, 1 - want) + 2 * ulp * want)
+
+
+def test_bounds_are_rounded_outward_at_extreme_alpha():
+    """alpha down to 1e-300, against 40-digit binomial sums (SciPy is off by 4e-4 there)."""
+    cases = [(k, n, a) for n in (1, 7, 50) for k in sorted({1, 2, n // 2, n - 1, n}) if 0 < k <= n
+             for a in (1e-300, 1e-100, 1e-20)]  # fmt: skip
+    k, n, alpha = map(np.array, zip(*cases))
+    with decimal.localcontext(prec=40):
+        exact = [_decimal_lower(*case) for case in cases]
+        with jax.enable_x64(True):
+            lower, complement = (np.asarray(v) for v in lower_bound_pair(k, n, alpha))
+        for got, got_complement, want in zip(lower, complement, exact):
+            assert decimal.Decimal(float(got)) <= want
+            # Tight too, but where Newton cannot reach 1e-301 in its steps (k = 1 at alpha
+            # 1e-300) the answer is the bracket's safe end, 0.
+            assert got >= float(want) * (1 - 1e-6) or (got == 0 and want < 1e-290)
+            assert decimal.Decimal(float(got_complement)) >= 1 - want
+        single = np.asarray(jc.stats.lower_confidence_bound(k, n, alpha))  # float32
+        for got, want in zip(single, exact):
+            assert decimal.Decimal(float(got)) <= want
+
+
+@pytest.mark.parametrize("x64", [False, True])
+def test_binom_pvalue_is_rounded_up_against_scipy(x64):
+    cases = [
+        (k, n, p)
+        for n in (1, 10, 1001, 10**5, 2**24 + 1, 2**25)
+        for p in (0.5, 0.3, 0.01)
+        for k in sorted({0, 1, int(n * p) - 3 * int(np.sqrt(n)), n // 2 + 1, n - 1, n})
+        if 0 <= k <= n
+    ]
+    k, n, p = map(np.array, zip(*cases))
+    with jax.enable_x64(x64):
+        got = np.asarray(jc.stats.binom_pvalue(k, n, p), np.float64)
+    want = np.array([scipy.stats.binomtest(int(a), int(b), float(c)).pvalue for a, b, c in cases])
+    assert np.all(got >= want)
+    tiny = 1e-300 if x64 else 2 * float(np.finfo(np.float32).smallest_subnormal)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=tiny)
 
 
 @pytest.mark.parametrize(
@@ -148,6 +292,8 @@ def test_jit_and_batch():
         (lambda: jc.stats.clopper_pearson(0, 0, 0.1), "n"),
         (lambda: jc.stats.clopper_pearson(1.5, 3, 0.1), "k"),
         (lambda: jc.stats.binom_pvalue(3, 10, 1.0), "p"),
+        (lambda: jc.stats.lower_confidence_bound(2**53, 2**53 + 2, 0.1), "2\\^53"),
+        (lambda: jc.stats.binom_pvalue(2**53, 2**54, 0.5), "2\\^53"),
     ],
 )
 def test_bad_input(call, match):

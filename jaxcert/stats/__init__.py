@@ -1,4 +1,5 @@
-"""Exact binomial statistics in pure JAX (batched, jit-able, float64 when x64 is enabled)."""
+"""Exact binomial statistics in pure JAX, computed in float64 and rounded outward (batched;
+jit-able when x64 is enabled)."""
 
 from ._binomial import binom_pvalue as binom_pvalue
 from ._clopper_pearson import clopper_pearson as clopper_pearson

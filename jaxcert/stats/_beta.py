@@ -141,7 +141,10 @@ def beta_isf(a, b, alpha):
     Safeguarded Newton on log P(Beta > q), which is concave for a, b >= 1 (a log-concave law),
     so Newton steps approach the root monotonically from above; a step that leaves the bracket
     falls back to bisection. Both members of the pair are updated by the same step, so whichever
-    is small keeps its relative precision (1 - p_lower near 1, p_lower near 0).
+    is small keeps its relative precision (1 - p_lower near 1, p_lower near 0). Where the
+    iteration stops before converging (extreme alpha such as 1e-100), the result is the
+    bracket's upper end, the smallest q seen with P(Beta > q) <= alpha (q = 1 if none), which
+    is not below the root.
     """
     a, b, alpha = jnp.broadcast_arrays(a, b, alpha)
     dtype = alpha.dtype
@@ -180,5 +183,5 @@ def beta_isf(a, b, alpha):
         nx, ny = jnp.where(converged, x, nx), jnp.where(converged, y, ny)
         return (it + 1, nx, ny, lo_x, lo_y, hi_x, hi_y, converged)
 
-    _, x, y, *_ = lax.while_loop(cond, body, init)
-    return x, y
+    _, x, y, _, _, hi_x, hi_y, done = lax.while_loop(cond, body, init)
+    return jnp.where(done, x, hi_x), jnp.where(done, y, hi_y)

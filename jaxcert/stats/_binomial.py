@@ -5,6 +5,9 @@ the one observed (the "minlike" rule of R's binom.test and SciPy's binomtest, wi
 relative tolerance 1e-7 for ties). Probabilities come from Loader's saddle-point form and the
 tail sums from the incomplete beta function, so n may be in the tens of millions.
 
+The p-value is computed in float64 and rounded up (see `_float64`): never smaller than the
+exact one, in float32 too.
+
 References:
   C. Loader, "Fast and accurate computation of binomial probabilities", 2000.
 """
@@ -17,6 +20,7 @@ from jax import lax
 
 from .. import _validate
 from ._beta import _bd0, _stirlerr, beta_tails
+from ._float64 import check_trials, in_float64, require_float64, slack
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _LOG_TIE_TOLERANCE = math.log1p(1e-7)
@@ -72,31 +76,38 @@ def _first_true(predicate, lo, hi):
 def binom_pvalue(k, n, p=0.5):
     """Two-sided exact binomial test p-value of k successes in n trials against proportion p.
 
-    Equal to `scipy.stats.binomtest(k, n, p).pvalue`. Batched by broadcasting, jit-able, and
-    float64 when x64 is enabled. Cohen et al.'s PREDICT abstains unless the p-value of the top
-    count nA against nA + nB trials at p = 1/2 is at most alpha.
+    Equal to `scipy.stats.binomtest(k, n, p).pvalue`, rounded up: never below the exact value.
+    Batched by broadcasting. Computed in float64: with x64 disabled, on the host, the result
+    rounded up to float32; under jit or vmap x64 must be enabled. Cohen et al.'s PREDICT
+    abstains unless the p-value of the top count nA against nA + nB trials at p = 1/2 is at
+    most alpha.
 
     Args:
       k: successes, integer-valued array with 0 <= k <= n.
-      n: trials, integer-valued array >= 1.
+      n: trials, integer-valued array with 1 <= n <= 2^53.
       p: the proportion under the null hypothesis, in (0, 1).
 
     Returns:
       The p-value, an array of the broadcast shape of the arguments.
+
+    Raises:
+      ValueError: counts or p out of range.
+      TypeError: traced arguments (inside jit or vmap) with x64 disabled.
 
     References:
       C. J. Clopper, E. S. Pearson, Biometrika 1934; Cohen, Rosenfeld, Kolter, "Certified
       Adversarial Robustness via Randomized Smoothing", ICML 2019 (PREDICT).
     """
     _validate.check_counts("k", k, "n", n)
+    check_trials(n)
     _validate.check_open_unit("p", p)
-    return _binom_pvalue(k, n, p)
+    return in_float64(lambda *args: (_binom_pvalue(*args),), [1], k, n, p)[0]
 
 
 @jax.jit
 def _binom_pvalue(k, n, p):
-    dtype = jnp.result_type(float)
-    k, n, p = jnp.broadcast_arrays(*(jnp.asarray(v, dtype) for v in (k, n, p)))
+    require_float64()
+    k, n, p = jnp.broadcast_arrays(*(jnp.asarray(v, jnp.float64) for v in (k, n, p)))
     q = 1.0 - p
     mean = n * p
     threshold = _logpmf(k, n, p, q) + _LOG_TIE_TOLERANCE
@@ -111,4 +122,5 @@ def _binom_pvalue(k, n, p):
     last = _first_true(lambda j: ~no_more_likely(j), jnp.zeros_like(n), jnp.floor(mean)) - 1.0
     above = _cdf(last, n, p, q) + _sf_from(k, n, p, q)
     pvalue = jnp.where(k < mean, below, jnp.where(k > mean, above, 1.0))
-    return jnp.minimum(pvalue, 1.0)
+    # Rounded up; a p-value below the smallest normal float64 (which underflows) reads as it.
+    return jnp.clip(pvalue * (1.0 + slack(n)), jnp.finfo(jnp.float64).tiny, 1.0)
