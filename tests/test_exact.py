@@ -113,28 +113,6 @@ def test_lp_tightening_is_sound_and_never_looser():
     assert narrower > 0  # the LP does tighten something on this network
 
 
-def test_race_returns_the_first_decisive_answer_and_stops_the_other_solver():
-    from ortools.math_opt.python import mathopt
-
-    from jaxcert.exact._race import Race
-
-    model = mathopt.Model()
-    x = [model.add_integer_variable(lb=0, ub=10) for _ in range(3)]
-    equation = model.add_linear_constraint(2 * x[0] + 2 * x[1] + 2 * x[2] == 7)  # no solution
-    model.objective.set_to_expression(x[0])
-    with Race() as race:
-        result, _ = race.solve(model, 10.0, None, "minimum")
-        assert result.termination.reason == mathopt.TerminationReason.INFEASIBLE
-        equation.lower_bound = equation.upper_bound = 8
-        result, solver = race.solve(model, 10.0, None, "minimum")
-        assert result.termination.reason == mathopt.TerminationReason.OPTIMAL
-        assert result.objective_value() == pytest.approx(0.0) and solver in ("scip", "highs")
-        processes = [w.process for w in race.workers]
-    assert all(p.poll() is not None for p in processes)  # no worker outlives the race
-    with Race() as race:
-        assert all(w.process is None for w in race.workers)  # started only when needed
-
-
 def test_milp_ge_lp_ge_crown_with_the_same_intermediate_bounds():
     params = random_mlp(5, (3, 6, 5, 3))
     x = jnp.asarray([[0.5, 0.4, 0.6]], jnp.float32)
