@@ -115,7 +115,8 @@ def verify(
         nothing here.
       time_limit: seconds per image (> 0), counting each image's share of the batch's bound
         and attack computations. The bounds always run (a compiled computation cannot be
-        interrupted, and the first call on a network also compiles it); every later phase
+        interrupted, and the first call on a network also compiles it, as the first LP model
+        built compiles its layers' Jacobians: either can overrun a small limit); every phase
         (attack, LPs, tightening, each MILP) starts only while the image has time left, and
         the solvers get only the time left (a race's workers are killed GRACE = 0.5 s after
         it). An image stopped by its limit answers "unknown" (or "unconfirmed").
@@ -177,33 +178,26 @@ def verify(
     def time_left():  # in the batch's budget
         return time_limit * batch - (time.perf_counter() - began)
 
+    if open_.any():  # the size of the outputs over each set, for the rounding threshold
+        out = crown(net, spec, intermediate=relu_bounds)
+        scale = np.max(np.maximum(np.abs(out.lower), np.abs(out.upper)), axis=1)
     attacked = None
     if attack_steps and open_.any() and time_left() > 0:
         attacked = _attack(net, spec, y, attack_steps, seed)
-    scale = None  # the size of the outputs over each set, for the rounding threshold
-    if open_.any() and time_left() > 0:
-        out = crown(net, spec, intermediate=relu_bounds)
-        scale = np.max(np.maximum(np.abs(out.lower), np.abs(out.upper)), axis=1)
     shared = (time.perf_counter() - began) / batch  # bounds and attack, per image
     dtype = net.graph.input_var.dtype
     results = []
     with Race() if solver == "race" else contextlib.nullcontext(solver) as engine:
         for b in range(batch):
             example = jax.tree.map(lambda a, b=b: a[b], spec)
-            if attacked is not None and attacked[1][b] > 0 and open_[b]:
-                found = _confirm(net, example, attacked[0][b], int(y[b]))
-                if found is not None:
-                    target = int(jnp.argmax(net(jnp.asarray(found[None]))[0]))
-                    lower, upper = float(np.min(proved[b])), float(-attacked[1][b])
-                    results.append(
-                        Verification("falsified", lower, upper, target, found, shared, 0)
-                    )
-                    continue
-            threshold = None if scale is None else _threshold(scale[b], dtype)
+            attack = None  # a point the attack misclassifies (in float32), and its margin
+            if attacked is not None and attacked[1][b] > 0:
+                attack = attacked[0][b], float(-attacked[1][b])
+            threshold = _threshold(scale[b], dtype) if open_[b] else None
             example_bounds = [Interval(r.lower[b], r.upper[b]) for r in relu_bounds]
             result = _verify_one(
-                net, example, example_bounds, int(y[b]), proved[b], engine, time_limit - shared,
-                threads, mode, tighten, threshold,
+                net, example, example_bounds, int(y[b]), proved[b], attack, threshold,
+                time_limit - shared, engine, threads, mode, tighten,
             )  # fmt: skip
             results.append(result._replace(seconds=result.seconds + shared))
     return results
@@ -280,9 +274,11 @@ def margin_optima(net, spec, y, *, solver="scip", time_limit=60.0, bounds="crown
 
 
 def _verify_one(
-    net, example, relu_bounds, label, proved, engine, budget, threads, mode, tighten, threshold
-):
-    """One image's LPs and MILPs within `budget` seconds; `threshold` is tau (None: no time)."""
+    net, example, relu_bounds, label, proved, attack, threshold, budget, engine, threads, mode,
+    tighten,
+):  # fmt: skip
+    """One image: the attack's point confirmed, then LPs and MILPs, within `budget` seconds.
+    `threshold` is tau (None if the bounds proved every class)."""
     began = time.perf_counter()
 
     def left():
@@ -305,8 +301,14 @@ def _verify_one(
 
     if not targets:
         return answer("verified")
-    if threshold is None or left() <= 0:
+    if left() <= 0:
         return stopped()
+    if attack is not None:
+        counterexample = _confirm(net, example, attack[0], label)
+        if counterexample is not None:
+            upper = attack[1]
+            target = int(jnp.argmax(net(jnp.asarray(counterexample[None]))[0]))
+            return answer("falsified", counterexample)
     # Every LP first (they are cheap), again after tightening the ReLU bounds by LP if some
     # class is still open and the tightening fits; the MILPs then go from the most promising
     # target on.
@@ -337,8 +339,10 @@ def _verify_one(
         for search in ("decide", "minimum") if mode == "decide" else ("minimum",):
             if left() <= 0:
                 return stopped()
-            result = _solve(model, outputs, label, j, engine, left(), threads, search, threshold)
-            if result is None:  # the race had no answer by its deadline
+            # the solver gets the time left but a twentieth, kept to confirm its solution
+            limit = 0.95 * left()
+            result = _solve(model, outputs, label, j, engine, limit, threads, search, threshold)
+            if result is None:  # no answer by the race's deadline
                 return stopped()
             reason = result.termination.reason
             if reason == mathopt.TerminationReason.INFEASIBLE:  # no input has margin <= 2 tau
@@ -349,6 +353,8 @@ def _verify_one(
                 if dual > 2 * threshold:
                     best[j] = max(best[j], threshold if raced else dual - threshold)
             if result.has_primal_feasible_solution():
+                if left() <= 0:  # no time to evaluate the solution in the model
+                    return stopped()
                 x = np.array([result.variable_values(v) for v in inputs]).reshape(net.input_shape)
                 if not raced:
                     reached = _margin(net, example, x, label)
