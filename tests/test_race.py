@@ -8,12 +8,17 @@ import sys
 import textwrap
 import time
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from ortools.math_opt.python import mathopt
+from test_exact import mlp_apply, random_mlp
 
+import jaxcert as jc
 from jaxcert.exact import _race
 from jaxcert.exact._race import Race
+
+COMMAND = _race._Worker.command
 
 
 def no_solution_model():
@@ -63,10 +68,9 @@ def wrapped(monkeypatch, tmp_path, body):
         + textwrap.dedent(body)
         + "sys.argv = argv\nrunpy.run_path(race_path, run_name='__main__')\n"
     )
-    command = _race._Worker.command
 
     def through_script(self, request, reply):
-        python, *rest = command(self, request, reply)
+        python, *rest = COMMAND(self, request, reply)
         return [python, str(script), *rest]
 
     monkeypatch.setattr(_race._Worker, "command", through_script)
@@ -94,6 +98,34 @@ def test_solver_output_on_fd_1_does_not_reach_the_parent(monkeypatch, tmp_path):
         for _ in range(2):
             result, _ = race.solve(model, 10.0, None, "decide")
             assert result.termination.reason == mathopt.TerminationReason.INFEASIBLE
+
+
+@pytest.mark.parametrize("mode", ["decide", "minimum"])
+def test_the_margins_do_not_depend_on_which_solver_wins(monkeypatch, tmp_path, mode):
+    params = random_mlp(2, (3, 8, 8, 3))
+    x = jnp.asarray(np.random.default_rng(10).uniform(0.2, 0.8, (5, 3)), jnp.float32)
+    y = np.asarray(jnp.argmax(mlp_apply(params, x), axis=1))
+    net = jc.trace(mlp_apply, params, x[:1])
+    answers = []
+    for slow in ("scip", "highs"):  # each solver held back in turn, so that the other wins
+        wrapped(
+            monkeypatch,
+            tmp_path,
+            f"""
+            import time
+            from ortools.math_opt.python import mathopt
+            solve = mathopt.solve
+            def held_back(*args, **kwargs):
+                time.sleep(0.5 if argv[1] == {slow!r} else 0.0)
+                return solve(*args, **kwargs)
+            mathopt.solve = held_back
+            """,
+        )
+        results = jc.exact.verify(net, jc.LinfBall(x, 0.2), y, attack_steps=0, mode=mode)
+        answers.append([(r.status, r.margin_lower, r.margin_upper, r.binaries) for r in results])
+    assert answers[0] == answers[1]
+    decided = {status for status, *_, binaries in answers[0] if binaries}
+    assert decided == {"verified", "falsified"}  # by MILPs
 
 
 def test_a_malformed_reply_is_a_clear_error(monkeypatch, tmp_path):
