@@ -189,30 +189,40 @@ def alive(pid):
         return False
 
 
+RACE_PARENT = """
+import importlib.util
+from ortools.math_opt import model_pb2
+from ortools.math_opt.python import mathopt
+spec = importlib.util.spec_from_file_location("race", {race!r})
+race = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(race)
+with open({model!r}, "rb") as f:
+    proto = model_pb2.ModelProto.FromString(f.read())
+with race.Race() as r:
+    r.solve(mathopt.Model.from_model_proto(proto), 120.0, None, "decide")
+"""
+VERIFY_PARENT = """
+import sys
+sys.path.insert(0, {tests!r})
+import jax.numpy as jnp, numpy as np, jaxcert as jc
+from test_exact import mlp_apply, random_mlp
+params = random_mlp(0, (10, 40, 40, 10))  # its MILPs take minutes (test_exact)
+x = jnp.asarray(np.random.default_rng(1).uniform(0.2, 0.8, (2, 10)), jnp.float32)
+y = np.asarray(jnp.argmax(mlp_apply(params, x), axis=1))
+net = jc.trace(mlp_apply, params, x[:1])
+options = dict(bounds="ibp", attack_steps=0, mode="minimum", time_limit=120)
+jc.exact.verify(net, jc.LinfBall(x, 0.3), y, **options)
+"""
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux")
-def test_workers_die_with_their_parent_when_it_is_killed_during_a_solve(tmp_path):
-    # The parent imports only the race (no JAX), so that it reaches the solve in about a second.
-    (tmp_path / "model.pb").write_bytes(hard_model().export_model().SerializeToString())
-    parent = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            textwrap.dedent(
-                f"""
-                import importlib.util
-                from ortools.math_opt import model_pb2
-                from ortools.math_opt.python import mathopt
-                spec = importlib.util.spec_from_file_location("race", {_race.__file__!r})
-                race = importlib.util.module_from_spec(spec)
-                spec.loader.exec_module(race)
-                with open({str(tmp_path / "model.pb")!r}, "rb") as f:
-                    proto = model_pb2.ModelProto.FromString(f.read())
-                with race.Race() as r:
-                    r.solve(mathopt.Model.from_model_proto(proto), 120.0, None, "decide")
-                """
-            ),
-        ]
-    )
+@pytest.mark.parametrize("script", [RACE_PARENT, VERIFY_PARENT], ids=["race", "verify"])
+def test_workers_die_with_their_parent_when_it_is_killed_during_a_solve(tmp_path, script):
+    # The race's parent imports no JAX, so that it reaches the solve in about a second.
+    model = tmp_path / "model.pb"
+    model.write_bytes(hard_model().export_model().SerializeToString())
+    code = script.format(race=_race.__file__, model=str(model), tests=os.path.dirname(__file__))
+    parent = subprocess.Popen([sys.executable, "-c", code])
     try:
         deadline = time.monotonic() + 60
         workers = []
