@@ -118,8 +118,9 @@ def verify(
         interrupted, and the first call on a network also compiles it, as the first LP model
         built compiles its layers' Jacobians: either can overrun a small limit); every phase
         (attack, LPs, tightening, each MILP) starts only while the image has time left, and
-        the solvers get only the time left (a race's workers are killed GRACE = 0.5 s after
-        it). An image stopped by its limit answers "unknown" (or "unconfirmed").
+        the solvers get only the time left but a twentieth, kept to confirm a solution (a
+        race's workers are killed GRACE = 0.5 s after their limit). An image stopped by its
+        limit answers "unknown" (or "unconfirmed").
       bounds: "crown", "crown-ibp", "alpha-crown" or "ibp": proves classes before any LP and
         gives the ReLU bounds (tighter bounds mean fewer binaries and smaller big-M constants).
       threads: solver threads (SCIP, also in the race), or None for the solver's default.
@@ -127,7 +128,8 @@ def verify(
         of f_y and stops at the first such input, so a falsified image costs one solution and a
         verified one an infeasibility proof; `margin_lower` is then a proof that the margin is
         positive, not its value. "minimum" minimises every open margin to optimality, so
-        `margin_lower`/`margin_upper` bracket the exact minimum margin.
+        with a single solver `margin_lower`/`margin_upper` bracket the exact minimum margin
+        (within 2 tau); a race reports only its decisions (see `Verification`).
       attack_steps: steps of a PGD attack (`jaxcert.attacks.pgd`, 4 restarts) run on the batch
         first (l_inf balls and boxes): an attack point that the model misclassifies (checked in
         float32 and float64) settles its image as "falsified" without any solver; 0 skips it.
