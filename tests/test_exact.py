@@ -1,6 +1,7 @@
 """Complete verification against brute-force enumeration of activation patterns."""
 
 import itertools
+import time
 
 import jax
 import jax.numpy as jnp
@@ -113,28 +114,6 @@ def test_lp_tightening_is_sound_and_never_looser():
     assert narrower > 0  # the LP does tighten something on this network
 
 
-def test_race_returns_the_first_decisive_answer_and_stops_the_other_solver():
-    from ortools.math_opt.python import mathopt
-
-    from jaxcert.exact._race import Race
-
-    model = mathopt.Model()
-    x = [model.add_integer_variable(lb=0, ub=10) for _ in range(3)]
-    equation = model.add_linear_constraint(2 * x[0] + 2 * x[1] + 2 * x[2] == 7)  # no solution
-    model.objective.set_to_expression(x[0])
-    with Race() as race:
-        result, _ = race.solve(model, 10.0, None, "minimum")
-        assert result.termination.reason == mathopt.TerminationReason.INFEASIBLE
-        equation.lower_bound = equation.upper_bound = 8
-        result, solver = race.solve(model, 10.0, None, "minimum")
-        assert result.termination.reason == mathopt.TerminationReason.OPTIMAL
-        assert result.objective_value() == pytest.approx(0.0) and solver in ("scip", "highs")
-        processes = [w.process for w in race.workers]
-    assert all(p.poll() is not None for p in processes)  # no worker outlives the race
-    with Race() as race:
-        assert all(w.process is None for w in race.workers)  # started only when needed
-
-
 def test_milp_ge_lp_ge_crown_with_the_same_intermediate_bounds():
     params = random_mlp(5, (3, 6, 5, 3))
     x = jnp.asarray([[0.5, 0.4, 0.6]], jnp.float32)
@@ -189,3 +168,62 @@ def test_minimal_distortion_of_a_known_boundary():
     z = found.counterexample
     assert np.abs(z - 0.5).max() <= found.adversarial_eps + 1e-6
     assert int(jnp.argmax(apply_fn(None, z[None])[0])) == 1
+
+
+def test_the_time_limit_holds_when_the_milp_cannot_finish():
+    # Minimising the margins of this network (78 binaries under IBP bounds) takes far longer
+    # than the limit; the bounds cannot decide, the attack is off.
+    params = random_mlp(0, (10, 40, 40, 10))
+    x = jnp.asarray(np.random.default_rng(1).uniform(0.2, 0.8, (2, 10)), jnp.float32)
+    y = np.asarray(jnp.argmax(mlp_apply(params, x), axis=1))
+    net = jc.trace(mlp_apply, params, x[:1])
+    spec = jc.LinfBall(x, 0.3)
+    options = dict(bounds="ibp", attack_steps=0, mode="minimum")
+    for warm_up in (1e-6, 0.5):  # compiles the bounds, then the layers of the LP model
+        jc.exact.verify(net, spec, y, time_limit=warm_up, **options)
+    limit = 2.0
+    began = time.perf_counter()
+    results = jc.exact.verify(net, spec, y, time_limit=limit, **options)
+    took = time.perf_counter() - began
+    allowed = limit + max(1.0, 0.05 * limit)
+    assert all(r.status != "verified" for r in results) and any(r.binaries for r in results)
+    assert all(r.seconds <= allowed for r in results), [r.seconds for r in results]
+    assert took <= len(results) * allowed, took
+    began = time.perf_counter()
+    results = jc.exact.verify(net, spec, y, time_limit=1e-6, **options)
+    assert time.perf_counter() - began < 1.0
+    assert [r.status for r in results] == ["unknown", "unknown"]
+    assert all(r.margin_lower <= 0 for r in results)
+
+
+@pytest.mark.parametrize("delta", [1e-7, 1e-6])
+def test_a_near_zero_margin_at_a_large_output_scale_is_never_verified(delta):
+    # Outputs of order 1e3 (weights x10 per layer), the last bias of the true class moved so
+    # that the exact minimum margin (float64 enumeration) is -delta * 1e3. Bounds "ibp" and no
+    # attack, so that the LP and MILP decide: before the threshold scaled with the outputs,
+    # SCIP answered "verified" for both deltas in mode "decide".
+    params = [(w * 10, b * 10 ** (i + 1)) for i, (w, b) in enumerate(random_mlp(0))]
+    params = [(np.float64(np.float32(w)), np.float64(np.float32(b))) for w, b in params]
+    x = jnp.asarray(np.random.default_rng(10).uniform(0.2, 0.8, (1, 3)), jnp.float32)
+    y = int(jnp.argmax(mlp_apply(params, x), axis=1)[0])
+    spec = jc.LinfBall(x, 0.15)
+    lower, upper = (np.asarray(v[0], np.float64) for v in spec.box())
+    minimum = min(exact_min_margin(params, lower, upper, y, j) for j in range(3) if j != y)
+    w, b = params[-1]
+    shifted = np.float64(np.float32(b[y] - minimum - delta * 1e3))
+    minimum += shifted - b[y]  # every margin f_y - f_j moves with the bias of class y
+    params[-1] = (w, np.where(np.arange(3) == y, shifted, b))
+    assert -2e3 * delta < minimum < 0
+    net = jc.trace(mlp_apply, [(jnp.float32(w), jnp.float32(b)) for w, b in params], x)
+    for mode in ("decide", "minimum"):
+        for solver in ("scip", "highs"):
+            r = jc.exact.verify(
+                net, spec, [y], solver=solver, bounds="ibp", attack_steps=0, mode=mode,
+                time_limit=10,
+            )[0]  # fmt: skip
+            assert r.status != "verified" and r.margin_lower <= minimum, (mode, solver, r)
+            if r.status == "falsified":  # checked by a float64 NumPy forward pass
+                h = np.asarray(r.counterexample, np.float64)
+                for k, (w, b) in enumerate(params):
+                    h = h @ w + b if k == len(params) - 1 else np.maximum(h @ w + b, 0)
+                assert np.argmax(h) != y

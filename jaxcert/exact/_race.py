@@ -4,15 +4,24 @@ OR-Tools' solve interrupter does not stop SCIP or HiGHS promptly in this build, 
 runs in a worker process (this file run as a script: it imports OR-Tools only, not JAX) that
 receives the model as a MathOpt proto and returns the result proto. When one solver settles the
 query, the other worker is killed and a fresh one is started for the next query.
+
+The worker talks to the parent over two private pipes, never over its stdin and stdout: solver
+libraries print diagnostics on file descriptor 1, which the worker points at /dev/null. Every
+message is framed by a magic number and its length, and the parent refuses a frame that does not
+start with them. A worker dies with the process that started it (Linux parent-death signal),
+and exits when its request pipe closes.
 """
 
+import ctypes
 import datetime
 import os
 import pickle
 import select
+import signal
 import struct
 import subprocess
 import sys
+import time
 
 from ortools.math_opt import model_pb2, result_pb2
 from ortools.math_opt.python import mathopt
@@ -23,6 +32,13 @@ SOLVER_TYPES = {
     "highs": mathopt.SolverType.HIGHS,
     "glop": mathopt.SolverType.GLOP,
 }
+# The parent waits this long past a query's time limit before it kills a worker that has not
+# answered (a solver overruns its limit a little; a new worker first loads OR-Tools).
+GRACE = 0.5
+_MAGIC = b"JXCR"
+_HEAD = struct.Struct("<4sQ")
+_MAX_FRAME = 1 << 36  # 64 GiB: any larger length is a corrupt header
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def solve_parameters(solver, time_limit, threads, search):
@@ -40,17 +56,33 @@ def solve_parameters(solver, time_limit, threads, search):
     return params
 
 
-def _send(stream, value):
+def _send(fd, value):
     data = pickle.dumps(value)
-    stream.write(struct.pack("<Q", len(data)) + data)
-    stream.flush()
+    view = memoryview(_HEAD.pack(_MAGIC, len(data)) + data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
-def _receive(stream):
-    head = stream.read(8)
-    if len(head) < 8:
-        raise EOFError("the worker closed its pipe")
-    return pickle.loads(stream.read(struct.unpack("<Q", head)[0]))
+def _read(fd, size):
+    chunks = []
+    while size:
+        chunk = os.read(fd, min(size, 1 << 24))
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _receive(fd, sender):
+    """One framed message from `fd`; `sender` names the other end in errors."""
+    head = _read(fd, _HEAD.size)
+    magic, size = _HEAD.unpack(head)
+    if magic != _MAGIC or size > _MAX_FRAME:
+        raise RuntimeError(
+            f"the {sender} sent a malformed message (it starts {head!r}, not a jaxcert frame)"
+        )
+    return pickle.loads(_read(fd, size))
 
 
 class _Worker:
@@ -60,23 +92,52 @@ class _Worker:
     def __init__(self, solver):
         self.solver, self.process = solver, None
 
+    def command(self, request, reply):
+        """The worker's command line, given the fds of its request and reply pipes."""
+        return [sys.executable, os.path.abspath(__file__), self.solver, str(os.getpid()),
+                str(request), str(reply)]  # fmt: skip
+
     def _spawn(self):
-        return subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), self.solver],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
+        (request, self.requests), (self.replies, reply) = os.pipe(), os.pipe()
+        try:
+            self.process = subprocess.Popen(
+                self.command(request, reply),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                pass_fds=(request, reply),
+            )
+        finally:
+            os.close(request)
+            os.close(reply)
 
     def start(self, query):
         if self.process is None or self.process.poll() is not None:
-            self.process = self._spawn()
-        _send(self.process.stdin, query)
+            self.stop(replace=True)
+        try:
+            _send(self.requests, query)
+        except BrokenPipeError:
+            raise RuntimeError(
+                f"the {self.solver} worker ended (exit code {self.process.wait()})"
+            ) from None
+
+    def receive(self):
+        try:
+            return _receive(self.replies, f"{self.solver} worker")
+        except EOFError:
+            code = self.process.wait()
+            raise RuntimeError(
+                f"the {self.solver} worker ended without answering (exit code {code})"
+            ) from None
 
     def stop(self, replace=True):
         if self.process is not None:
             self.process.kill()
             self.process.wait()
-        self.process = self._spawn() if replace else None
+            os.close(self.requests)
+            os.close(self.replies)
+            self.process = None
+        if replace:
+            self._spawn()
 
 
 def _decisive(result, search):
@@ -104,19 +165,32 @@ class Race:
             worker.stop(replace=False)
 
     def solve(self, model, time_limit, threads, search):
-        """Solve `model` (objective and constraints set) on both solvers; return the first
-        decisive `SolveResult` (or, when neither is, the one with the better dual bound) and
-        the name of the solver that gave it."""
+        """Solve `model` (objective and constraints set) on both solvers.
+
+        Returns:
+          (result, solver): the first decisive `SolveResult` and the name of the solver that
+          gave it; when neither is decisive, the answer with the better dual bound; when no
+          answer came within time_limit + GRACE seconds, (None, None) (the workers still
+          running are then killed and replaced).
+
+        Raises:
+          RuntimeError: a worker failed, ended, or sent a malformed message.
+        """
+        deadline = time.monotonic() + time_limit + GRACE
         proto = model.export_model().SerializeToString()
         for worker in self.workers:
             worker.start((proto, time_limit, threads, search))
-        pending = {w.process.stdout.fileno(): w for w in self.workers}
+        pending = {w.replies: w for w in self.workers}
         results = []
         while pending:
-            ready, _, _ = select.select(list(pending), [], [])
+            ready, _, _ = select.select(list(pending), [], [], max(deadline - time.monotonic(), 0))
+            if not ready:
+                for worker in pending.values():
+                    worker.stop()
+                break
             for fd in ready:
                 worker = pending.pop(fd)
-                reply = _receive(worker.process.stdout)
+                reply = worker.receive()
                 if isinstance(reply, str):
                     raise RuntimeError(f"{worker.solver} failed: {reply}")
                 reply = result_pb2.SolveResultProto.FromString(reply)
@@ -126,6 +200,8 @@ class Race:
                     for other in pending.values():
                         other.stop()
                     return result, worker.solver
+        if not results:
+            return None, None
         return max(results, key=lambda r: _dual(r[0]))
 
 
@@ -133,22 +209,34 @@ def _dual(result):
     return result.termination.objective_bounds.dual_bound
 
 
-def _serve(solver):
+def _die_with(parent):
+    """End this process when `parent` ends (Linux), or now if it already has."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(0)
+
+
+def _serve(solver, parent, requests, replies):
     """The worker loop: read (model proto, time limit, threads, search), solve, reply."""
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    _die_with(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)  # solver diagnostics printed on fd 1 go nowhere
+    os.close(devnull)
     while True:
         try:
-            proto, time_limit, threads, search = _receive(stdin)
+            proto, time_limit, threads, search = _receive(requests, "parent")
         except EOFError:
             return
         try:
             model = mathopt.Model.from_model_proto(model_pb2.ModelProto.FromString(proto))
             params = solve_parameters(solver, time_limit, threads, search)
             result = mathopt.solve(model, SOLVER_TYPES[solver], params=params)
-            _send(stdout, result.to_proto().SerializeToString())
+            _send(replies, result.to_proto().SerializeToString())
         except Exception as err:  # reported to the parent, which raises it
-            _send(stdout, f"{type(err).__name__}: {err}")
+            _send(replies, f"{type(err).__name__}: {err}")
 
 
 if __name__ == "__main__":
-    _serve(sys.argv[1])
+    _serve(sys.argv[1], *map(int, sys.argv[2:]))

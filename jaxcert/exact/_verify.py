@@ -9,6 +9,15 @@ proves f_y > f_j everywhere, as does a positive dual bound when margins are mini
 solution with a negative margin is re-run through the JAX model, in float32 and float64, and
 reported as a counterexample only if the class really changes there.
 
+Rounding: the MILP is solved in float64 with absolute feasibility tolerances, on ReLU bounds
+computed in the network's float type, so an LP or MILP proves a class only when its bound clears
+a threshold that grows with the size of the network's outputs over the set,
+
+    tau = allowance(S, dtype) + MARGIN * (1 + S),   S = max_k |bound of f_k over the set|
+
+(`jaxcert._rounding.allowance`: 512 machine epsilons of S, plus the solver's tolerance). A class
+whose minimum margin lies within about tau of zero is answered "unknown", never "verified".
+
 References:
   V. Tjeng, K. Xiao, R. Tedrake, "Evaluating Robustness of Neural Networks with Mixed Integer
   Programming", ICLR 2019.
@@ -23,9 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 from ortools.math_opt.python import mathopt
 
+from .._rounding import allowance
 from .._sets import Box, L1Ball, LinfBall
 from ..attacks import pgd
-from ..bounds._crown import intermediate_bounds, margins
+from ..bounds._crown import crown, intermediate_bounds, margins
 from ..bounds._interval import Interval
 from ..bounds._lp import build_model
 from ..bounds._lp import tighten as tighten_bounds
@@ -34,8 +44,8 @@ from ..graph._trace import read
 from ._race import SOLVER_TYPES, SOLVERS, Race, solve_parameters
 
 MODES = ("decide", "minimum")
-# A candidate must change the class by more than this in the model itself, and a proof needs a
-# dual bound above it: solver tolerances are about 1e-6 to 1e-9.
+# A candidate must change the class by more than this in the model itself; and the solvers'
+# absolute tolerances (about 1e-6 to 1e-9) are covered by MARGIN * (1 + S) in the threshold.
 MARGIN = 1e-6
 
 
@@ -46,14 +56,23 @@ class Verification(NamedTuple):
       status: "verified" (no input in the set changes the class), "falsified" (the
         counterexample changes the class in the JAX model), "unconfirmed" (the solver's
         counterexample does not change the class when re-run: a tolerance artefact), or
-        "unknown" (time limit).
+        "unknown" (the time limit, or a margin too close to zero to call).
       margin_lower: a proven lower bound of min_z min_j f_y(z) - f_j(z) over the set.
-      margin_upper: the smallest margin of a solution found (inf if none).
+      margin_upper: an upper bound of that minimum, from inputs in the set (inf if none).
       target: the class j of the smallest margin found, or -1.
       counterexample: an input in the set that the model misclassifies, or None.
       seconds: wall time for this image, including its share of the batch's bound and attack
         computations.
       binaries: number of binary variables (unstable ReLUs) in the MILP.
+
+    Both margins come from deterministic computations only, so that a run repeats them: the
+    bound method, the LP relaxations (GLOP), the attack, and the MILP. A single MILP solver
+    ("scip" or "highs") is deterministic and contributes its dual bound to `margin_lower`
+    (minus the rounding threshold tau, see the module docstring) and the float64 model margin
+    of each solution to `margin_upper`. In a race the winner, and with it the solution and the
+    dual bound, varies between runs, so the MILP contributes only its decisions: a class it
+    proves raises `margin_lower` to tau, a counterexample it finds lowers `margin_upper` to
+    -MARGIN (the margin its confirmation established).
     """
 
     status: str
@@ -94,15 +113,23 @@ def verify(
         race matched the better of the two on every row of `benchmarks/exact.py`. CP-SAT is
         refused: it restricts continuous variables to a grid, so its "infeasible" proves
         nothing here.
-      time_limit: seconds per image (> 0).
+      time_limit: seconds per image (> 0), counting each image's share of the batch's bound
+        and attack computations. The bounds always run (a compiled computation cannot be
+        interrupted, and the first call on a network also compiles it, as the first LP model
+        built compiles its layers' Jacobians: either can overrun a small limit); every phase
+        (attack, LPs, tightening, each MILP) starts only while the image has time left, and
+        the solvers get only the time left but a twentieth, kept to confirm a solution (a
+        race's workers are killed GRACE = 0.5 s after their limit). An image stopped by its
+        limit answers "unknown" (or "unconfirmed").
       bounds: "crown", "crown-ibp", "alpha-crown" or "ibp": proves classes before any LP and
         gives the ReLU bounds (tighter bounds mean fewer binaries and smaller big-M constants).
       threads: solver threads (SCIP, also in the race), or None for the solver's default.
-      mode: "decide" (default) asks each MILP only whether some input brings f_j within 2e-6
+      mode: "decide" (default) asks each MILP only whether some input brings f_j within 2 tau
         of f_y and stops at the first such input, so a falsified image costs one solution and a
         verified one an infeasibility proof; `margin_lower` is then a proof that the margin is
         positive, not its value. "minimum" minimises every open margin to optimality, so
-        `margin_lower`/`margin_upper` bracket the exact minimum margin.
+        with a single solver `margin_lower`/`margin_upper` bracket the exact minimum margin
+        (within 2 tau); a race reports only its decisions (see `Verification`).
       attack_steps: steps of a PGD attack (`jaxcert.attacks.pgd`, 4 restarts) run on the batch
         first (l_inf balls and boxes): an attack point that the model misclassifies (checked in
         float32 and float64) settles its image as "falsified" without any solver; 0 skips it.
@@ -110,6 +137,8 @@ def verify(
         after the first by the LP relaxation, layer by layer (Tjeng et al. 2019), then rerun
         the LPs; the MILP gets the tighter bounds (fewer binaries, smaller big-M constants).
         Off by default: after CROWN it removed under 2% of the binaries on the digits MLPs.
+        Skipped when its LPs (two per unstable ReLU, timed by the LPs before) would not fit in
+        the time left.
       seed: seed of the attack's random restarts.
 
     Returns:
@@ -139,34 +168,47 @@ def verify(
     if not isinstance(tighten, bool):
         raise ValueError(f"tighten must be True or False, got {tighten!r}")
     began = time.perf_counter()
+    batch = spec.batch_size
     relu_bounds = intermediate_bounds(net, spec, method="ibp" if bounds == "ibp" else "crown")
     if bounds == "crown":  # reuse the intermediate bounds the MILPs need
         proved = np.asarray(margins(net, spec, y, method="crown", intermediate=relu_bounds))
     else:
         proved = np.asarray(margins(net, spec, y, method=bounds))
-    y = np.broadcast_to(np.asarray(y), (spec.batch_size,))
-    attacked = _attack(net, spec, y, attack_steps, seed) if attack_steps else None
-    shared = (time.perf_counter() - began) / spec.batch_size  # bounds and attack, per image
+    y = np.broadcast_to(np.asarray(y), (batch,))
+    open_ = ~np.all(proved > 0, axis=1)
+
+    def time_left():  # in the batch's budget
+        return time_limit * batch - (time.perf_counter() - began)
+
+    if open_.any():  # the size of the outputs over each set, for the rounding threshold
+        out = crown(net, spec, intermediate=relu_bounds)
+        scale = np.max(np.maximum(np.abs(out.lower), np.abs(out.upper)), axis=1)
+    attacked = None
+    if attack_steps and open_.any() and time_left() > 0:
+        attacked = _attack(net, spec, y, attack_steps, seed)
+    shared = (time.perf_counter() - began) / batch  # bounds and attack, per image
+    dtype = net.graph.input_var.dtype
     results = []
     with Race() if solver == "race" else contextlib.nullcontext(solver) as engine:
-        for b in range(spec.batch_size):
+        for b in range(batch):
             example = jax.tree.map(lambda a, b=b: a[b], spec)
-            if attacked is not None and attacked[1][b] > 0 and not np.all(proved[b] > 0):
-                found = _confirm(net, example, attacked[0][b], int(y[b]))
-                if found is not None:
-                    target = int(jnp.argmax(net(jnp.asarray(found[None]))[0]))
-                    lower, upper = float(np.min(proved[b])), float(-attacked[1][b])
-                    results.append(
-                        Verification("falsified", lower, upper, target, found, shared, 0)
-                    )
-                    continue
+            attack = None  # a point the attack misclassifies (in float32), and its margin
+            if attacked is not None and attacked[1][b] > 0:
+                attack = attacked[0][b], float(-attacked[1][b])
+            threshold = _threshold(scale[b], dtype) if open_[b] else None
             example_bounds = [Interval(r.lower[b], r.upper[b]) for r in relu_bounds]
             result = _verify_one(
-                net, example, example_bounds, int(y[b]), proved[b], engine, time_limit, threads,
-                mode, tighten,
+                net, example, example_bounds, int(y[b]), proved[b], attack, threshold,
+                time_limit - shared, engine, threads, mode, tighten,
             )  # fmt: skip
             results.append(result._replace(seconds=result.seconds + shared))
     return results
+
+
+def _threshold(scale, dtype):
+    """How far an LP or MILP bound of a margin must clear zero to prove it (module docstring)."""
+    scale = float(scale)
+    return float(allowance(scale, dtype)) + MARGIN * (1 + scale)
 
 
 def _network(net, x):
@@ -234,65 +276,100 @@ def margin_optima(net, spec, y, *, solver="scip", time_limit=60.0, bounds="crown
 
 
 def _verify_one(
-    net, example, relu_bounds, label, proved, solver, time_limit, threads, mode, tighten
-):
+    net, example, relu_bounds, label, proved, attack, threshold, budget, engine, threads, mode,
+    tighten,
+):  # fmt: skip
+    """One image: the attack's point confirmed, then LPs and MILPs, within `budget` seconds.
+    `threshold` is tau (None if the bounds proved every class)."""
     began = time.perf_counter()
+
+    def left():
+        return budget - (time.perf_counter() - began)
+
+    raced = isinstance(engine, Race)
     # best[j]: a proven lower bound of min f_label - f_j, improved by the LP, then the MILP.
     best = {j: float(proved[j]) for j in range(len(proved)) if j != label}
     targets = [j for j in best if not best[j] > 0]
     upper, target, unconfirmed, binaries = np.inf, -1, False, 0
 
     def answer(status, counterexample=None):
+        seconds = time.perf_counter() - began
         return Verification(
-            status,
-            min(best.values()),
-            upper,
-            target,
-            counterexample,
-            time.perf_counter() - began,
-            binaries,
+            status, min(best.values()), upper, target, counterexample, seconds, binaries
         )
+
+    def stopped():  # by the time limit
+        return answer("unconfirmed" if unconfirmed else "unknown")
 
     if not targets:
         return answer("verified")
+    if left() <= 0:
+        return stopped()
+    if attack is not None:
+        counterexample = _confirm(net, example, attack[0], label)
+        if counterexample is not None:
+            upper = attack[1]
+            target = int(jnp.argmax(net(jnp.asarray(counterexample[None]))[0]))
+            return answer("falsified", counterexample)
     # Every LP first (they are cheap), again after tightening the ReLU bounds by LP if some
-    # class is still open; the MILPs then go from the most promising target on.
-    lp_optimum = {}
-    for tightened in (False, True) if tighten else (False,):
-        if tightened:
-            relu_bounds = tighten_bounds(net, example, relu_bounds)
+    # class is still open and the tightening fits; the MILPs then go from the most promising
+    # target on.
+    lp_optimum, tightened = {}, False
+    while True:
         relaxation, _, relaxed_out, _ = build_model(net, example, relu_bounds)
+        lps_began = time.perf_counter()
         for j in targets:
-            lp_optimum[j] = _solve(relaxation, relaxed_out, label, j, "glop", None, None)
-            best[j] = max(best[j], lp_optimum[j].objective_value() - MARGIN)
-        targets = sorted(
-            (j for j in targets if not best[j] > 0), key=lambda j: lp_optimum[j].objective_value()
-        )
+            if left() <= 0:
+                return stopped()
+            result = _solve(relaxation, relaxed_out, label, j, "glop", left(), None)
+            if result.termination.reason != _OPTIMAL:  # the LP's time limit
+                return stopped()
+            lp_optimum[j] = result.objective_value()
+            best[j] = max(best[j], lp_optimum[j] - threshold)
+        per_lp = (time.perf_counter() - lps_began) / len(targets)
+        targets = sorted((j for j in targets if not best[j] > 0), key=lp_optimum.get)
         if not targets:
             return answer("verified")
+        unstable = sum(int(np.sum((b.lower < 0) & (b.upper > 0))) for b in relu_bounds[1:])
+        if tightened or not tighten or 2 * unstable * per_lp > left():
+            break
+        relu_bounds, tightened = tighten_bounds(net, example, relu_bounds), True
+    if left() <= 0:
+        return stopped()
     model, inputs, outputs, binaries = build_model(net, example, relu_bounds, exact=True)
     for j in targets:
-        searches = ("decide", "minimum") if mode == "decide" else ("minimum",)
-        for search in searches:
-            left = time_limit - (time.perf_counter() - began)
-            if left <= 0:
-                return answer("unconfirmed" if unconfirmed else "unknown")
-            result = _solve(model, outputs, label, j, solver, left, threads, search)
-            if result is None:  # no input has f_label - f_j <= 2 MARGIN
-                best[j] = max(best[j], MARGIN)
+        for search in ("decide", "minimum") if mode == "decide" else ("minimum",):
+            if left() <= 0:
+                return stopped()
+            # the solver gets the time left but a twentieth, kept to confirm its solution
+            limit = 0.95 * left()
+            result = _solve(model, outputs, label, j, engine, limit, threads, search, threshold)
+            if result is None:  # no answer by the race's deadline
+                return stopped()
+            reason = result.termination.reason
+            if reason == mathopt.TerminationReason.INFEASIBLE:  # no input has margin <= 2 tau
+                best[j] = max(best[j], threshold)
                 break
             if search == "minimum":
-                best[j] = max(best[j], result.termination.objective_bounds.dual_bound - MARGIN)
-            if result.has_primal_feasible_solution() and result.objective_value() < upper:
-                upper, target = result.objective_value(), j
-                if upper < 0:
-                    x = np.array([result.variable_values(v) for v in inputs])
-                    counterexample = _confirm(net, example, x.reshape(net.input_shape), label)
+                dual = result.termination.objective_bounds.dual_bound
+                if dual > 2 * threshold:
+                    best[j] = max(best[j], threshold if raced else dual - threshold)
+            if result.has_primal_feasible_solution():
+                if left() <= 0:  # no time to evaluate the solution in the model
+                    return stopped()
+                x = np.array([result.variable_values(v) for v in inputs]).reshape(net.input_shape)
+                if not raced:
+                    reached = _margin(net, example, x, label)
+                    if reached < upper:
+                        upper, target = reached, j
+                if result.objective_value() < 0:
+                    counterexample = _confirm(net, example, x, label)
                     if counterexample is not None:
+                        upper, target = min(upper, -MARGIN), j
                         return answer("falsified", counterexample)
                     unconfirmed = True
-            if search == "minimum" and result.termination.reason != _OPTIMAL:
-                return answer("unconfirmed" if unconfirmed else "unknown")
+            if search == "minimum" and reason != _OPTIMAL:
+                return stopped()
             # a "decide" solution that is no counterexample: minimise the margin to settle j
     if min(best.values()) > 0:
         return answer("verified")
@@ -308,19 +385,18 @@ _FAILED = {
 }
 
 
-def _solve(model, outputs, label, j, solver, time_limit, threads, search="minimum"):
+def _solve(model, outputs, label, j, solver, time_limit, threads, search="minimum", threshold=0):
     """Minimise f_label - f_j over the model with "glop" (the LP), a MILP solver's name, or a
     `Race` of both MILP solvers.
 
     search="minimum" solves to optimality (or until the time limit). search="decide" asks for
-    any input with f_label - f_j <= 2 * MARGIN and stops at the first one found; it returns None
-    when there is none (the problem is infeasible: f_label - f_j > MARGIN everywhere, allowing
-    for the solver's feasibility tolerance).
+    any input with f_label - f_j <= 2 * threshold and stops at the first one found; the result
+    is INFEASIBLE when there is none. Returns None when a race had no answer by its deadline.
     """
     margin = outputs[label] - outputs[j]
     model.objective.set_to_expression(margin)
     model.objective.is_maximize = False
-    unsafe = model.add_linear_constraint(margin <= 2 * MARGIN) if search == "decide" else None
+    unsafe = model.add_linear_constraint(margin <= 2 * threshold) if search == "decide" else None
     try:
         if isinstance(solver, Race):
             result, _ = solver.solve(model, time_limit, threads, search)
@@ -330,23 +406,41 @@ def _solve(model, outputs, label, j, solver, time_limit, threads, search="minimu
     finally:
         if unsafe is not None:
             model.delete_linear_constraint(unsafe)
-    reason = result.termination.reason
-    if reason == mathopt.TerminationReason.INFEASIBLE and search == "decide":
+    if result is None:
         return None
-    if reason in _FAILED or reason == mathopt.TerminationReason.INFEASIBLE:
+    reason = result.termination.reason
+    if reason in _FAILED or (reason == mathopt.TerminationReason.INFEASIBLE and search != "decide"):
         raise RuntimeError(f"the solver failed: {reason.name} ({result.termination.detail})")
     return result
 
 
-def _confirm(net, example, x, label):
-    """x clipped into the set, if the JAX model misclassifies it in float32 and float64."""
-    dtype = net.graph.input_var.dtype
+def _inside(example, x, dtype):
+    """x clipped into the set's box, as `dtype`; None if it lies outside an l1 ball."""
     lower, upper = (np.asarray(v, dtype) for v in example.box())
     x = np.clip(np.asarray(x, dtype), lower, upper)
     if isinstance(example, L1Ball):
         center = np.asarray(example.x, np.float64)
         if np.abs(x.astype(np.float64) - center).sum() > float(example.eps):
             return None
+    return x
+
+
+def _margin(net, example, x, label):
+    """The margin min_j f_label - f_j of the model in float64 at x clipped into the set (inf
+    if x is outside the set)."""
+    x = _inside(example, x, net.graph.input_var.dtype)
+    if x is None:
+        return np.inf
+    with jax.enable_x64(True):
+        logits = np.asarray(_evaluate_float64(net, x))
+    return float(logits[label] - np.delete(logits, label).max())
+
+
+def _confirm(net, example, x, label):
+    """x clipped into the set, if the JAX model misclassifies it in float32 and float64."""
+    x = _inside(example, x, net.graph.input_var.dtype)
+    if x is None:
+        return None
     logits32 = np.asarray(net(jnp.asarray(x[None])))[0]
     with jax.enable_x64(True):
         logits64 = np.asarray(_evaluate_float64(net, x))
