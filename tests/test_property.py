@@ -5,6 +5,7 @@ The oracle for the near-boundary properties is the exact minimum of a network ou
 box, in float64: each ReLU activation pattern of a small network is a linear program (SciPy).
 """
 
+import functools
 import itertools
 import time
 
@@ -18,6 +19,7 @@ import jaxcert as jc
 from jaxcert.bounds import intermediate_bounds
 from jaxcert.exact import verify_property
 from jaxcert.exact._property import _CaseMILP, _Clock, _forward64, _OutOfTime, tolerance
+from jaxcert.graph import Network
 from jaxcert.vnnlib import Case, Property
 
 
@@ -30,11 +32,20 @@ def _big_output_net(seed, width=6, stable=False):
     w2 = (rng.normal(size=(width, 2)) * 3).astype(np.float32)
     b2 = np.array([1000.0, 1100.0], np.float32) + rng.normal(size=2).astype(np.float32)
     params = (w1, b1, w2, b2)
+    return Network(_graph(width), params), params
+
+
+@functools.cache
+def _graph(width):
+    """One traced graph per width, shared by the networks (so that the bound passes and the
+    search are compiled once)."""
 
     def apply_fn(p, x):
         return jax.nn.relu(x @ p[0] + p[1]) @ p[2] + p[3]
 
-    return jc.trace(apply_fn, params, np.zeros((1, 2), np.float32)), params
+    params = (np.zeros((2, width)), np.zeros(width), np.zeros((width, 2)), np.zeros(2))
+    params = tuple(p.astype(np.float32) for p in params)
+    return jc.trace(apply_fn, params, np.zeros((1, 2), np.float32)).graph
 
 
 def _forward(params, x):

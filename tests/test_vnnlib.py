@@ -1,6 +1,5 @@
 """VNN-LIB properties parse to the right input boxes and unsafe output regions."""
 
-
 import numpy as np
 import pytest
 
