@@ -328,7 +328,15 @@ class _Failure(NamedTuple):
 
 
 # The exceptions a worker reports as themselves; any other is reported as a RuntimeError.
-_REPORTED = (ValueError, TypeError, OSError, ImportError, MemoryError, RuntimeError)
+_REPORTED = (
+    FileNotFoundError,
+    ValueError,
+    TypeError,
+    OSError,
+    ImportError,
+    MemoryError,
+    RuntimeError,
+)
 
 
 class _Worker:

@@ -223,6 +223,20 @@ def test_every_row_is_written_within_its_limit_when_the_bounds_overrun_it(tmp_pa
     assert [r["result"] for r in rows[1:]] == ["unsat", "unsat"]
 
 
+def test_vnnlib_command_keeps_its_limit_and_reports_an_unreadable_network(tmp_path, capsys):
+    folder = tmp_path / "slow"
+    make_slow_benchmark(folder)
+    argv = ["vnnlib", str(folder / "onnx/wide_cnn.onnx"), str(folder / "vnnlib/wide.vnnlib")]
+    assert main([*argv, "--timeout", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "timeout\n"
+    assert 1.0 <= float(re.search(r"timeout in ([0-9.]+) s", err).group(1)) < 2.0
+    (folder / "onnx/sigmoid.onnx").write_bytes(_sigmoid_model())
+    argv[1] = str(folder / "onnx/sigmoid.onnx")
+    assert main(argv) == 2
+    assert "Sigmoid" in capsys.readouterr().err
+
+
 def _sigmoid_model():
     from onnx import TensorProto, helper
 
