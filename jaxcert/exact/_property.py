@@ -186,6 +186,7 @@ def _decide(net, prop, solver, attack_steps, seed, clock):
         inner = Box(*(jnp.asarray(b.reshape(shape)) for b in _float32_box(lower, upper, False)))
         rows = np.concatenate([C for C, _ in unsafe])
         relu_bounds = intermediate_bounds(net, box)
+        clock.check()
         spec = np.concatenate([rows, np.eye(n_out)])[None]  # the disjuncts' rows, then each output
         bounds = crown(net, box, jnp.asarray(spec, dtype), intermediate=relu_bounds)
         low, high = (np.asarray(b[0], np.float64) for b in bounds)
