@@ -223,7 +223,7 @@ def run_benchmark(
 
     Raises:
       ValueError: a bad option or instances.csv, before any instance runs (an instance that
-        cannot be read later gets an "error" row instead).
+        cannot be read, or whose worker dies, later gets an "error" row instead).
     """
     check_options(solver, timeout, attack_steps)
     instances = read_instances(csv_path)
@@ -251,9 +251,9 @@ def run_benchmark(
             outcome = worker.run(folder / instance.onnx, folder / instance.vnnlib, limit, options)
             message = ""
             if isinstance(outcome, _Failure):
-                if not issubclass(outcome.kind, ValueError):
+                if not issubclass(outcome.kind, (ValueError, WorkerDied)):
                     raise outcome.error()  # a failure of jaxcert, not of this instance
-                message = outcome.message  # this instance cannot be read; the others still run
+                message = outcome.message  # this instance failed; the others still run
             if outcome.result == "sat" and counterexamples is not None:
                 name = f"{_stem(instance.onnx)}__{_stem(instance.vnnlib)}.counterexample"
                 (Path(counterexamples) / name).write_text(result_text(outcome))
@@ -313,6 +313,10 @@ def _stem(path):
     for suffix in (".gz", ".onnx", ".vnnlib"):
         name = name.removesuffix(suffix)
     return name
+
+
+class WorkerDied(RuntimeError):
+    """The worker process deciding an instance died (e.g. killed for its memory)."""
 
 
 class _Failure(NamedTuple):
@@ -394,7 +398,7 @@ class _Worker:
             reply = self.connection.recv() if answered else None
         except EOFError:  # the worker died, e.g. killed for its memory
             code = self.process.wait()
-            reply = _Failure(RuntimeError, f"the vnncomp worker died (exit code {code})", 0.0)
+            reply = _Failure(WorkerDied, f"the vnncomp worker died (exit code {code})", 0.0)
         seconds = time.perf_counter() - began
         if reply is None or self.process.poll() is not None:
             self.stop()  # a fresh worker starts with the next instance
