@@ -906,8 +906,7 @@ def _property_options(args):
 
 def run_vnnlib(args):
     options = _property_options(args)
-    net = vnncomp.load_network(args.onnx)
-    result = vnncomp.run_instance(net, args.vnnlib, **options)
+    result = vnncomp.run_isolated(args.onnx, args.vnnlib, **options)  # the limit holds
     text = vnncomp.result_text(result)
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,14 @@ Each instance is decided by `jaxcert.exact.verify_property` and reported in VNN-
 a benchmark run writes ``error`` for an instance it cannot read (an unsupported operator, a
 property that does not fit the network) and goes on.
 
+A benchmark run (`run_benchmark`, and `run_isolated` for one instance) keeps each instance's time
+limit even where a compiled computation overruns it: the instances run in a worker process that
+keeps the loaded network and JAX's compiled computations from one instance to the next, and that
+is killed when an instance has not answered `GRACE` seconds after its limit (the row then says
+``timeout``) and replaced before the next instance. An instance's time counts from the moment it
+is handed to a ready worker: loading its network and reading its property are included, starting
+a worker is not.
+
 A counterexample is written in VNN-COMP's result-file format, the result on the first line and
 then every input and output value::
 
@@ -21,7 +29,14 @@ References:
 """
 
 import csv
+import ctypes
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import NamedTuple
 
@@ -29,13 +44,14 @@ import numpy as np
 
 from ._onnx import from_onnx
 from ._table import ResumableTable
-from .exact import verify_property
+from .exact import PropertyResult, verify_property
 from .exact._property import check_options
 from .graph import trace
 from .vnnlib import read_vnnlib
 
 RESULT_COLUMNS = ("onnx", "vnnlib", "result", "seconds")
 RESULTS = ("unsat", "sat", "timeout", "unknown", "error")
+GRACE = 0.5  # seconds a worker may take past an instance's limit before it is killed
 
 
 class Instance(NamedTuple):
@@ -65,7 +81,10 @@ def load_network(path):
 
 
 def run_instance(net, vnnlib_path, *, timeout, solver="highs", attack_steps=50, seed=0):
-    """Decide one property file on a loaded network (see `jaxcert.exact.verify_property`).
+    """Decide one property file on a loaded network, in this process.
+
+    The limit is kept between phases (`jaxcert.exact.verify_property`), not inside a compiled
+    computation; `run_isolated` keeps it against those too.
 
     Args:
       net: the network (`load_network`).
@@ -82,11 +101,39 @@ def run_instance(net, vnnlib_path, *, timeout, solver="highs", attack_steps=50, 
     check_options(solver, timeout, attack_steps)
     began = time.perf_counter()
     prop = read_vnnlib(vnnlib_path)
-    left = max(timeout - (time.perf_counter() - began), 1e-3)
+    left = timeout - (time.perf_counter() - began)
+    if left <= 0:
+        return PropertyResult("timeout", None, time.perf_counter() - began)
     result = verify_property(
         net, prop, solver=solver, time_limit=left, attack_steps=attack_steps, seed=seed
     )
     return result._replace(seconds=time.perf_counter() - began)
+
+
+def run_isolated(onnx_path, vnnlib_path, *, timeout, solver="highs", attack_steps=50, seed=0):
+    """Decide one instance in a worker process that is killed if it overruns the limit.
+
+    Args:
+      onnx_path: the ``.onnx`` or ``.onnx.gz`` file.
+      vnnlib_path: the ``.vnnlib`` or ``.vnnlib.gz`` file.
+      timeout: seconds for the instance, loading the network and reading the property included
+        (> 0); the answer comes at most `GRACE` seconds after it.
+      solver, attack_steps, seed: as in `jaxcert.exact.verify_property`.
+
+    Returns:
+      A `jaxcert.exact.PropertyResult`.
+
+    Raises:
+      ValueError: a bad option (before any work), an unreadable network or property, or a
+        property that does not fit the network.
+    """
+    check_options(solver, timeout, attack_steps)
+    options = dict(solver=solver, attack_steps=attack_steps, seed=seed)
+    with _Worker() as worker:
+        outcome = worker.run(Path(onnx_path), Path(vnnlib_path), timeout, options)
+    if isinstance(outcome, _Failure):
+        raise outcome.error()
+    return outcome
 
 
 def result_text(result):
@@ -176,7 +223,7 @@ def run_benchmark(
 
     Raises:
       ValueError: a bad option or instances.csv, before any instance runs (an instance that
-        cannot be read later gets an "error" row instead).
+        cannot be read, or whose worker dies, later gets an "error" row instead).
     """
     check_options(solver, timeout, attack_steps)
     instances = read_instances(csv_path)
@@ -190,42 +237,36 @@ def run_benchmark(
     }
     if counterexamples is not None:
         Path(counterexamples).mkdir(parents=True, exist_ok=True)
-    loaded = (None, None)  # instances of one network usually follow each other
-    with ResumableTable(
-        results_path, RESULT_COLUMNS, settings, resume=resume, delimiter=",", keys=2
-    ) as table:
+    options = dict(solver=solver, attack_steps=attack_steps, seed=seed)
+    with (
+        ResumableTable(
+            results_path, RESULT_COLUMNS, settings, resume=resume, delimiter=",", keys=2
+        ) as table,
+        _Worker() as worker,
+    ):
         for instance in instances:
             if (instance.onnx, instance.vnnlib) in table.done:
                 continue
-            began, message = time.perf_counter(), ""
-            try:
-                if loaded[0] != instance.onnx:
-                    loaded = (instance.onnx, load_network(folder / instance.onnx))
-                limit = timeout if timeout is not None else instance.timeout
-                outcome = run_instance(
-                    loaded[1],
-                    folder / instance.vnnlib,
-                    timeout=limit,
-                    solver=solver,
-                    attack_steps=attack_steps,
-                    seed=seed,
-                )
-                result, seconds = outcome.result, outcome.seconds
-            except ValueError as error:  # this instance cannot be read; the others still run
-                result, seconds, message = "error", time.perf_counter() - began, str(error)
-            if result == "sat" and counterexamples is not None:
+            limit = timeout if timeout is not None else instance.timeout
+            outcome = worker.run(folder / instance.onnx, folder / instance.vnnlib, limit, options)
+            message = ""
+            if isinstance(outcome, _Failure):
+                if not issubclass(outcome.kind, (ValueError, WorkerDied)):
+                    raise outcome.error()  # a failure of jaxcert, not of this instance
+                message = outcome.message  # this instance failed; the others still run
+            if outcome.result == "sat" and counterexamples is not None:
                 name = f"{_stem(instance.onnx)}__{_stem(instance.vnnlib)}.counterexample"
                 (Path(counterexamples) / name).write_text(result_text(outcome))
             table.write(
                 {
                     "onnx": instance.onnx,
                     "vnnlib": instance.vnnlib,
-                    "result": result,
-                    "seconds": f"{seconds:.3f}",
+                    "result": outcome.result,
+                    "seconds": f"{outcome.seconds:.3f}",
                 }
             )
             if progress is not None:
-                progress(instance, result, message)
+                progress(instance, outcome.result, message)
         return table.rows()
 
 
@@ -272,3 +313,134 @@ def _stem(path):
     for suffix in (".gz", ".onnx", ".vnnlib"):
         name = name.removesuffix(suffix)
     return name
+
+
+class WorkerDied(RuntimeError):
+    """The worker process deciding an instance died (e.g. killed for its memory)."""
+
+
+class _Failure(NamedTuple):
+    """An instance that raised in the worker: the exception's type, message and duration."""
+
+    kind: type
+    message: str
+    seconds: float
+    result: str = "error"
+
+    def error(self):
+        return self.kind(self.message)
+
+
+# The exceptions a worker reports as themselves; any other is reported as a RuntimeError.
+_REPORTED = (
+    FileNotFoundError,
+    ValueError,
+    TypeError,
+    OSError,
+    ImportError,
+    MemoryError,
+    RuntimeError,
+)
+
+
+class _Worker:
+    """A process that runs instances one at a time (`_serve`), started on first use, killed and
+    replaced when an instance overruns its limit; use as a context manager (POSIX only)."""
+
+    def __init__(self):
+        self.process, self.connection = None, None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def start(self):
+        """Start the worker and wait until it has imported jaxcert (not counted in any limit)."""
+        ours, theirs = multiprocessing.Pipe()
+        package_root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        code = f"from jaxcert.vnncomp import _serve; _serve({theirs.fileno()}, {os.getpid()})"
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", code],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,  # solvers print diagnostics there; stderr stays shared
+            env=env,
+        )
+        theirs.close()
+        self.connection = ours
+        try:
+            self.connection.recv()  # "ready"
+        except EOFError:
+            code = self.process.wait()
+            self.process, self.connection = None, None
+            raise RuntimeError(f"the vnncomp worker exited with code {code} at start") from None
+
+    def stop(self):
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.connection.close()
+        self.process, self.connection = None, None
+
+    def run(self, onnx_path, vnnlib_path, limit, options):
+        """A `PropertyResult` (seconds: from hand-over to answer) or a `_Failure`; "timeout"
+        when the worker has not answered GRACE seconds after `limit` (it is then killed)."""
+        if self.process is None or self.process.poll() is not None:
+            self.start()
+        began = time.perf_counter()
+        self.connection.send((str(onnx_path), str(vnnlib_path), limit, options))
+        answered = self.connection.poll(limit + GRACE)
+        try:
+            reply = self.connection.recv() if answered else None
+        except EOFError:  # the worker died, e.g. killed for its memory
+            code = self.process.wait()
+            reply = _Failure(WorkerDied, f"the vnncomp worker died (exit code {code})", 0.0)
+        seconds = time.perf_counter() - began
+        if reply is None or self.process.poll() is not None:
+            self.stop()  # a fresh worker starts with the next instance
+        if reply is None:
+            return PropertyResult("timeout", None, seconds)
+        return reply._replace(seconds=seconds)
+
+
+def _serve(fd, parent):
+    """The worker loop: read (onnx, vnnlib, limit, options), decide the instance, reply."""
+    _die_with(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and kills us
+    connection = Connection(fd)
+    connection.send("ready")
+    loaded = (None, None)  # instances of one network usually follow each other
+    while True:
+        try:
+            onnx_path, vnnlib_path, limit, options = connection.recv()
+        except EOFError:
+            return
+        began = time.perf_counter()
+        try:
+            if loaded[0] != onnx_path:
+                loaded = (None, None)  # free the previous network first
+                loaded = (onnx_path, load_network(onnx_path))
+            left = limit - (time.perf_counter() - began)
+            if left > 0:
+                reply = run_instance(loaded[1], vnnlib_path, timeout=left, **options)
+            else:
+                reply = PropertyResult("timeout", None, 0.0)
+        except Exception as error:
+            kind = next((k for k in _REPORTED if isinstance(error, k)), None)
+            message = str(error) if kind else f"{type(error).__name__}: {error}"
+            reply = _Failure(kind or RuntimeError, message, 0.0)
+        connection.send(reply)
+
+
+def _die_with(parent):
+    """Have the kernel kill this process when its parent dies (Linux), and exit at once if the
+    parent has already gone."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)

@@ -9,6 +9,7 @@ import csv
 import gzip
 import json
 import re
+import time
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 import jax.numpy as jnp  # noqa: E402
-from vnncomp_folder import make_benchmark  # noqa: E402
+from vnncomp_folder import make_benchmark, make_slow_benchmark  # noqa: E402
 
 import jaxcert as jc  # noqa: E402
 from jaxcert import vnncomp  # noqa: E402
@@ -188,6 +189,52 @@ def test_library_options_are_refused_before_any_instance_runs(bench_folder, tmp_
     net = vnncomp.load_network(folder / "onnx/identity.onnx")
     with pytest.raises(ValueError, match="time_limit"):
         vnncomp.run_instance(net, folder / "vnnlib/robust.vnnlib", timeout=float("nan"))
+
+
+def test_every_row_is_written_within_its_limit_when_the_bounds_overrun_it(tmp_path, monkeypatch):
+    """A 1 s limit on a CNN whose bounds alone take longer: its worker is killed and replaced,
+    the replacement is kept for the next instances, and every row is written within its limit
+    + 1 s of handing the instance over."""
+    csv_path = tmp_path / "slow/instances.csv"
+    lines = make_slow_benchmark(csv_path.parent)
+    handed, written, starts = [], [], []
+    start, run = vnncomp._Worker.start, vnncomp._Worker.run
+
+    def timed_start(self):
+        start(self)
+        starts.append(handed[-1])
+        handed[-1] = time.perf_counter()  # starting a worker is not counted
+
+    def timed_run(self, *args):
+        handed.append(time.perf_counter())
+        return run(self, *args)
+
+    monkeypatch.setattr(vnncomp._Worker, "start", timed_start)
+    monkeypatch.setattr(vnncomp._Worker, "run", timed_run)
+    rows = vnncomp.run_benchmark(
+        csv_path, tmp_path / "r.csv", progress=lambda *_: written.append(time.perf_counter())
+    )
+    overruns = [w - h - limit for h, w, (_, _, limit) in zip(handed, written, lines)]
+    print(f"overruns past the limits: {', '.join(f'{o:.3f}' for o in overruns)} s")
+    assert len(rows) == len(written) == len(lines)
+    assert max(overruns) < 1.0, overruns
+    assert rows[0]["result"] == "timeout" and 1.0 <= float(rows[0]["seconds"]) < 2.0, rows
+    assert len(starts) == 2  # the first worker was killed, the second kept
+    assert [r["result"] for r in rows[1:]] == ["unsat", "unsat"]
+
+
+def test_vnnlib_command_keeps_its_limit_and_reports_an_unreadable_network(tmp_path, capsys):
+    folder = tmp_path / "slow"
+    make_slow_benchmark(folder)
+    argv = ["vnnlib", str(folder / "onnx/wide_cnn.onnx"), str(folder / "vnnlib/wide.vnnlib")]
+    assert main([*argv, "--timeout", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "timeout\n"
+    assert 1.0 <= float(re.search(r"timeout in ([0-9.]+) s", err).group(1)) < 2.0
+    (folder / "onnx/sigmoid.onnx").write_bytes(_sigmoid_model())
+    argv[1] = str(folder / "onnx/sigmoid.onnx")
+    assert main(argv) == 2
+    assert "Sigmoid" in capsys.readouterr().err
 
 
 def _sigmoid_model():

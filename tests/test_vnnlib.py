@@ -1,7 +1,6 @@
 """VNN-LIB properties parse to the right input boxes and unsafe output regions."""
 
 import gzip
-import time
 from pathlib import Path
 
 import numpy as np
@@ -265,25 +264,6 @@ def test_properties_with_a_known_answer(solver):
     assert float(net_bounds.upper[0, 0]) >= 0.2 and float(net_bounds.upper[0, 1]) >= 0.2
     assert jc.exact.verify_property(net, parse_vnnlib(HEADER + box + both),
                                     solver=solver).result == "unsat"  # fmt: skip
-
-
-def test_one_milp_model_serves_every_disjunct_of_a_box():
-    import jax.numpy as jnp
-
-    import jaxcert as jc
-    from jaxcert.bounds import intermediate_bounds
-    from jaxcert.exact._property import _CaseMILP
-
-    net, _, _ = _relu_net()
-    box = jc.Box(jnp.zeros((1, 2)), jnp.array([[1.0, 0.25]]))
-    milp = _CaseMILP(net, box, box, intermediate_bounds(net, box))
-    both = (np.array([[-1.0, 0, 0], [0, -1.0, 0]]), np.array([-0.2, -0.2]))  # y0, y1 >= 0.2
-    one = (np.array([[0, -1.0, 0]]), np.array([-0.21]))  # y1 >= 0.21: x0 <= 0.04, x1 = 0.25
-    far = time.perf_counter() + 60
-    assert milp.feasible(*both, "highs", far) == "infeasible"
-    x, y = milp.feasible(*one, "highs", far)  # the first disjunct's rows are gone again
-    assert y[1] >= 0.21 - 1e-6 and 0 <= x[0] <= 1 and 0 <= x[1] <= 0.25
-    assert milp.feasible(*both, "highs", far) == "infeasible"
 
 
 def test_verify_property_refuses_bad_options():

@@ -16,6 +16,10 @@ an ``instances.csv``, and returns the expected result of each instance:
   no oracle decides these, so they are expected to be consistent (a sat answer's counterexample
   is checked by the tests), not a given answer.
 
+`make_slow_benchmark(folder)` writes a folder for the runner's time limits: an instance with a
+1 s limit on a convolutional network wide enough that computing its bounds alone (compiling
+included) takes longer, then two on the ``identity`` network with ample limits.
+
 Run as a script to write the folder: ``python tests/vnncomp_folder.py DIR``.
 """
 
@@ -85,6 +89,12 @@ def _interval_upper(layers, lower, upper, row):
     return float(np.maximum(row, 0) @ upper + np.minimum(row, 0) @ lower)
 
 
+def _identity_model():
+    """y0 = x0 + x1 + 2, y1 = x0 - x1: on [0, 1]^2, y0 - y1 = 2 x1 + 2 >= 2 > 0."""
+    layers = [(np.eye(2), np.zeros(2)), (np.array([[1.0, 1.0], [1.0, -1.0]]), np.array([2.0, 0]))]
+    return _model(*_mlp_nodes("x", layers), [1, 2], [1, 2])
+
+
 def _property(boxes, n_out, unsafe):
     """A VNN-LIB text: declarations, the input boxes (a disjunction if several) and the unsafe
     output constraint; with a list `unsafe`, box i is paired with its own constraint unsafe[i]."""
@@ -120,7 +130,7 @@ def make_benchmark(folder):
     rng = np.random.default_rng(0)
     expected, lines = {}, []
 
-    def add(onnx_name, prop_name, text, answer, timeout=30, compress=False):
+    def add(onnx_name, prop_name, text, answer, timeout=120, compress=False):
         prop_name = prop_name + (".gz" if compress else "")
         path = folder / "vnnlib" / prop_name
         path.write_bytes(gzip.compress(text.encode()) if compress else text.encode())
@@ -128,10 +138,7 @@ def make_benchmark(folder):
         expected[key] = answer
         lines.append(f"{key[0]},{key[1]},{timeout}")
 
-    # identity: y0 = x0 + x1 + 2, y1 = x0 - x1 on [0, 1]^2, so y0 - y1 = 2 x1 + 2 >= 2 > 0.
-    layers = [(np.eye(2), np.zeros(2)), (np.array([[1.0, 1.0], [1.0, -1.0]]), np.array([2.0, 0]))]
-    nodes, inits = _mlp_nodes("x", layers)
-    _save(folder / "onnx/identity.onnx", _model(nodes, inits, [1, 2], [1, 2]))
+    _save(folder / "onnx/identity.onnx", _identity_model())
     unit = [([0.0, 0.0], [1.0, 1.0])]
     add("identity.onnx", "robust.vnnlib", _property(unit, 2, _robustness(0, 2)), "unsat")
 
@@ -217,6 +224,40 @@ def make_benchmark(folder):
 
     (folder / "instances.csv").write_text("\n".join(lines) + "\n")
     return expected
+
+
+def make_slow_benchmark(folder):
+    """Write the slow benchmark under `folder`; returns its (onnx, vnnlib, timeout) lines."""
+    folder = Path(folder)
+    (folder / "onnx").mkdir(parents=True, exist_ok=True)
+    (folder / "vnnlib").mkdir(exist_ok=True)
+    rng = np.random.default_rng(1)
+    width, side = 32, 16
+    w1 = rng.normal(size=(width, 3, 3, 3)).astype(np.float32) / 5
+    w2 = rng.normal(size=(width, width, 3, 3)).astype(np.float32) / 17
+    w3 = rng.normal(size=(10, width * side * side)).astype(np.float32) / 90
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("Flatten", ["r2"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "w3", "b3"], ["y"], transB=1),
+    ]
+    inits = dict(w1=w1, b1=np.zeros(width, np.float32), w2=w2,
+                 b2=np.zeros(width, np.float32), w3=w3, b3=np.zeros(10, np.float32))  # fmt: skip
+    _save(folder / "onnx/wide_cnn.onnx", _model(nodes, inits, [1, 3, side, side], [1, 10]))
+    image = rng.uniform(size=3 * side * side)
+    box = [(np.clip(image - 0.01, 0, 1).tolist(), np.clip(image + 0.01, 0, 1).tolist())]
+    (folder / "vnnlib/wide.vnnlib").write_text(_property(box, 10, _robustness(0, 10)))
+    _save(folder / "onnx/identity.onnx", _identity_model())
+    unit = [([0.0, 0.0], [1.0, 1.0])]
+    (folder / "vnnlib/robust.vnnlib").write_text(_property(unit, 2, _robustness(0, 2)))
+    (folder / "vnnlib/robust_too.vnnlib").write_text(_property(unit, 2, _robustness(0, 2)))
+    lines = [("onnx/wide_cnn.onnx", "vnnlib/wide.vnnlib", 1.0)]
+    lines += [("onnx/identity.onnx", f"vnnlib/{n}.vnnlib", 120.0) for n in ("robust", "robust_too")]
+    (folder / "instances.csv").write_text("".join(f"{a},{b},{t}\n" for a, b, t in lines))
+    return lines
 
 
 def _save(path, model, gz=False):

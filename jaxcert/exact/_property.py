@@ -1,10 +1,28 @@
 """Deciding a VNN-LIB property: no input of a case's box reaches the case's unsafe region.
 
 Each (box, disjunct) pair is an independent question: is {Y = f(X) : X in box, C @ Y <= d}
-empty? CROWN answers first (if some row has min c_k . f > d_k over the box, the conjunction
-cannot hold); a PGD search then looks for a counterexample among the rest, and what remains goes
-to a feasibility MILP with the disjunct's constraints added, whose solution is re-run through
-the network before it is reported.
+empty? The network is a float32 computation, so near the region's boundary the answer depends
+on rounding; every decision therefore keeps a tolerance `tol_k` per row of C (`tolerance`: the
+rounding allowance of `jaxcert._rounding` for the magnitude of the row's outputs and of d_k, plus
+the solvers' feasibility tolerance):
+
+* a disjunct is empty ("unsat") only when the bounds or a MILP show that no input reaches
+  C @ Y <= d + tol, a margin of tol beyond the region;
+* a counterexample ("sat") is an input of the box whose outputs, computed by the network in its
+  own arithmetic and again in float64, satisfy C @ y <= d - tol: inside the region by a margin;
+* a disjunct reachable only within the tolerance is "unknown", whoever looks for it.
+
+CROWN answers first (a row with min c_k . f - d_k > tol_k over the box rules the disjunct out);
+a PGD search then looks for a counterexample among the rest, and what remains goes to a MILP per
+disjunct: first the decision of C @ Y <= d + tol, then, if its solution is not a counterexample,
+the minimum of max_k (c_k . Y - d_k) / tol_k, whose best point is checked in the network.
+
+The time limit is kept between phases: each bound pass, the search and each MILP starts only when
+the time left exceeds what the same phase took before, the MILP is built with the clock checked
+at every ReLU layer, and the solvers get only the time left. A compiled computation cannot be
+stopped once started, so a first bound pass (which includes compiling it) may overrun; the
+benchmark runner `jaxcert.vnncomp.run_benchmark` enforces the limit on top by running each
+instance in a worker process that it replaces when it overruns.
 """
 
 import time
@@ -15,15 +33,17 @@ import jax.numpy as jnp
 import numpy as np
 from ortools.math_opt.python import mathopt
 
+from .._rounding import allowance
 from .._sets import Box
 from ..attacks import pgd
 from ..bounds._crown import crown, intermediate_bounds
 from ..bounds._interval import Interval
 from ..bounds._lp import build_model
+from ..graph._trace import read
 from ..vnnlib import Property
 from ._race import SOLVER_TYPES, SOLVERS, solve_parameters
 
-TOLERANCE = 1e-6  # a counterexample must satisfy C @ f(x) <= d + TOLERANCE in the model itself
+FEASIBILITY = 1e-6  # the primal feasibility tolerance of HiGHS and SCIP (absolute)
 
 
 class PropertyResult(NamedTuple):
@@ -31,8 +51,8 @@ class PropertyResult(NamedTuple):
 
     Attributes:
       result: "unsat" (the property holds), "sat" (a counterexample), "timeout" (the time limit
-        ran out first) or "unknown" (a solver stopped without an answer, or its witness did not
-        survive the check in the network's own arithmetic).
+        ran out first) or "unknown" (the unsafe region is reachable only within the tolerance,
+        or a solver stopped without an answer).
       counterexample: (x, y) as flat NumPy arrays when "sat", else None.
       seconds: wall-clock time.
     """
@@ -57,21 +77,41 @@ def check_options(solver, time_limit, attack_steps):
         raise ValueError(f"attack_steps must be an integer >= 0, got {attack_steps!r}")
 
 
+def tolerance(C, d, magnitude, dtype):
+    """The tolerance of each row of an unsafe region C @ Y <= d.
+
+    Args:
+      C: the rows (K, n).
+      d: the thresholds (K,).
+      magnitude: a bound on |Y_j| over the input box (n,).
+      dtype: the floating-point type the network computes in.
+
+    Returns:
+      tol (K,), float64: `allowance(|C| @ magnitude + |d|, dtype) + FEASIBILITY`.
+    """
+    scale = np.abs(C) @ np.asarray(magnitude, np.float64) + np.abs(d)
+    return np.asarray(allowance(scale, dtype), np.float64) + FEASIBILITY
+
+
 def verify_property(net, prop, *, solver="highs", time_limit=60.0, attack_steps=50, seed=0):
     """Decide a `jaxcert.vnnlib.Property` on a traced network.
 
     For each case (an input box and its unsafe region): one CROWN pass bounds every row of every
-    disjunct (a disjunct with a row whose lower bound exceeds its threshold is empty); a PGD
-    search over the box looks for a point in the remaining disjuncts; the disjuncts still open
-    are then decided by a feasibility MILP each. Every counterexample is re-run through the
-    network and must satisfy its disjunct to within `TOLERANCE` (1e-6).
+    disjunct and every output (whose magnitude sets the tolerance, see the module docstring); a
+    disjunct with a row whose lower bound exceeds its threshold by the row's tolerance is empty.
+    A PGD search over the box looks for a counterexample in the remaining disjuncts, and the
+    disjuncts still open are then decided by MILPs. A counterexample must lie inside the unsafe
+    region by the tolerance in the network's own arithmetic and in float64; a region reachable
+    only within the tolerance is "unknown", with or without the search.
 
     Args:
       net: a traced network whose input has as many entries as the property's X and whose
         output as many as its Y (both in row-major order).
       prop: the parsed property (`jaxcert.vnnlib.read_vnnlib`).
       solver: "highs" or "scip" for the MILPs.
-      time_limit: seconds for the whole property.
+      time_limit: seconds for the whole property; checked between phases (a phase that took
+        longer before than the time left is not started), the MILP solvers get the time left,
+        and the answer is then "timeout". A compiled bound pass cannot be stopped once started.
       attack_steps: PGD steps of the search for a counterexample (0 skips it).
       seed: seed of the search's random starts.
 
@@ -90,7 +130,7 @@ def verify_property(net, prop, *, solver="highs", time_limit=60.0, attack_steps=
     if not isinstance(prop, Property):
         raise TypeError(f"prop must be a jaxcert.vnnlib.Property (read_vnnlib), got {type(prop)}")
     check_options(solver, time_limit, attack_steps)
-    began = time.perf_counter()
+    clock = _Clock(time_limit)
     n_in, n_out = int(np.prod(net.input_shape)), int(np.prod(net.output_shape))
     for case in prop.cases:
         if case.lower.size != n_in:
@@ -98,41 +138,88 @@ def verify_property(net, prop, *, solver="highs", time_limit=60.0, attack_steps=
         for C, _ in case.unsafe:
             if C.shape[1] != n_out:
                 raise ValueError(f"the property has {C.shape[1]} outputs, the network {n_out}")
-    deadline = began + time_limit
-    milps = []  # (how far CROWN is from ruling the disjunct out, the case's MILP, C, d)
+    try:
+        result, counterexample = _decide(net, prop, solver, attack_steps, seed, clock)
+    except _OutOfTime:
+        result, counterexample = "timeout", None
+    return PropertyResult(result, counterexample, clock.seconds())
+
+
+class _OutOfTime(Exception):
+    """The time limit ran out, or the next phase cannot fit in the time left."""
+
+
+class _Clock:
+    """The property's deadline."""
+
+    def __init__(self, limit):
+        self.began = time.perf_counter()
+        self.deadline = self.began + limit
+
+    def seconds(self):
+        return time.perf_counter() - self.began
+
+    def left(self):
+        return self.deadline - time.perf_counter()
+
+    def fits(self, estimate):
+        """Whether a phase estimated to take `estimate` seconds ends before the deadline."""
+        return self.left() > estimate
+
+    def check(self, estimate=0.0):
+        """Raise _OutOfTime unless a phase of `estimate` seconds fits."""
+        if not self.fits(estimate):
+            raise _OutOfTime
+
+
+def _decide(net, prop, solver, attack_steps, seed, clock):
+    """(result, counterexample) of `verify_property`; raises _OutOfTime."""
+    dtype = net.graph.output_var.dtype
+    n_out = int(np.prod(net.output_shape))
+    took_bounds, took_search = 0.0, None  # the last measured duration of each phase
+    milps = []  # (scaled gap left by CROWN, the case's MILP, C, d, tol)
     for number, (lower, upper, unsafe) in enumerate(prop.cases):
-        if time.perf_counter() >= deadline:  # e.g. a property split into very many boxes
-            return PropertyResult("timeout", None, time.perf_counter() - began)
+        clock.check(took_bounds)  # e.g. a property split into very many boxes
+        started = time.perf_counter()
         shape = (1, *net.input_shape)
         box = Box(*(jnp.asarray(b.reshape(shape)) for b in _float32_box(lower, upper, True)))
         inner = Box(*(jnp.asarray(b.reshape(shape)) for b in _float32_box(lower, upper, False)))
         rows = np.concatenate([C for C, _ in unsafe])
-        ends = np.cumsum([len(C) for C, _ in unsafe])[:-1]
         relu_bounds = intermediate_bounds(net, box)
-        bound = crown(net, box, rows[None], intermediate=relu_bounds, lower_only=True).lower
-        lowest = np.split(np.asarray(bound)[0], ends)
-        gaps = [np.max(low - d) for (_, d), low in zip(unsafe, lowest)]
-        open_ = [(C, d) for (C, d), gap in zip(unsafe, gaps) if not gap > TOLERANCE]
-        if not open_:
-            continue  # every disjunct is empty over this box
-        if attack_steps:
-            found = _search(net, inner, open_, attack_steps, jax.random.key(seed + number))
+        clock.check()
+        spec = np.concatenate([rows, np.eye(n_out)])[None]  # the disjuncts' rows, then each output
+        bounds = crown(net, box, jnp.asarray(spec, dtype), intermediate=relu_bounds)
+        low, high = (np.asarray(b[0], np.float64) for b in bounds)
+        magnitude = np.maximum(np.abs(low[len(rows) :]), np.abs(high[len(rows) :]))
+        took_bounds = time.perf_counter() - started
+        ends = np.cumsum([len(C) for C, _ in unsafe])
+        disjuncts = []
+        for (C, d), end in zip(unsafe, ends):
+            tol = tolerance(C, d, magnitude, dtype)
+            gap = np.max((low[end - len(C) : end] - d) / tol)
+            if not gap > 1:  # no row clears its threshold by its tolerance
+                disjuncts.append((gap, C, d, tol))
+        if not disjuncts:
+            continue
+        if attack_steps and clock.fits(took_bounds if took_search is None else took_search):
+            started = time.perf_counter()
+            key = jax.random.key(seed + number)
+            found = _search(net, inner, [m[1:] for m in disjuncts], attack_steps, key)
+            took_search = time.perf_counter() - started
             if found is not None:
-                return PropertyResult("sat", found, time.perf_counter() - began)
+                return "sat", found
         milp = _CaseMILP(net, box, inner, relu_bounds)
-        milps += [(g, milp, C, d) for (C, d), g in zip(unsafe, gaps) if g <= TOLERANCE]
+        milps += [(gap, milp, C, d, tol) for gap, C, d, tol in disjuncts]
     # The disjuncts furthest from a proof first, as they are likelier to hold a counterexample;
     # each MILP may use all the time left (solvers overrun short limits, so no shares).
     status = "unsat"
-    for _, milp, C, d in sorted(milps, key=lambda m: m[0]):
-        found = milp.feasible(C, d, solver, deadline)
+    for _, milp, C, d, tol in sorted(milps, key=lambda m: m[0]):
+        found = milp.decide(C, d, tol, solver, clock)
         if isinstance(found, tuple):
-            return PropertyResult("sat", found, time.perf_counter() - began)
-        if found == "timeout":
-            return PropertyResult("timeout", None, time.perf_counter() - began)
+            return "sat", found
         if found == "unknown":
             status = "unknown"
-    return PropertyResult(status, None, time.perf_counter() - began)
+    return status, None
 
 
 def _float32_box(lower, upper, outward):
@@ -151,33 +238,59 @@ def _float32_box(lower, upper, outward):
     return np.where(empty, lo, low), np.where(empty, lo, high)
 
 
-def _confirmed(net, x, unsafe):
-    """(x, y) with y = net(x) when y is in some disjunct of `unsafe`, else None."""
-    x = np.asarray(x, np.float32)
-    y = np.asarray(net(jnp.asarray(x.reshape(1, *net.input_shape))))[0].ravel()
-    if any(np.all(C @ y <= d + TOLERANCE) for C, d in unsafe):
-        return x.ravel(), y
+def _confirmed(net, x, disjuncts):
+    """(x, y) with y = net(x) when y lies in some disjunct (C, d, tol) by its tolerance,
+    C @ y <= d - tol, in the network's arithmetic and in float64; else None."""
+    x = np.asarray(x, np.float32).reshape(1, *net.input_shape)
+    y = np.asarray(net(jnp.asarray(x)))[0].ravel()
+    y64 = _forward64(net, x)
+    for C, d, tol in disjuncts:
+        if all(np.all(C @ v <= d - tol) for v in (y.astype(np.float64), y64)):
+            return x.ravel(), y
     return None
 
 
-def _search(net, box, unsafe, steps, key, starts=16):
+def _forward64(net, x):
+    """The network's output at x (1, *input_shape), computed in float64 throughout."""
+
+    def wide(value):
+        value = value if isinstance(value, jax.Array) else np.asarray(value)
+        return value.astype(np.float64) if jnp.issubdtype(value.dtype, jnp.floating) else value
+
+    def wide_param(value):
+        floating = isinstance(value, np.dtype) and np.issubdtype(value, np.floating)
+        return np.dtype(np.float64) if floating else value
+
+    with jax.enable_x64(True):
+        env = {v: wide(p) for v, p in zip(net.graph.param_vars, jax.tree.leaves(net.params))}
+        env[net.graph.input_var] = wide(x)
+        for eq in net.equations:
+            values = [wide(read(env, v)) for v in eq.inputs]
+            params = {k: wide_param(v) for k, v in eq.params.items()}
+            outs = eq.primitive.bind(*values, **params)
+            env.update(zip(eq.outputs, outs if eq.primitive.multiple_results else [outs]))
+        return np.asarray(env[net.graph.output_var], np.float64).ravel()
+
+
+def _search(net, box, disjuncts, steps, key, starts=16):
     """A counterexample found by PGD on the box, or None.
 
-    The objective is min over disjuncts of max over rows of c . f(x) - d, which is <= 0 exactly
-    in the unsafe region; `attacks.pgd` minimises it through two logits whose margin is its
-    negative, from `starts` random points of the box.
+    The objective is min over disjuncts of max over rows of (c . f(x) - d) / tol + 1, which is
+    <= 0 exactly where the point lies in a disjunct by its tolerance; `attacks.pgd` minimises it
+    through two logits whose margin is its negative, from `starts` random points of the box.
     """
-    size = max(len(C) for C, _ in unsafe)
-    C = np.zeros((len(unsafe), size, unsafe[0][0].shape[1]), np.float32)
-    d = np.full((len(unsafe), size), np.finfo(np.float32).max, np.float32)  # padding: never binds
-    for j, (Cj, dj) in enumerate(unsafe):
-        C[j, : len(Cj)], d[j, : len(dj)] = Cj, dj
+    size = max(len(C) for C, _, _ in disjuncts)
+    C = np.zeros((len(disjuncts), size, disjuncts[0][0].shape[1]), np.float32)
+    d = np.full((len(disjuncts), size), np.finfo(np.float32).max, np.float32)  # pads never bind
+    tol = np.ones((len(disjuncts), size), np.float32)
+    for j, (Cj, dj, tj) in enumerate(disjuncts):
+        C[j, : len(Cj)], d[j, : len(dj)], tol[j, : len(tj)] = Cj, dj, tj
     center = (box.lower + box.upper) / 2
     radius = float(jnp.max(box.upper - box.lower)) / 2
     x = jnp.repeat(center, starts, axis=0)
     z, margin = pgd(
         _unsafe_logits,
-        (net, jnp.asarray(C), jnp.asarray(d)),
+        (net, jnp.asarray(C), jnp.asarray(d), jnp.asarray(tol)),
         x,
         jnp.zeros(starts, jnp.int32),
         key,
@@ -188,14 +301,15 @@ def _search(net, box, unsafe, steps, key, starts=16):
         upper=jnp.repeat(box.upper, starts, axis=0),
     )
     best = int(jnp.argmax(margin))
-    return _confirmed(net, z[best], unsafe)
+    return _confirmed(net, z[best], disjuncts)
 
 
 def _unsafe_logits(params, z):
-    """Logits (g, 0) with g = min_j max_k (C_jk . f(z) - d_jk): the margin -g is > 0 when unsafe."""
-    net, C, d = params
+    """Logits (g, 0) with g = min_j max_k ((C_jk . f(z) - d_jk) / tol_jk + 1): the margin -g is
+    > 0 when z lies in a disjunct by its tolerance."""
+    net, C, d, tol = params
     y = net(z).reshape(z.shape[0], -1)
-    gap = jnp.max(jnp.einsum("jkn,bn->bjk", C, y) - d, axis=2)
+    gap = jnp.max((jnp.einsum("jkn,bn->bjk", C, y) - d) / tol + 1, axis=2)
     return jnp.stack([jnp.min(gap, axis=1), jnp.zeros(z.shape[0], y.dtype)], axis=1)
 
 
@@ -213,32 +327,69 @@ class _CaseMILP:
         self.relu_bounds = [Interval(b.lower[0], b.upper[0]) for b in relu_bounds]
         self.built = None
 
-    def feasible(self, C, d, solver, deadline):
-        """A confirmed (x, y) with C @ y <= d, "infeasible", "timeout" or "unknown"."""
+    def decide(self, C, d, tol, solver, clock):
+        """A counterexample (x, y) of the disjunct C @ Y <= d, "empty" (unreachable by the
+        tolerance) or "unknown"; raises _OutOfTime.
+
+        First the decision of C @ Y <= d + tol (infeasible: empty); when its solution is no
+        counterexample, the minimum of t with C @ Y - d <= t tol, whose best point is checked.
+        """
+        model, _, outputs, _ = self._model(clock)
+        terms = [mathopt.fast_sum(c * y for c, y in zip(row, outputs) if c != 0) for row in C]
+        limits = [term <= float(b) for term, b in zip(terms, d + tol)]
+        result = self._solve(model, limits, solver, clock, "decide")
+        if result.termination.reason == mathopt.TerminationReason.INFEASIBLE:
+            return "empty"
+        found = self._checked(result, C, d, tol)
+        if found is None and result.has_primal_feasible_solution():
+            t = model.add_variable()  # free: the margin of the best point, in tolerances
+            model.minimize(t)
+            try:
+                limits = [term - float(s) * t <= float(b) for term, s, b in zip(terms, tol, d)]
+                result = self._solve(model, limits, solver, clock, "optimize")
+            finally:
+                model.objective.clear()
+                model.delete_variable(t)
+            found = self._checked(result, C, d, tol)
+        if found is not None:
+            return found
+        if result.termination.limit == mathopt.Limit.TIME:
+            raise _OutOfTime
+        return "unknown"
+
+    def _model(self, clock):
         if self.built is None:
-            self.built = build_model(self.net, self.outer, self.relu_bounds, exact=True)
-        model, inputs, outputs, _ = self.built
-        added = [
-            model.add_linear_constraint(
-                mathopt.fast_sum(c * y for c, y in zip(row, outputs) if c != 0) <= bound
-            )
-            for row, bound in zip(C, d)
-        ]
+            bounds = _clocked(self.relu_bounds, clock)
+            self.built = build_model(self.net, self.outer, bounds, exact=True)
+        return self.built
+
+    @staticmethod
+    def _solve(model, constraints, solver, clock, search):
+        """Solve the model with `constraints` added for this solve only, in the time left."""
+        left = clock.left()
+        if left <= 0:
+            raise _OutOfTime
+        added = [model.add_linear_constraint(c) for c in constraints]
         try:
-            left = deadline - time.perf_counter()
-            if left <= 0:
-                return "timeout"
-            params = solve_parameters(solver, left, None, "decide")
-            result = mathopt.solve(model, SOLVER_TYPES[solver], params=params)
+            params = solve_parameters(solver, left, None, search)
+            return mathopt.solve(model, SOLVER_TYPES[solver], params=params)
         finally:
             for constraint in added:
                 model.delete_linear_constraint(constraint)
-        if result.termination.reason == mathopt.TerminationReason.INFEASIBLE:
-            return "infeasible"
-        if result.has_primal_feasible_solution():
-            lower, upper = (np.asarray(v, np.float64).ravel() for v in self.inner.box())
-            x = np.clip([result.variable_values(v) for v in inputs], lower, upper)
-            found = _confirmed(self.net, x, [(C, d)])
-            if found is not None:
-                return found
-        return "timeout" if result.termination.limit == mathopt.Limit.TIME else "unknown"
+
+    def _checked(self, result, C, d, tol):
+        """The solution moved into the inner box, if it is a counterexample; else None."""
+        if not result.has_primal_feasible_solution():
+            return None
+        _, inputs, _, _ = self.built
+        lower, upper = (np.asarray(v, np.float64).ravel() for v in self.inner.box())
+        x = np.clip([result.variable_values(v) for v in inputs], lower, upper)
+        return _confirmed(self.net, x, [(C, d, tol)])
+
+
+def _clocked(relu_bounds, clock):
+    """The bounds one by one, checking the clock before each: `build_model` reads them ReLU by
+    ReLU, so this stops a long build between layers."""
+    for bound in relu_bounds:
+        clock.check()
+        yield bound
