@@ -91,9 +91,9 @@ FIELDS = {
     "pA_lower": _probability,
     "seed": _integer(),
     "status": _choice(STATUSES),
-    "margin_lower": _number,
-    "margin_upper": _number,
-    "target": _integer(0),
+    "margin_lower": float,
+    "margin_upper": float,
+    "target": _integer(),
     "binaries": _integer(0),
     "onnx": _text,
     "vnnlib": _text,
@@ -240,6 +240,8 @@ class ResumableTable:
     def _load(self):
         if self.path.read_bytes().find(b"\n") < 0:  # killed while writing the header
             self.path.write_text(self.delimiter.join(self.columns) + "\n")
+            print(f"{self.path}: rewrote its header, cut short by an interrupted write",
+                  file=sys.stderr)  # fmt: skip
             return
         _, rows, torn, length = read_table(self.path, self.delimiter, self.keys, self.columns)
         if torn is not None:

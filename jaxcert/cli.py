@@ -533,13 +533,19 @@ def train_model(
 
 def _load_checkpoint(directory, settings, params, optimizer):
     """(params, optimizer state, next epoch) of the run saved in `directory`."""
-    record_path = Path(directory) / _CHECKPOINT_SETTINGS
-    record = json.loads(record_path.read_text())
-    if record["settings"] != json.loads(json.dumps(settings)):
-        raise UserError(f"--resume: {directory} holds a run with other settings")
-    target = {"params": params, "opt_state": optimizer.init(params)}
-    state = serialization.from_bytes(target, (Path(directory) / _CHECKPOINT).read_bytes())
-    return state["params"], state["opt_state"], record["epoch"] + 1
+    record_path, state_path = Path(directory) / _CHECKPOINT_SETTINGS, Path(directory) / _CHECKPOINT
+    try:
+        record = json.loads(record_path.read_text())
+        before, epoch = record["settings"], int(record["epoch"])
+        target = {"params": params, "opt_state": optimizer.init(params)}
+        state = serialization.from_bytes(target, state_path.read_bytes())
+    except (ValueError, TypeError, KeyError) as err:
+        raise UserError(f"--resume: {directory} holds no readable checkpoint ({err!r})") from None
+    wanted = json.loads(json.dumps(settings))
+    if before != wanted:
+        changed = sorted(k for k in set(before) | set(wanted) if before.get(k) != wanted.get(k))
+        raise UserError(f"--resume: {directory} holds a run with other settings, in {changed}")
+    return state["params"], state["opt_state"], epoch + 1
 
 
 def robust_accuracies(apply_fn, params, x, y, eps):
