@@ -87,7 +87,7 @@ FIELDS = {
     "time": _time,
     "nA": _integer(0),
     "nB": _integer(0),
-    "n": _integer(1),
+    "n": _integer(0),
     "pA_lower": _probability,
     "seed": _integer(),
     "status": _choice(STATUSES),
