@@ -27,6 +27,8 @@ _TIMEDELTA = re.compile(r"(\d+ days?, )?\d+:\d\d:\d\d(\.\d+)?")
 def _integer(minimum=None):
     def check(text):
         value = int(text)
+        if str(value) != text:  # "01" or " 1" would be another key than "1"
+            raise ValueError("is not an integer in plain decimal form")
         if minimum is not None and value < minimum:
             raise ValueError(f"must be >= {minimum}")
         return value

@@ -167,6 +167,7 @@ def test_partial_trailing_row_is_cut(tmp_path, capsys):
         (["0\tx", "1", "2\tz"], "line 3: malformed row, 1 fields instead of 2"),
         (["0\tx", "one\ty", "2\tz"], "line 3: malformed row, idx 'one'"),
         (["0\tx", "-1\ty"], "line 3: malformed row, idx '-1' must be >= 0"),
+        (["0\tx", "00\ty"], "line 3: malformed row, idx '00' is not an integer in plain"),
         (["0\tx", "", "2\tz"], "line 3: malformed row"),
     ],
 )
