@@ -25,6 +25,13 @@ def check_positive(name, value):
         raise ValueError(f"{name} must be finite and > 0, got {_show(v)}")
 
 
+def check_nonnegative(name, value):
+    """Require a finite value >= 0 elementwise (a weight or a radius such as eps)."""
+    v = concrete(value)
+    if v is not None and not np.all(np.isfinite(v) & (v >= 0)):
+        raise ValueError(f"{name} must be finite and >= 0, got {_show(v)}")
+
+
 def check_count(name, value, minimum=1):
     """Require a Python/NumPy integer >= minimum (a static size such as n or batch_size)."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer):

@@ -4,6 +4,7 @@ and bench."""
 import argparse
 import datetime
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -83,15 +84,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return args.run(args) or 0
-    except (
-        UserError,
-        ValueError,
-        TypeError,
-        FileNotFoundError,
-        FileExistsError,
-        ImportError,
-        RuntimeError,
-    ) as err:
+    except (UserError, ValueError, TypeError, OSError, ImportError, RuntimeError) as err:
         print(f"jaxcert {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -168,6 +161,11 @@ def _parser():
         "--resume",
         action="store_true",
         help="continue an interrupted run from the checkpoint it saved in --out after each epoch",
+    )
+    tr.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train even if --out is a non-empty directory, replacing the model in it",
     )
     tr.add_argument("--json", action="store_true", help="print the summary as JSON")
     tr.set_defaults(run=run_train)
@@ -395,21 +393,71 @@ def _print_summary(path):
 
 def _check_log_options(args):
     _positive("skip", args.skip)
-    if args.max is not None and args.max < 0:
-        raise UserError(f"--max must be >= 0, got {args.max}")
+    if args.max is not None:
+        _positive("max", args.max)
+
+
+def _check_data_options(args):
+    if args.dataset == "mnist" and args.data_dir is None:
+        raise UserError("--data-dir is required with --dataset mnist (the folder of its IDX files)")
+
+
+def _numbers(kind, text):
+    try:
+        return tuple(kind(v) for v in text.split(",")) if text else ()
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated {kind.__name__} values, got {text!r}"
+        ) from None
 
 
 def _floats(text):
-    return tuple(float(v) for v in text.split(","))
+    return _numbers(float, text)
 
 
 def _ints(text):
-    return tuple(int(v) for v in text.split(",")) if text else ()
+    return _numbers(int, text)
+
+
+def _require(ok, name, allowed, value):
+    if not ok:
+        raise UserError(f"--{name} must be {allowed}, got {value}")
 
 
 def _positive(name, value):
-    if value is None or value < 1:
-        raise UserError(f"--{name} must be >= 1, got {value}")
+    _require(value is not None and value >= 1, name, ">= 1", value)
+
+
+def _above_zero(name, value):
+    _require(math.isfinite(value) and value > 0, name, "finite and > 0", value)
+
+
+def _nonnegative(name, value):
+    _require(math.isfinite(value) and value >= 0, name, "finite and >= 0", value)
+
+
+def _level(name, value):
+    _require(0 < value < 1, name, "in (0, 1)", value)
+
+
+def _model_settings(path, info, params):
+    """The model's entries of a log's settings: its path and a hash of its content."""
+    digest = models.content_hash(info["spec"], info["input_shape"], params)
+    return {"model": str(Path(path).resolve()), "model_sha256": digest}
+
+
+def _images_for(args, info):
+    """The data set's images and labels, checked against the model, and the indices to do."""
+    images, labels = data.load_dataset(args.dataset, args.split, args.data_dir)
+    if tuple(images.shape[1:]) != tuple(info["input_shape"]):
+        raise UserError(
+            f"--model {args.model} takes inputs of shape {tuple(info['input_shape'])}, "
+            f"the {args.dataset} images have shape {images.shape[1:]}"
+        )
+    indices = np.arange(0, len(images), args.skip)[: args.max]
+    if len(indices) == 0:
+        raise UserError(f"--dataset {args.dataset}: its {args.split} split holds no images")
+    return images, labels, indices
 
 
 # --- train -----------------------------------------------------------------------------------
@@ -485,15 +533,19 @@ def train_model(
 
 def _load_checkpoint(directory, settings, params, optimizer):
     """(params, optimizer state, next epoch) of the run saved in `directory`."""
-    record_path = Path(directory) / _CHECKPOINT_SETTINGS
-    if not record_path.exists():
-        raise UserError(f"--resume: no checkpoint in {directory} (a run saves one per epoch)")
-    record = json.loads(record_path.read_text())
-    if record["settings"] != json.loads(json.dumps(settings)):
-        raise UserError(f"--resume: {directory} holds a run with other settings")
-    target = {"params": params, "opt_state": optimizer.init(params)}
-    state = serialization.from_bytes(target, (Path(directory) / _CHECKPOINT).read_bytes())
-    return state["params"], state["opt_state"], record["epoch"] + 1
+    record_path, state_path = Path(directory) / _CHECKPOINT_SETTINGS, Path(directory) / _CHECKPOINT
+    try:
+        record = json.loads(record_path.read_text())
+        before, epoch = record["settings"], int(record["epoch"])
+        target = {"params": params, "opt_state": optimizer.init(params)}
+        state = serialization.from_bytes(target, state_path.read_bytes())
+    except (ValueError, TypeError, KeyError) as err:
+        raise UserError(f"--resume: {directory} holds no readable checkpoint ({err!r})") from None
+    wanted = json.loads(json.dumps(settings))
+    if before != wanted:
+        changed = sorted(k for k in set(before) | set(wanted) if before.get(k) != wanted.get(k))
+        raise UserError(f"--resume: {directory} holds a run with other settings, in {changed}")
+    return state["params"], state["opt_state"], epoch + 1
 
 
 def robust_accuracies(apply_fn, params, x, y, eps):
@@ -505,15 +557,33 @@ def robust_accuracies(apply_fn, params, x, y, eps):
     return clean, float(np.mean(np.asarray(attack) < 0)), float(np.mean(np.asarray(verified)))
 
 
-def run_train(args):
+def _check_train_options(args):
     _positive("epochs", args.epochs)
     _positive("batch-size", args.batch_size)
     _positive("eval-images", args.eval_images)
+    _above_zero("lr", args.lr)
     for name in ("sigma", "eps", "relu_stability", "l1"):
-        if not getattr(args, name) >= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if not 0 <= args.kappa <= 1:
-        raise UserError(f"--kappa must lie in [0, 1], got {args.kappa}")
+        _nonnegative(name.replace("_", "-"), getattr(args, name))
+    _require(0 <= args.kappa <= 1, "kappa", "in [0, 1]", args.kappa)
+    widths = ",".join(map(str, args.hidden))
+    _require(all(w >= 1 for w in args.hidden), "hidden", "widths >= 1", widths)
+    _check_data_options(args)
+    out = args.out
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a model directory")
+    if args.resume and args.overwrite:
+        raise UserError("--resume continues the run in --out, --overwrite starts anew: pick one")
+    if args.resume and not (out / _CHECKPOINT_SETTINGS).is_file():
+        raise UserError(f"--resume: no checkpoint in {out} (a run saves one per epoch)")
+    if not args.resume and not args.overwrite and out.is_dir() and any(out.iterdir()):
+        raise UserError(
+            f"--out {out} exists and is not empty: pass --overwrite to replace the model in it, "
+            "--resume to continue its interrupted run, or choose another --out"
+        )
+
+
+def run_train(args):
+    _check_train_options(args)
     x, y = data.load_dataset(args.dataset, "train", args.data_dir)
     test_x, test_y = data.load_dataset(args.dataset, "test", args.data_dir)
     eval_x, eval_y = test_x[: args.eval_images], test_y[: args.eval_images]
@@ -537,7 +607,8 @@ def run_train(args):
         )
 
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-                if k not in ("run", "resume", "out", "eval_images")}  # fmt: skip
+                if k not in ("run", "resume", "overwrite", "out", "eval_images",
+                              "json")}  # fmt: skip
     apply_fn, params = train_model(
         x,
         y,
@@ -702,23 +773,29 @@ def predict_rows(
     return _smoothing_rows(indices, seed, images_per_step, "predict", on_row, evaluate)
 
 
+def _check_smoothing_options(args, counts):
+    """The options of certify or predict, before anything is loaded."""
+    for name in (*counts, "images"):
+        _positive(name, getattr(args, name))
+    _check_log_options(args)
+    _level("alpha", args.alpha)
+    if args.sigma is not None:
+        _above_zero("sigma", args.sigma)
+    if args.batch_size is not None:
+        _require(args.batch_size >= args.images, "batch-size", f">= --images ({args.images}), "
+                 "one noisy copy of each image a step", args.batch_size)  # fmt: skip
+    _check_data_options(args)
+
+
 def _smoothing_setup(args):
     """The model, its noise level, the data and the indices of a certify or predict run."""
     apply_fn, params, info = models.load_model(args.model)
     sigma = args.sigma if args.sigma is not None else info["metadata"].get("sigma")
     if sigma is None or not sigma > 0:
         raise UserError(f"--sigma must be > 0 (the model records none), got {sigma}")
-    if not 0 < args.alpha < 1:
-        raise UserError(f"--alpha must lie in (0, 1), got {args.alpha}")
-    images, labels = data.load_dataset(args.dataset, args.split, args.data_dir)
-    if tuple(images.shape[1:]) != tuple(info["input_shape"]):
-        raise UserError(
-            f"the model takes inputs of shape {tuple(info['input_shape'])}, "
-            f"the {args.dataset} data has {images.shape[1:]}"
-        )
-    indices = np.arange(0, len(images), args.skip)[: args.max]
+    images, labels, indices = _images_for(args, info)
     settings = {
-        "model": str(args.model.resolve()),
+        **_model_settings(args.model, info, params),
         "dataset": args.dataset,
         "split": args.split,
         "sigma": sigma,
@@ -762,9 +839,7 @@ def _todo(log, indices, out):
 
 
 def run_certify(args):
-    for name in ("n0", "n", "images"):
-        _positive(name, getattr(args, name))
-    _check_log_options(args)
+    _check_smoothing_options(args, ("n0", "n"))
     rows, sigma = _smoothing_log(args, CERTIFY_COLUMNS, certify_rows, n0=args.n0)
     radius = np.array([float(r["radius"]) for r in rows])
     correct = np.array([r["correct"] == "1" for r in rows])
@@ -775,9 +850,7 @@ def run_certify(args):
 
 
 def run_predict(args):
-    for name in ("n", "images"):
-        _positive(name, getattr(args, name))
-    _check_log_options(args)
+    _check_smoothing_options(args, ("n",))
     rows, sigma = _smoothing_log(args, PREDICT_COLUMNS, predict_rows)
     correct = sum(r["correct"] == "1" for r in rows)
     abstained = sum(r["predict"] == "-1" for r in rows)
@@ -796,18 +869,15 @@ def run_predict(args):
 def run_verify(args):
     _check_log_options(args)
     _positive("images", args.images)
-    if not args.eps >= 0:
-        raise UserError(f"--eps must be >= 0, got {args.eps}")
-    if not args.time_limit > 0:
-        raise UserError(f"--time-limit must be > 0, got {args.time_limit}")
-    if args.attack_steps < 0:
-        raise UserError(f"--attack-steps must be >= 0, got {args.attack_steps}")
+    _nonnegative("eps", args.eps)
+    _above_zero("time-limit", args.time_limit)
+    _require(args.attack_steps >= 0, "attack-steps", ">= 0", args.attack_steps)
+    _check_data_options(args)
     apply_fn, params, info = models.load_model(args.model)
-    images, labels = data.load_dataset(args.dataset, args.split, args.data_dir)
+    images, labels, indices = _images_for(args, info)
     net = graph.trace(apply_fn, params, images[:1])
-    indices = np.arange(0, len(images), args.skip)[: args.max]
     settings = {
-        "model": str(args.model.resolve()),
+        **_model_settings(args.model, info, params),
         "dataset": args.dataset,
         "split": args.split,
         "eps": args.eps,
@@ -942,11 +1012,16 @@ def run_vnncomp(args):
 
 
 def run_report(args):
-    if any(r < 0 for r in args.radii):
-        raise UserError(f"--radii must be >= 0, got {args.radii}")
-    if args.max_radius is not None and not args.max_radius > 0:
-        raise UserError(f"--max-radius must be > 0, got {args.max_radius}")
+    radii = ",".join(map(str, args.radii))
+    _require(args.radii and all(map(math.isfinite, args.radii)) and min(args.radii) >= 0,
+             "radii", "finite and >= 0", radii)  # fmt: skip
+    if args.max_radius is not None:
+        _above_zero("max-radius", args.max_radius)
+    if args.plot is not None and not args.plot.parent.is_dir():
+        raise UserError(f"--plot {args.plot}: the folder {args.plot.parent} does not exist")
     all_results = [report.read_results(path) for path in args.files]
+    if args.plot is not None:
+        report.plottable(all_results)
     if args.json:
         print(json.dumps([report.summary(r, args.radii) for r in all_results], indent=2))
     else:
@@ -961,6 +1036,15 @@ def run_report(args):
 
 def run_bench(args):
     names = [n for n in args.only.split(",") if n]
+    unknown = sorted(set(names) - set(bench.SCRIPTS))
+    if not names or unknown:
+        raise UserError(
+            f"--only must name benchmarks among {','.join(bench.SCRIPTS)}, got {args.only!r}"
+        )
+    for name in names:
+        script = args.dir / bench.SCRIPTS[name][0]
+        if not script.is_file():
+            raise UserError(f"--dir {args.dir}: {script} not found (run from a clone of jaxcert)")
     with Progress(len(names), "bench", unit="script") as bar:
         documents, paths = bench.run(args.dir, names, args.quick, progress=lambda n: bar.update())
     if args.json:
@@ -978,6 +1062,12 @@ def run_demo(args):
     _positive("n", args.n)
     _positive("n0", args.n0)
     _positive("epochs", args.epochs)
+    _level("alpha", args.alpha)
+    if args.max is not None:
+        _positive("max", args.max)
+    sigmas = ",".join(map(str, args.sigmas))
+    _require(args.sigmas and all(math.isfinite(s) and s > 0 for s in args.sigmas), "sigmas",
+             "finite and > 0", sigmas)  # fmt: skip
     train_x, train_y = data.load_digits("train")
     test_x, test_y = data.load_digits("test")
     indices = np.arange(len(test_x))[: args.max]

@@ -5,6 +5,7 @@ linen models here ``apply_fn`` is ``model.apply`` and ``params`` the full variab
 ``{"params": ...}``; `from_nnx` adapts a flax.nnx module to the same convention.
 """
 
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx, serialization
 
 _SPEC_FILE = "model.json"
@@ -189,10 +191,66 @@ def load_model(path: str | Path) -> tuple[Callable, Any, dict]:
                 f"{file} not found: a saved model is a directory holding "
                 f"{_SPEC_FILE} and {_PARAMS_FILE} (written by jaxcert.models.save_model)"
             )
-    info = json.loads(spec_path.read_text())
-    apply_fn, template = init_model(info["spec"], jax.random.key(0), info["input_shape"])
-    params = serialization.from_bytes(template, params_path.read_bytes())
+    try:
+        info = json.loads(spec_path.read_text())
+        spec, input_shape = info["spec"], info["input_shape"]
+        info.setdefault("metadata", {})
+    except (ValueError, TypeError, KeyError) as err:
+        raise ValueError(
+            f"{spec_path} is not a model description: a JSON object with 'spec' and "
+            f"'input_shape' is expected ({err!r})"
+        ) from None
+    if not isinstance(input_shape, list) or not all(
+        isinstance(d, int) and d >= 1 for d in input_shape
+    ):
+        raise ValueError(f"{spec_path}: input_shape must be a list of positive integers")
+    try:
+        apply_fn, template = init_model(spec, jax.random.key(0), input_shape)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{spec_path}: {err}") from None
+    try:
+        params = serialization.from_bytes(template, params_path.read_bytes())
+    except (ValueError, TypeError, KeyError) as err:
+        raise ValueError(
+            f"{params_path} does not hold the parameters of the model in {_SPEC_FILE} ({err})"
+        ) from None
+    for (where, want), got in zip(
+        jax.tree_util.tree_leaves_with_path(template), jax.tree.leaves(params)
+    ):
+        if jnp.shape(got) != jnp.shape(want):
+            raise ValueError(
+                f"{params_path} does not match the architecture in {_SPEC_FILE}: "
+                f"{jax.tree_util.keystr(where)} has shape {jnp.shape(got)}, "
+                f"the spec gives {jnp.shape(want)}"
+            )
     return apply_fn, jax.tree.map(jnp.asarray, params), info
+
+
+def content_hash(spec: dict, input_shape: Sequence[int], params: Any) -> str:
+    """A SHA-256 hex digest of a model's architecture and parameter values.
+
+    Two models get the same hash exactly when their specs, input shapes, and parameter trees
+    (paths, dtypes, shapes and bytes of every leaf) are equal; the path it was loaded from and
+    its metadata do not count. Result logs record it so that a resume with another model is
+    refused.
+
+    Args:
+        spec: the architecture spec (see `build_model`).
+        input_shape: shape of one input without the batch axis.
+        params: the parameters.
+
+    Returns:
+        The digest, 64 hexadecimal characters.
+    """
+    digest = hashlib.sha256()
+    header = {"spec": spec, "input_shape": [int(d) for d in input_shape]}
+    digest.update(json.dumps(header, sort_keys=True).encode())
+    for where, leaf in jax.tree_util.tree_leaves_with_path(params):
+        value = np.asarray(leaf)
+        described = f"{jax.tree_util.keystr(where)}:{value.dtype.str}:{value.shape}"
+        digest.update(described.encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()
 
 
 def from_nnx(module: nnx.Module) -> tuple[Callable, Any]:

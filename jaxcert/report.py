@@ -8,13 +8,13 @@ accuracy and its abstentions. The run's settings (sigma, eps, method, ...)
 come from the `FILE.json` beside each file.
 """
 
-import csv
-import json
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from ._table import read_settings, read_table
 from .smoothing import certified_accuracy
 
 KINDS = {
@@ -43,23 +43,29 @@ class Results(NamedTuple):
 def read_results(path):
     """Read a certify, verify or predict TSV (and its settings); the kind is told by the columns.
 
+    Every row is checked as on a resume (`jaxcert._table.read_table`): a malformed row or a
+    repeated image index is an error naming the line; a last line cut short by an interrupted
+    write is left out (said on stderr).
+
     Raises:
       FileNotFoundError: no such file.
-      ValueError: the file is neither kind.
+      ValueError: the file is neither kind, has no rows, or does not parse.
     """
     path = Path(path)
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f, delimiter="\t")
-        columns = reader.fieldnames or []
-        rows = [row for row in reader if None not in row.values()]  # drops a cut-off last row
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not a result file")
+    columns, rows, torn, _ = read_table(path)
     kind = next((k for k, needed in KINDS.items() if set(needed) <= set(columns)), None)
     if kind is None:
         raise ValueError(
             f"{path} is not a jaxcert certify, verify or predict file (its columns are {columns})"
         )
-    settings_path = path.with_name(path.name + ".json")
-    settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
-    return Results(path, kind, settings, rows)
+    if torn is not None:
+        print(f"{path}: left out line {torn}, a row cut short by an interrupted write",
+              file=sys.stderr)  # fmt: skip
+    if not rows:
+        raise ValueError(f"{path} holds no result rows yet")
+    return Results(path, kind, read_settings(path) or {}, rows)
 
 
 def label(results):
@@ -141,9 +147,13 @@ def markdown_table(all_results, radii):
     return "\n".join(lines)
 
 
-def plot_certified_accuracy(all_results, out, max_radius=None):
-    """Certified accuracy against radius for every certify file, on one figure (as in Cohen et
-    al., 2019, Figure 6). Needs matplotlib (`pip install "jaxcert[plot]"`)."""
+def plottable(all_results):
+    """The certify files among `all_results`, and pyplot, checked before anything is drawn.
+
+    Raises:
+      ImportError: matplotlib is not installed.
+      ValueError: no certify file was given.
+    """
     try:
         import matplotlib
 
@@ -156,6 +166,13 @@ def plot_certified_accuracy(all_results, out, max_radius=None):
     certify = [r for r in all_results if r.kind == "certify"]
     if not certify:
         raise ValueError("--plot draws certify files; none was given")
+    return certify, plt
+
+
+def plot_certified_accuracy(all_results, out, max_radius=None):
+    """Certified accuracy against radius for every certify file, on one figure (as in Cohen et
+    al., 2019, Figure 6). Needs matplotlib (`pip install "jaxcert[plot]"`)."""
+    certify, plt = plottable(all_results)
     top = max_radius or max(
         (float(row["radius"]) for r in certify for row in r.rows), default=1.0
     )

@@ -147,7 +147,7 @@ def test_resume_refuses_other_settings(model_dir, tmp_path, capsys):
     assert len(err) == 1 and "sigma" in err[0]
 
 
-def test_partial_trailing_row_is_cut(tmp_path):
+def test_partial_trailing_row_is_cut(tmp_path, capsys):
     path = tmp_path / "log.tsv"
     with ResumableTable(path, ["idx", "v"], {"a": 1}) as log:
         log.write({"idx": 0, "v": "x"})
@@ -157,6 +157,127 @@ def test_partial_trailing_row_is_cut(tmp_path):
         assert list(log.done) == ["0"]
         log.write({"idx": 1, "v": "y"})
     assert path.read_text() == "idx\tv\n0\tx\n1\ty\n"
+    assert f"{path}: dropped line 3, a row cut short" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "lines, error",
+    [
+        (["0\tx", "1\ty", "0\tz"], "line 4: duplicate row, the key '0' is already on line 2"),
+        (["0\tx", "1", "2\tz"], "line 3: malformed row, 1 fields instead of 2"),
+        (["0\tx", "one\ty", "2\tz"], "line 3: malformed row, idx 'one'"),
+        (["0\tx", "-1\ty"], "line 3: malformed row, idx '-1' must be >= 0"),
+        (["0\tx", "00\ty"], "line 3: malformed row, idx '00' is not an integer in plain"),
+        (["0\tx", "", "2\tz"], "line 3: malformed row"),
+    ],
+)
+def test_resume_refuses_a_duplicate_or_malformed_row(tmp_path, lines, error):
+    path = tmp_path / "log.tsv"
+    ResumableTable(path, ["idx", "v"], {"a": 1}).close()
+    with open(path, "a") as f:
+        f.write("\n".join(lines) + "\n1\tcut")  # and a torn last line, dropped as usual
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=f"^{path}, {error}"):
+        ResumableTable(path, ["idx", "v"], {"a": 1}, resume=True)
+    assert path.read_bytes() == before  # nothing written or cut
+
+
+def test_resume_of_a_comma_table_keyed_by_two_columns(tmp_path):
+    path = tmp_path / "results.csv"
+    columns = ["onnx", "vnnlib", "result", "seconds"]
+    ResumableTable(path, columns, {}, delimiter=",", keys=2).close()
+    with open(path, "a") as f:
+        f.write("a.onnx,p.vnnlib,unsat,1.0\na.onnx,q.vnnlib,sat,2.0\n")
+    with ResumableTable(path, columns, {}, resume=True, delimiter=",", keys=2) as table:
+        assert set(table.done) == {("a.onnx", "p.vnnlib"), ("a.onnx", "q.vnnlib")}
+    with open(path, "a") as f:
+        f.write("a.onnx,p.vnnlib,sat,3.0\n")
+    with pytest.raises(ValueError, match="line 4: duplicate row, the key 'a.onnx,p.vnnlib'"):
+        ResumableTable(path, columns, {}, resume=True, delimiter=",", keys=2)
+    path.write_text(",".join(columns) + "\na.onnx,p.vnnlib,unsat,soon\n")
+    with pytest.raises(ValueError, match="line 2: malformed row, seconds 'soon'"):
+        ResumableTable(path, columns, {}, resume=True, delimiter=",", keys=2)
+
+
+def test_certify_resume_and_report_refuse_a_log_they_cannot_trust(model_dir, tmp_path, capsys):
+    """A duplicated row made `report` count 9 images for 8; a corrupt middle row was resumed
+    past, and then broke every later resume and `report` with a message naming no file."""
+    out = tmp_path / "cert.tsv"
+    base = ["certify", "--model", str(model_dir), "--n", "100", "--n0", "10", "--out", str(out)]
+    assert main([*base, "--max", "8"]) == 0
+    good = out.read_text().splitlines(keepends=True)
+    cases = [
+        (good + [good[3]], "line 10: duplicate row, the key '2' is already on line 4"),
+        (good[:4] + [good[4].replace("\t0:", "\tnoon:", 1)] + good[5:], "line 5: malformed"),
+        (good[:4] + [good[4].replace("\t", "\t\t", 1)] + good[5:], "line 5: malformed"),
+    ]
+    for lines, error in cases:
+        out.write_text("".join(lines))
+        capsys.readouterr()
+        for argv in ([*base, "--max", "12", "--resume"], ["report", str(out)]):
+            assert main(argv) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and f"{out}, {error}" in err[0], err
+        assert out.read_text() == "".join(lines)  # the resume wrote nothing
+    # A torn last line is not an error: the resume redoes its image, `report` leaves it out.
+    out.write_text("".join(good[:-1]) + good[-1][:7])
+    assert main(["report", str(out), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)[0]["images"] == 7 and "left out line 9" in captured.err
+    assert main([*base, "--max", "8", "--resume"]) == 0
+    assert "dropped line 9" in capsys.readouterr().err
+    untimed = [line.split("\t")[:5] + line.split("\t")[6:] for line in good]
+    assert [line.split("\t")[:5] + line.split("\t")[6:] for line in out.read_text().splitlines(
+        keepends=True)] == untimed  # fmt: skip
+
+
+def test_resume_refuses_another_model_at_the_same_path(model_dir, tmp_path, capsys):
+    """The log records the model's content hash: retraining into the same directory and
+    resuming would mix the rows of two models."""
+    model = tmp_path / "model"
+    apply_fn, params, info = jc.models.load_model(model_dir)
+    jc.models.save_model(model, info["spec"], params, input_shape=info["input_shape"],
+                         metadata=info["metadata"])  # fmt: skip
+    out = tmp_path / "cert.tsv"
+    base = ["certify", "--model", str(model), "--n", "100", "--n0", "10", "--out", str(out)]
+    assert main([*base, "--max", "2"]) == 0
+    settings = json.loads(out.with_name("cert.tsv.json").read_text())
+    assert settings["model_sha256"] == jc.models.content_hash(
+        info["spec"], info["input_shape"], params
+    )
+    other = jax.tree.map(lambda p: p * 1.01, params)
+    jc.models.save_model(model, info["spec"], other, input_shape=info["input_shape"],
+                         metadata=info["metadata"])  # fmt: skip
+    capsys.readouterr()
+    assert main([*base, "--max", "4", "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "['model_sha256']" in err[0]
+    assert f"the model at {model.resolve()} is not the one the earlier run used" in err[0]
+    assert len(out.read_text().splitlines()) == 3
+    # A log of an older jaxcert, without the hash, cannot be checked: refused as well.
+    del settings["model_sha256"]
+    out.with_name("cert.tsv.json").write_text(json.dumps(settings))
+    assert main([*base, "--max", "4", "--resume"]) == 2
+    assert "recorded no hash" in capsys.readouterr().err
+
+
+def test_train_refuses_a_non_empty_out_unless_overwrite(model_dir, tmp_path, capsys):
+    out = tmp_path / "model"
+    out.mkdir()
+    args = ["train", "--epochs", "1", "--hidden", "8", "--eval-images", "10", "--out", str(out)]
+    assert main(args) == 0  # an empty folder is fine
+    saved = (out / "params.msgpack").read_bytes()
+    capsys.readouterr()
+    assert main([*args, "--seed", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--out {out} exists and is not empty: pass --overwrite" in err[0]
+    assert (out / "params.msgpack").read_bytes() == saved
+    assert main([*args, "--seed", "1", "--overwrite", "--resume"]) == 2
+    assert main([*args, "--seed", "1", "--overwrite"]) == 0
+    assert (out / "params.msgpack").read_bytes() != saved
+    (tmp_path / "file").write_text("x")
+    assert main([*args[:-1], str(tmp_path / "file")]) == 2
+    assert "is a file" in capsys.readouterr().err
 
 
 def test_demo_prints_the_table(capsys):
@@ -191,6 +312,96 @@ def test_bad_options_give_one_line(args, match, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and match in err[0] and "Traceback" not in err[0]
+
+
+TRAIN = ["train", "--out", "never-made"]
+CERTIFY = ["certify", "--model", "no-model", "--out", "x.tsv"]  # options fail before the model
+VERIFY = ["verify", "--model", "no-model", "--eps", "0.1", "--out", "x.tsv"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([*TRAIN, "--lr", "-1"], "train: error: --lr must be finite and > 0, got -1.0"),
+        ([*TRAIN, "--lr", "inf"], "--lr must be finite and > 0, got inf"),
+        ([*TRAIN, "--lr", "nan"], "--lr must be finite and > 0, got nan"),
+        ([*TRAIN, "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+        ([*TRAIN, "--eval-images", "0"], "--eval-images must be >= 1, got 0"),
+        ([*TRAIN, "--eps", "nan"], "--eps must be finite and >= 0, got nan"),
+        ([*TRAIN, "--sigma", "-0.5"], "--sigma must be finite and >= 0, got -0.5"),
+        ([*TRAIN, "--l1", "inf"], "--l1 must be finite and >= 0, got inf"),
+        ([*TRAIN, "--hidden", "32,0"], "--hidden must be widths >= 1, got 32,0"),
+        ([*TRAIN, "--dataset", "mnist"], "--data-dir is required with --dataset mnist"),
+        ([*TRAIN, "--resume"], "--resume: no checkpoint in never-made"),
+        (["demo", "--sigmas", "0.25,-1"], "demo: error: --sigmas must be finite and > 0, got "
+                                          "0.25,-1.0"),
+        (["demo", "--alpha", "1"], "--alpha must be in (0, 1), got 1.0"),
+        (["demo", "--max", "0"], "--max must be >= 1, got 0"),
+        ([*CERTIFY, "--alpha", "0"], "certify: error: --alpha must be in (0, 1), got 0.0"),
+        ([*CERTIFY, "--sigma", "-1"], "--sigma must be finite and > 0, got -1.0"),
+        ([*CERTIFY, "--max", "0"], "--max must be >= 1, got 0"),
+        ([*CERTIFY, "--n0", "0"], "--n0 must be >= 1, got 0"),
+        ([*CERTIFY, "--batch-size", "4"], "--batch-size must be >= --images (8)"),
+        ([*CERTIFY, "--dataset", "mnist"], "--data-dir is required with --dataset mnist"),
+        (["predict", *CERTIFY[1:], "--n", "0"], "predict: error: --n must be >= 1, got 0"),
+        (["predict", *CERTIFY[1:], "--skip", "0"], "--skip must be >= 1, got 0"),
+        ([*VERIFY, "--max", "0"], "verify: error: --max must be >= 1, got 0"),
+        ([*VERIFY[:4], "inf", *VERIFY[5:]], "--eps must be finite and >= 0, got inf"),
+        ([*VERIFY, "--time-limit", "0"], "--time-limit must be finite and > 0, got 0.0"),
+        (["report", "x.tsv", "--max-radius", "inf"], "--max-radius must be finite and > 0"),
+        (["report", "x.tsv", "--radii", "0,nan"], "--radii must be finite and >= 0, got 0.0,nan"),
+        (["report", "x.tsv", "--plot", "no/such/dir/p.png"], "the folder no/such/dir does not"),
+        (["bench", "--only", "smoothing,nope"], "--only must name benchmarks among"),
+        (["bench", "--only", ","], "--only must name benchmarks among"),
+        (["bench", "--dir", "no-such-dir"], "--dir no-such-dir: no-such-dir/smoothing"),
+    ],
+)
+def test_every_option_is_checked_before_any_work(args, message, capsys, monkeypatch):
+    """One line naming the option, exit 2, and nothing trained, loaded or run first (demo used
+    to certify sigma 0.25 before refusing -1; train --lr -1 trained and exited 0)."""
+
+    def never(*args, **kwargs):
+        raise AssertionError("work began before every option was checked")
+
+    for name in ("train_model", "certify_rows", "predict_rows"):
+        monkeypatch.setattr(jc.cli, name, never)
+    for module, name in ((jc.models, "load_model"), (jc.data, "load_dataset"), (jc.bench, "run")):
+        monkeypatch.setattr(module, name, never)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and err[0].startswith(f"jaxcert {args[0]}: error")
+
+
+@pytest.mark.parametrize("args", [["demo", "--sigmas", "0.25,x"], [*TRAIN, "--hidden", "8,a"]])
+def test_lists_that_are_not_numbers_are_usage_errors(args, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    assert stop.value.code == 2
+    assert "expected comma-separated" in capsys.readouterr().err
+
+
+def write_mnist(folder, split, count, side):
+    """IDX files of `count` blank side x side images (a data set of another shape)."""
+    names = {"test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}[split]
+    header = np.array([0x803, count, side, side], ">u4").tobytes()
+    (folder / names[0]).write_bytes(header + bytes(count * side * side))
+    (folder / names[1]).write_bytes(np.array([0x801, count], ">u4").tobytes() + bytes(count))
+
+
+@pytest.mark.parametrize("command", ["certify", "predict", "verify"])
+def test_images_of_another_shape_than_the_model(model_dir, tmp_path, capsys, command):
+    """Was a Flax ScopeParamShapeError traceback (verify); now one line naming --model."""
+    write_mnist(tmp_path, "test", 3, 28)
+    args = [command, "--model", str(model_dir), "--dataset", "mnist", "--data-dir",
+            str(tmp_path), "--out", str(tmp_path / "x.tsv")]  # fmt: skip
+    assert main(args + (["--eps", "0.1"] if command == "verify" else [])) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert f"--model {model_dir} takes inputs of shape (8, 8, 1), the mnist images have shape " \
+           "(28, 28, 1)" in err[0]  # fmt: skip
+    write_mnist(tmp_path, "test", 0, 8)  # an empty data set: no ZeroDivisionError either
+    assert main(args + (["--eps", "0.1"] if command == "verify" else [])) == 2
+    assert "--dataset mnist: its test split holds no images" in capsys.readouterr().err
 
 
 def test_certify_rows_equal_library_certify(model_dir):

@@ -65,6 +65,38 @@ def test_load_missing_files(tmp_path):
         models.load_model(tmp_path)
 
 
+def test_load_refuses_files_that_do_not_describe_the_model(tmp_path):
+    _, params = models.init_model(MLP_SPEC, jax.random.key(0), (8, 8, 1))
+    models.save_model(tmp_path, MLP_SPEC, params, input_shape=(8, 8, 1))
+    other = {**MLP_SPEC, "hidden": [32, 17]}  # a spec the saved parameters do not fit
+    (tmp_path / "model.json").write_text(json.dumps({"spec": other, "input_shape": [8, 8, 1]}))
+    shapes = r"does not match .*Dense_1.*bias.*\(16,\), the spec gives \(17,\)"
+    with pytest.raises(ValueError, match=shapes):
+        models.load_model(tmp_path)
+    (tmp_path / "model.json").write_text("{not json")
+    with pytest.raises(ValueError, match="model.json is not a model description"):
+        models.load_model(tmp_path)
+    (tmp_path / "model.json").write_text(json.dumps({"spec": MLP_SPEC}))
+    with pytest.raises(ValueError, match="input_shape"):
+        models.load_model(tmp_path)
+    (tmp_path / "model.json").write_text(json.dumps({"spec": MLP_SPEC, "input_shape": [8, 8, 1]}))
+    (tmp_path / "params.msgpack").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="params.msgpack does not hold the parameters"):
+        models.load_model(tmp_path)
+
+
+def test_content_hash_tells_models_apart():
+    _, params = models.init_model(MLP_SPEC, jax.random.key(0), (8, 8, 1))
+    digest = models.content_hash(MLP_SPEC, (8, 8, 1), params)
+    assert len(digest) == 64
+    assert models.content_hash(MLP_SPEC, [8, 8, 1], jax.tree.map(np.array, params)) == digest
+    nudged = jax.tree.map(lambda p: p, params)
+    nudged["params"]["Dense_2"]["bias"] = params["params"]["Dense_2"]["bias"].at[3].add(1e-7)
+    assert models.content_hash(MLP_SPEC, (8, 8, 1), nudged) != digest
+    assert models.content_hash({**MLP_SPEC, "num_classes": 10}, (8, 8, 1), params) == digest
+    assert models.content_hash(MLP_SPEC, (64, 1, 1), params) != digest
+
+
 class _NnxNet(nnx.Module):
     def __init__(self, rngs):
         self.conv = nnx.Conv(1, 4, kernel_size=(3, 3), rngs=rngs)

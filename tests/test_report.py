@@ -67,3 +67,24 @@ def test_json_output_of_report_and_logs(tmp_path, capsys):
     [figures] = json.loads(capsys.readouterr().out)
     assert figures["certified_accuracy"] == {"0": 0.5, "0.25": 0.5, "0.5": 0.0}
     assert figures["kind"] == "certify" and figures["images"] == 2
+
+
+def test_report_checks_every_file_before_printing(tmp_path, capsys):
+    """A log without rows (was an error about `radius`, naming no file), a file that does not
+    parse, or --plot without certify files: one line naming the file, nothing printed."""
+    _write(tmp_path / "a.tsv", CERTIFY_COLUMNS, [{"idx": 0, "radius": 0.3, "correct": 1}], {})
+    _write(tmp_path / "empty.tsv", CERTIFY_COLUMNS, [], {})
+    _write(tmp_path / "v.tsv", VERIFY_COLUMNS, [{"idx": 0, "status": "verified"}], {})
+    (tmp_path / "bad.tsv.json").write_text("{")
+    (tmp_path / "bad.tsv").write_text((tmp_path / "a.tsv").read_text())
+    cases = [
+        ([tmp_path / "a.tsv", tmp_path / "empty.tsv"], f"{tmp_path / 'empty.tsv'} holds no result"),
+        ([tmp_path / "a.tsv", tmp_path / "bad.tsv"], f"{tmp_path / 'bad.tsv.json'} is not valid"),
+        ([tmp_path / "a.tsv", tmp_path], f"{tmp_path} is a directory"),
+        ([tmp_path / "v.tsv", "--plot", tmp_path / "p.png"], "--plot draws certify files"),
+    ]
+    for files, message in cases:
+        assert main(["report", *map(str, files)]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and message in captured.err
+        assert len(captured.err.strip().splitlines()) == 1

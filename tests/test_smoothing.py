@@ -280,6 +280,22 @@ def test_bad_inputs():
         jc.smoothing.certified_accuracy([0.1, 0.2], [True], [0.0])
 
 
+@pytest.mark.parametrize("fn", [jc.smoothing.certify, jc.smoothing.predict])
+def test_bad_batches_are_named_before_sampling(fn):
+    """An empty batch (was ZeroDivisionError), n=0 in predict (named `num`) and images of
+    another shape than the model's (a Flax ScopeParamShapeError) are one ValueError each."""
+    kwargs = dict(sigma=SIGMA, num_classes=10)
+    apply_fn, params = jc.models.init_model({"kind": "mlp", "hidden": [4]}, jax.random.key(0),
+                                            (8, 8, 1))  # fmt: skip
+    x = jnp.zeros((2, 8, 8, 1))
+    with pytest.raises(ValueError, match=r"x must hold at least one input, got shape \(0, 8"):
+        fn(apply_fn, params, x[:0], jax.random.key(0), **kwargs)
+    with pytest.raises(ValueError, match="^n must be >= 1, got 0"):
+        fn(apply_fn, params, x, jax.random.key(0), n=0, **kwargs)
+    with pytest.raises(ValueError, match=r"apply_fn cannot take inputs shaped like x, \(N, 28, 28"):
+        fn(apply_fn, params, jnp.zeros((2, 28, 28, 1)), jax.random.key(0), **kwargs)
+
+
 def test_certify_coverage_over_many_runs():
     """P(certified radius > true radius) <= alpha, measured over 4000 independent runs."""
     runs, n, alpha = 4000, 500, 0.05

@@ -75,12 +75,28 @@ def test_negative_sigma_rejected(mlp, batch):
     for sigma in (-0.1, np.float32(-1.0), float("nan")):
         with pytest.raises(ValueError, match="sigma must be >= 0"):
             train.gaussian_augmentation_loss(apply_fn, params, x, y, jax.random.key(0), sigma)
-    with pytest.raises(ValueError, match="sigma must be >= 0"):
+    with pytest.raises(ValueError, match="sigma must be finite and >= 0"):
         train.fit(apply_fn, params, x, y, jax.random.key(0), sigma=-1.0, epochs=1)
     with pytest.raises(ValueError, match="batch_size"):
         train.fit(apply_fn, params, x, y, jax.random.key(0), sigma=0.1, epochs=1, batch_size=0)
     with pytest.raises(ValueError, match="equal lengths"):
         train.fit(apply_fn, params, x, y[:3], jax.random.key(0), sigma=0.1, epochs=1)
+
+
+def test_non_finite_hyperparameters_rejected(mlp, batch):
+    """An infinite learning rate, eps or loss weight trains a garbage model: refused by name."""
+    apply_fn, params = mlp
+    x, y = batch
+    for lr in (-1.0, 0.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="learning_rate must be finite and > 0"):
+            train.fit(apply_fn, params, x, y, jax.random.key(0), epochs=1, learning_rate=lr)
+    with pytest.raises(ValueError, match="sigma must be finite and >= 0"):
+        train.fit(apply_fn, params, x, y, jax.random.key(0), sigma=float("inf"), epochs=1)
+    with pytest.raises(ValueError, match="eps must be finite and >= 0, got inf"):
+        train.ramp_schedules("ibp", float("inf"), 100)
+    for name in ("relu_stability_weight", "l1_weight"):
+        with pytest.raises(ValueError, match=f"{name} must be finite and >= 0, got nan"):
+            train.training_loss("ibp", **{name: float("nan")})
 
 
 def test_train_step_decreases_loss(mlp, batch):

@@ -178,6 +178,7 @@ def predict(
     """
     check_classifier(apply_fn, params, x, num_classes)
     _validate.check_open_unit("alpha", alpha)
+    n = _validate.check_count("n", n)
     counts = sample_counts(
         apply_fn,
         params,

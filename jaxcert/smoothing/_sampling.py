@@ -6,6 +6,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.errors import FlaxError
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
@@ -42,11 +43,20 @@ def check_classifier(apply_fn, params, x, num_classes):
             "x must be a batch of inputs with a leading batch axis, shape (B, ...), "
             f"got shape {getattr(x, 'shape', None)}"
         )
+    if x.shape[0] == 0:
+        raise ValueError(f"x must hold at least one input, got shape {x.shape}")
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"x must have a floating dtype, got {x.dtype}")
     _validate.check_finite("x", x)
     num_classes = _validate.check_count("num_classes", num_classes, minimum=2)
-    out = jax.eval_shape(apply_fn, params, jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype))
+    one = jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype)
+    try:
+        out = jax.eval_shape(apply_fn, params, one)
+    except (TypeError, ValueError, FlaxError) as err:  # e.g. Flax's ScopeParamShapeError
+        raise ValueError(
+            f"apply_fn cannot take inputs shaped like x, (N, {', '.join(map(str, x.shape[1:]))})"
+            f": {str(err).splitlines()[0]}"
+        ) from err
     if getattr(out, "shape", None) != (1, num_classes):
         raise ValueError(
             f"apply_fn must map a batch of shape (N, {', '.join(map(str, x.shape[1:]))}) to "

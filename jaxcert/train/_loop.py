@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .. import _validate
 from ._gaussian import gaussian_augmentation_loss
 
 
@@ -116,11 +117,11 @@ def fit(
         raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if optimizer is None and not learning_rate > 0:
-        raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
+    if optimizer is None:
+        _validate.check_positive("learning_rate", learning_rate)
     sigma = loss_kwargs.get("sigma")
-    if isinstance(sigma, int | float) and not sigma >= 0:
-        raise ValueError(f"sigma must be >= 0, got {sigma!r}")
+    if isinstance(sigma, int | float):
+        _validate.check_nonnegative("sigma", sigma)
     optimizer = optax.adam(learning_rate) if optimizer is None else optimizer
     step = make_train_step(apply_fn, optimizer, loss_fn, **loss_kwargs)
     if isinstance(first_epoch, bool) or not isinstance(first_epoch, int) or first_epoch < 0:

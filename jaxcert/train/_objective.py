@@ -1,5 +1,6 @@
 """One training loss per method (with optional ReLU-stability and L1 terms) and its schedules."""
 
+from .. import _validate
 from ._certified import (
     crown_ibp_loss,
     dual_loss,
@@ -48,9 +49,8 @@ def training_loss(
     """
     if method not in METHODS:
         raise ValueError(f"unknown training method {method!r}; choose one of {', '.join(METHODS)}")
-    for name, value in (("relu_stability_weight", relu_stability_weight), ("l1_weight", l1_weight)):
-        if not value >= 0:
-            raise ValueError(f"{name} must be >= 0, got {value!r}")
+    _validate.check_nonnegative("relu_stability_weight", relu_stability_weight)
+    _validate.check_nonnegative("l1_weight", l1_weight)
     box = {"lower": lower, "upper": upper}
 
     def loss_fn(apply_fn, params, x, y, key, eps=0.0, kappa=0.0, beta=1.0, sigma=0.0):
@@ -99,8 +99,7 @@ def ramp_schedules(method, eps, total_steps, *, kappa=0.5, warmup=0.1, ramp=0.5)
     """
     if method not in METHODS:
         raise ValueError(f"unknown training method {method!r}; choose one of {', '.join(METHODS)}")
-    if not eps >= 0:
-        raise ValueError(f"eps must be >= 0, got {eps!r}")
+    _validate.check_nonnegative("eps", eps)
     if not 0 <= warmup <= 1 or not 0 <= ramp <= 1:
         raise ValueError(f"warmup and ramp must be fractions in [0, 1], got {warmup}, {ramp}")
     if method in ("standard", "gaussian"):
