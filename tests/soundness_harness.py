@@ -990,15 +990,18 @@ def check_exact(seed, *, solver=None):
 
 def _task(job):
     kind, seed, jit, full = job
+    before = jax.config.jax_disable_most_optimizations
     jax.config.update("jax_disable_most_optimizations", True)  # compiles faster, runs as fast
-    with contextlib.nullcontext() if jit else jax.disable_jit():
-        try:
+    try:
+        with contextlib.nullcontext() if jit else jax.disable_jit():
             if kind == "arch":
                 return kind, check_architecture(seed, full=full)
             return kind, check_exact(seed)
-        except Exception as e:  # noqa: BLE001 - a harness failure is reported, not fatal
-            return kind, {"seed": seed, "harness_error": _brief(e),
-                          "traceback": traceback.format_exc()[-2000:], "seconds": 0.0}
+    except Exception as e:  # noqa: BLE001 - a harness failure is reported, not fatal
+        return kind, {"seed": seed, "harness_error": _brief(e),
+                      "traceback": traceback.format_exc()[-2000:], "seconds": 0.0}
+    finally:
+        jax.config.update("jax_disable_most_optimizations", before)
 
 
 def run(architectures, exact, *, seed=0, workers=1, jit=False, full=False, progress=False):
