@@ -649,7 +649,7 @@ def _bound_calls(net, spec, C, y, pick, with_lp):
                       lambda r=relu, m=inter: b.crown(net, spec, relu=r, intermediate=m)))
     relu, inter = combos[-1]
     calls.append((f"crown C relu={relu} intermediate={inter}", "C",
-                  lambda: b.crown(net, spec, C, relu=relu, intermediate=inter)))
+                  lambda r=relu, m=inter: b.crown(net, spec, C, relu=r, intermediate=m)))
     for inter in alphas:
         calls.append((f"alpha-crown C intermediate={inter}", "C",
                       lambda m=inter: b.alpha_crown(net, spec, C, steps=ALPHA_STEPS,
@@ -657,7 +657,7 @@ def _bound_calls(net, spec, C, y, pick, with_lp):
     relu = combos[0][0]
     for method in ("crown", "ibp"):
         calls.append((f"intermediate_bounds method={method} relu={relu}", "pre",
-                      lambda m=method: b.intermediate_bounds(net, spec, method=m, relu=relu)))
+                      lambda m=method, r=relu: b.intermediate_bounds(net, spec, method=m, relu=r)))
     options = {"crown": {"relu": relu}, "crown-ibp": {"relu": relu},
                "alpha-crown": {"steps": ALPHA_STEPS}}  # fmt: skip
     for method in MARGIN_METHODS:
