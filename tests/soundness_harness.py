@@ -224,8 +224,8 @@ class _Builder:
             padding = [0, 1, 2, "SAME", "VALID", "asym"][rng.integers(6)]
             if padding == "asym":
                 padding = tuple(tuple(int(v) for v in rng.integers(0, 3, 2)) for _ in range(2))
-            elif isinstance(padding, int):
-                padding = ((padding, padding),) * 2
+            elif isinstance(padding, int) or lhs > 1:  # no "SAME"/"VALID" with lhs dilation
+                padding = ((padding, padding),) * 2 if isinstance(padding, int) else ((1, 1),) * 2
             groups = int(rng.choice([g for g in range(1, c_in + 1) if c_in % g == 0]))
             if rng.random() < 0.6:
                 groups = 1
