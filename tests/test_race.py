@@ -150,11 +150,12 @@ def test_a_worker_that_dies_is_a_clear_error(monkeypatch, tmp_path):
 def test_the_race_keeps_its_deadline():
     began = time.monotonic()
     with Race() as race:
-        assert race.solve(hard_model(), 1.0, None, "decide") == (None, None)
+        result, _ = race.solve(hard_model(), 1.0, None, "decide")
         took = time.monotonic() - began
+        assert result is None or not _race._decisive(result, "decide")
         result, _ = race.solve(no_solution_model()[0], 10.0, None, "decide")  # replaced workers
         assert result.termination.reason == mathopt.TerminationReason.INFEASIBLE
-    assert took <= 1.0 + _race.GRACE + 0.5, took
+    assert took <= 1.0 + 0.25, took  # the pipes and a kill take milliseconds
 
 
 def test_a_worker_exits_when_its_request_pipe_closes():

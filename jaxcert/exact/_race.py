@@ -32,8 +32,9 @@ SOLVER_TYPES = {
     "highs": mathopt.SolverType.HIGHS,
     "glop": mathopt.SolverType.GLOP,
 }
-# The parent waits this long past a query's time limit before it kills a worker that has not
-# answered (a solver overruns its limit a little; a new worker first loads OR-Tools).
+# A solver's own time limit is the query's less this much (at most a quarter of it), kept for it
+# to overrun its limit a little and send its answer; at the query's limit the parent kills the
+# workers that have not answered.
 GRACE = 0.5
 _MAGIC = b"JXCR"
 _HEAD = struct.Struct("<4sQ")
@@ -170,16 +171,17 @@ class Race:
         Returns:
           (result, solver): the first decisive `SolveResult` and the name of the solver that
           gave it; when neither is decisive, the answer with the better dual bound; when no
-          answer came within time_limit + GRACE seconds, (None, None) (the workers still
-          running are then killed and replaced).
+          answer came within time_limit seconds, (None, None) (the workers still running are
+          then killed and replaced).
 
         Raises:
           RuntimeError: a worker failed, ended, or sent a malformed message.
         """
-        deadline = time.monotonic() + time_limit + GRACE
+        deadline = time.monotonic() + time_limit
         proto = model.export_model().SerializeToString()
+        own_limit = time_limit - min(GRACE, time_limit / 4)
         for worker in self.workers:
-            worker.start((proto, time_limit, threads, search))
+            worker.start((proto, own_limit, threads, search))
         pending = {w.replies: w for w in self.workers}
         results = []
         while pending:

@@ -118,9 +118,9 @@ def verify(
         interrupted, and the first call on a network also compiles it, as the first LP model
         built compiles its layers' Jacobians: either can overrun a small limit); every phase
         (attack, LPs, tightening, each MILP) starts only while the image has time left, and
-        the solvers get only the time left but a twentieth, kept to confirm a solution (a
-        race's workers are killed GRACE = 0.5 s after their limit). An image stopped by its
-        limit answers "unknown" (or "unconfirmed").
+        the solvers get only the time left but a twentieth, kept to confirm a solution (a race
+        kills its workers at that limit, having given them up to 0.5 s less). An image stopped
+        by its limit answers "unknown" (or "unconfirmed").
       bounds: "crown", "crown-ibp", "alpha-crown" or "ibp": proves classes before any LP and
         gives the ReLU bounds (tighter bounds mean fewer binaries and smaller big-M constants).
       threads: solver threads (SCIP, also in the race), or None for the solver's default.
@@ -183,6 +183,9 @@ def verify(
     if open_.any():  # the size of the outputs over each set, for the rounding threshold
         out = crown(net, spec, intermediate=relu_bounds)
         scale = np.max(np.maximum(np.abs(out.lower), np.abs(out.upper)), axis=1)
+        # compile the checks of solutions now, so that no image's budget pays for it
+        first = jax.tree.map(lambda a: a[0], spec)
+        _confirm(net, first, np.asarray(first.box()[0]), int(y[0]))
     attacked = None
     if attack_steps and open_.any() and time_left() > 0:
         attacked = _attack(net, spec, y, attack_steps, seed)
