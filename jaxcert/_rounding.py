@@ -47,3 +47,20 @@ def lowered(bound, scale, dtype):
 def raised(bound, scale, dtype):
     """A computed upper bound made safe against rounding: bound + allowance(scale, dtype)."""
     return bound + allowance(scale, dtype)
+
+
+def rounded_box(lower, upper, dtype, *, outward):
+    """The float64 box [lower, upper] in `dtype`, rounded outwards (it contains the exact box: for
+    bounds and MILPs) or inwards (every `dtype` point of it lies in the exact box: for
+    counterexamples; where no `dtype` number lies in [lower_i, upper_i], the nearest one)."""
+    lower, upper = np.asarray(lower, np.float64), np.asarray(upper, np.float64)
+    lo, hi = lower.astype(dtype), upper.astype(dtype)
+    down, up = np.asarray(-np.inf, dtype), np.asarray(np.inf, dtype)
+    if outward:
+        return np.where(lo > lower, np.nextafter(lo, down), lo), np.where(
+            hi < upper, np.nextafter(hi, up), hi
+        )
+    low = np.where(lo < lower, np.nextafter(lo, up), lo)
+    high = np.where(hi > upper, np.nextafter(hi, down), hi)
+    empty = low > high
+    return np.where(empty, lo, low), np.where(empty, lo, high)

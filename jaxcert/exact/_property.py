@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from ortools.math_opt.python import mathopt
 
-from .._rounding import allowance
+from .._rounding import allowance, rounded_box
 from .._sets import Box
 from ..attacks import pgd
 from ..bounds._crown import crown, intermediate_bounds
@@ -182,8 +182,11 @@ def _decide(net, prop, solver, attack_steps, seed, clock):
         clock.check(took_bounds)  # e.g. a property split into very many boxes
         started = time.perf_counter()
         shape = (1, *net.input_shape)
-        box = Box(*(jnp.asarray(b.reshape(shape)) for b in _float32_box(lower, upper, True)))
-        inner = Box(*(jnp.asarray(b.reshape(shape)) for b in _float32_box(lower, upper, False)))
+        box, inner = (
+            Box(*(jnp.asarray(b.reshape(shape)) for b in rounded_box(lower, upper, np.float32,
+                                                                      outward=outward)))
+            for outward in (True, False)
+        )  # fmt: skip
         rows = np.concatenate([C for C, _ in unsafe])
         relu_bounds = intermediate_bounds(net, box)
         clock.check()
@@ -220,22 +223,6 @@ def _decide(net, prop, solver, attack_steps, seed, clock):
         if found == "unknown":
             status = "unknown"
     return status, None
-
-
-def _float32_box(lower, upper, outward):
-    """The box in float32, rounded outwards (it contains the float64 box: for the bounds and the
-    MILP) or inwards (every float32 point in it lies in the float64 box: for counterexamples;
-    where no float32 number lies in [lower_i, upper_i], the nearest one is taken)."""
-    lo, hi = lower.astype(np.float32), upper.astype(np.float32)
-    down, up = np.float32(-np.inf), np.float32(np.inf)
-    if outward:
-        return np.where(lo > lower, np.nextafter(lo, down), lo), np.where(
-            hi < upper, np.nextafter(hi, up), hi
-        )
-    low = np.where(lo < lower, np.nextafter(lo, up), lo)
-    high = np.where(hi > upper, np.nextafter(hi, down), hi)
-    empty = low > high
-    return np.where(empty, lo, low), np.where(empty, lo, high)
 
 
 def _confirmed(net, x, disjuncts):

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from ortools.math_opt.python import mathopt
 
-from .._rounding import allowance
+from .._rounding import allowance, rounded_box
 from .._sets import Box, L1Ball, LinfBall
 from ..attacks import pgd
 from ..bounds._crown import crown, intermediate_bounds, margins
@@ -418,9 +418,12 @@ def _solve(model, outputs, label, j, solver, time_limit, threads, search="minimu
 
 
 def _inside(example, x, dtype):
-    """x clipped into the set's box, as `dtype`; None if it lies outside an l1 ball."""
-    lower, upper = (np.asarray(v, dtype) for v in example.box())
-    x = np.clip(np.asarray(x, dtype), lower, upper)
+    """x clipped into the set's box, as `dtype` (the box computed in float64 and rounded
+    inwards, so that x lies in the exact set); None if it lies outside an l1 ball."""
+    with jax.enable_x64(True):
+        wide = jax.tree.map(lambda a: jnp.asarray(np.asarray(a, np.float64)), example)
+        exact = [np.asarray(v) for v in wide.box()]
+    x = np.clip(np.asarray(x, dtype), *rounded_box(*exact, dtype, outward=False))
     if isinstance(example, L1Ball):
         center = np.asarray(example.x, np.float64)
         if np.abs(x.astype(np.float64) - center).sum() > float(example.eps):
