@@ -19,9 +19,11 @@ Two checks, each driven by one integer seed so that every failure can be rebuilt
 
 Run by hand: `python tests/soundness_harness.py --architectures 2000 --exact 500` prints a JSON
 summary (counts, violations and wrong answers with the seed that rebuilds each); `--only-arch`
-and `--only-exact` rerun single seeds. The library's functions run op by op under
-`jax.disable_jit()` (default; `--jit` compiles instead), which is several times faster for these
-tiny networks than compiling every method for every new architecture.
+and `--only-exact` rerun single seeds. `--out results.jsonl` keeps every report as it comes and
+resumes a stopped run; `--cache DIR` keeps compiled operations for the workers and later runs.
+The library's functions run op by op under `jax.disable_jit()` (default; `--jit` compiles
+instead), which is several times faster for these tiny networks than compiling every method for
+every new architecture.
 """
 
 import argparse
@@ -43,7 +45,14 @@ from jax import lax
 
 import jaxcert as jc
 
-CLASSES = (2, 3, 4, 5)
+# Sizes come from short menus, so that consecutive architectures share most tensor shapes and
+# reuse the operations JAX compiled for earlier ones (a compile costs tens of ms; most checks
+# run op by op).
+CLASSES = (2, 3, 5)
+INPUT_SIZES = (3, 8)  # of flat inputs
+IMAGE_SIDES = (5, 8)
+IMAGE_CHANNELS = (1, 3)
+WIDTHS = (3, 6, 10)  # of dense layers
 RELU_FORMS = ("nn", "max", "max0first")  # jax.nn.relu(h), jnp.maximum(h, 0), jnp.maximum(0, h)
 RELU_OPTIONS = tuple(itertools.product(("adaptive", "same-slope", "zero", "one"), ("crown", "ibp")))
 SET_KINDS = ("linf", "l2", "l1")
@@ -343,7 +352,8 @@ def generate(seed, *, exact=False):
         return _flax_architecture(seed, rng, num_classes)
     layout = str(rng.choice(["NCHW", "NHWC"]))
     if family == "mlp" or (family == "residual" and rng.random() < 0.5):
-        shape = (int(rng.integers(2, 9)),) if rng.random() < 0.7 else _image(rng, layout, exact)
+        flat = (int(rng.choice(INPUT_SIZES)),)
+        shape = flat if rng.random() < 0.7 else _image(rng, layout, exact)
     else:
         shape = _image(rng, layout, exact)
     x = _centres(rng, shape)
@@ -366,8 +376,8 @@ def generate(seed, *, exact=False):
 
 
 def _image(rng, layout, exact):
-    c = int(rng.integers(1, 3 if exact else 4))
-    h, w = (int(v) for v in rng.integers(4, 6, 2)) if exact else rng.integers(5, 9, 2)
+    c = int(rng.integers(1, 3)) if exact else int(rng.choice(IMAGE_CHANNELS))
+    h, w = rng.integers(4, 6, 2) if exact else rng.choice(IMAGE_SIDES, 2)
     return (c, int(h), int(w)) if layout == "NCHW" else (int(h), int(w), c)
 
 
@@ -394,11 +404,11 @@ def _conv_layers(b, rng, residual, exact):
 def _dense_layers(b, rng, residual, exact):
     at_least = 1 if exact or len(b.ops) < 2 else 0
     for _ in range(int(rng.integers(at_least, 3))):
-        width = min(int(rng.integers(2, 13)), b.budget)
+        width = min(int(rng.choice(WIDTHS)), b.budget)
         if width < 1:
             break
         if not exact and rng.random() < 0.3:  # a linear layer with no activation after it
-            b.dense(int(rng.integers(2, 13)), relu_next=False, bias=rng.random() < 0.5)
+            b.dense(int(rng.choice(WIDTHS)), relu_next=False, bias=rng.random() < 0.5)
             if rng.random() < 0.3:
                 b.between()
         b.dense(width, relu_next=True)
@@ -437,7 +447,8 @@ class _FlaxNet(fnn.Module):
 
 
 def _flax_architecture(seed, rng, num_classes):
-    h, w, c_in = (int(v) for v in (*rng.integers(5, 9, 2), rng.integers(1, 4)))
+    h, w = (int(v) for v in rng.choice(IMAGE_SIDES, 2))
+    c_in = int(rng.choice(IMAGE_CHANNELS))
     layers, spatial, c, relus = [], (h, w), c_in, 0
     for _ in range(int(rng.integers(1, 4))):
         for _ in range(20):
@@ -466,7 +477,7 @@ def _flax_architecture(seed, rng, num_classes):
             spatial = tuple(n - 1 for n in spatial)
     layers.append(("flatten", {}))
     if rng.random() < 0.6:
-        layers += [("dense", {"width": int(rng.integers(2, 13))}), ("relu", {})]
+        layers += [("dense", {"width": int(rng.choice(WIDTHS))}), ("relu", {})]
     model = _FlaxNet(tuple(layers), num_classes)
     x = _centres(rng, (h, w, c_in))
     params = model.init(jax.random.key(seed % (2**31)), x)
@@ -633,9 +644,10 @@ def _pgd_points(arch, regions, directions, rng):
 def _bound_calls(net, spec, C, y, pick, with_lp):
     """(name, what is bounded, thunk) for every method on one set.
 
-    `pick` chooses the relaxation options: None for all of them, else an integer that rotates
-    them (two of the eight CROWN slope x intermediate choices, one alpha-CROWN intermediate
-    choice), so that consecutive seeds cover every option.
+    `pick` chooses the relaxation options: None for all of them (and every kind of output: the
+    outputs, C @ outputs, the ReLU inputs), else an integer that rotates them (two of the
+    eight CROWN slope x intermediate choices, one alpha-CROWN intermediate choice), so that
+    consecutive seeds cover every option with one call per method and kind of output.
     """
     b = jc.bounds
     if pick is None:
@@ -643,8 +655,10 @@ def _bound_calls(net, spec, C, y, pick, with_lp):
     else:
         combos = (RELU_OPTIONS[pick % 8], RELU_OPTIONS[(pick + 3) % 8])
         alphas = (("crown", "ibp")[pick % 2],)
-    calls = [("ibp", "out", lambda: b.ibp(net, spec)), ("ibp C", "C", lambda: b.ibp(net, spec, C))]
-    for relu, inter in combos:
+    calls = [("ibp", "out", lambda: b.ibp(net, spec))]
+    if pick is None:
+        calls.append(("ibp C", "C", lambda: b.ibp(net, spec, C)))
+    for relu, inter in combos[:-1]:
         calls.append((f"crown relu={relu} intermediate={inter}", "out",
                       lambda r=relu, m=inter: b.crown(net, spec, relu=r, intermediate=m)))
     relu, inter = combos[-1]
@@ -655,7 +669,7 @@ def _bound_calls(net, spec, C, y, pick, with_lp):
                       lambda m=inter: b.alpha_crown(net, spec, C, steps=ALPHA_STEPS,
                                                     intermediate=m)))  # fmt: skip
     relu = combos[0][0]
-    for method in ("crown", "ibp"):
+    for method in ("crown", "ibp") if pick is None else ("crown",):
         calls.append((f"intermediate_bounds method={method} relu={relu}", "pre",
                       lambda m=method, r=relu: b.intermediate_bounds(net, spec, method=m, relu=r)))
     options = {"crown": {"relu": relu}, "crown-ibp": {"relu": relu},
@@ -666,7 +680,8 @@ def _bound_calls(net, spec, C, y, pick, with_lp):
             calls.append((f"margins method={method}" + "".join(f" {k}={v}" for k, v in kw.items()),
                            "margin", lambda m=method, kw=kw: b.margins(net, spec, y, m, **kw)))
     if with_lp:
-        calls.append(("lp", "out", lambda: b.lp(net, spec)))
+        if pick is None:
+            calls.append(("lp", "out", lambda: b.lp(net, spec)))
         calls.append(("lp C intermediate=crown", "C",
                       lambda: b.lp(net, spec, C, intermediate="crown")))
     return calls
@@ -1004,33 +1019,69 @@ def _task(job):
         jax.config.update("jax_disable_most_optimizations", before)
 
 
-def run(architectures, exact, *, seed=0, workers=1, jit=False, full=False, progress=False):
-    """Check `architectures` generated networks and `exact` tiny ones; return a summary.
+# Faster XLA compiles for CPU (about half the time per operation, the same results), set for
+# the workers (before they start JAX) unless XLA_FLAGS is already set.
+FAST_COMPILES = "--xla_cpu_use_fusion_emitters=false --xla_llvm_disable_expensive_passes=true"
+
+
+def _start_worker(cache_dir):
+    """Keep every compiled operation, however small, in `cache_dir` (shared by the workers
+    and by later runs) if given."""
+    if cache_dir:
+        jax.config.update("jax_compilation_cache_dir", cache_dir)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def _read_results(path):
+    """The (kind, report) lines of a results file; a torn last line is dropped."""
+    if not path or not os.path.exists(path):
+        return []
+    done = []
+    with open(path) as f:
+        for line in f:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            done.append((entry["kind"], entry["report"]))
+    return done
+
+
+def run(architectures, exact, *, seed=0, workers=1, jit=False, full=False, progress=False,
+        out=None, cache_dir=None):  # fmt: skip
+    """Check `architectures` generated networks and `exact` tiny ones in `workers` processes;
+    return a summary.
 
     Seeds are seed * 10**6 + i for architectures and seed * 10**6 + 500000 + i for exact cases,
-    so each result can be rebuilt with `check_architecture(s)` / `check_exact(s)`.
+    so each result can be rebuilt with `check_architecture(s)` / `check_exact(s)`. With `out`,
+    each report is appended to that JSON-lines file as it comes, seeds already there are not
+    checked again (a stopped run resumes), and the summary covers every report in the file.
     """
+    import multiprocessing
+
     jobs = [("arch", seed * 10**6 + i, jit, full) for i in range(architectures)]
     jobs += [("exact", seed * 10**6 + 500_000 + i, jit, full) for i in range(exact)]
+    done = _read_results(out)
+    seen = {(kind, report["seed"]) for kind, report in done}
+    jobs = [job for job in jobs if (job[0], job[1]) not in seen]
     order = np.random.default_rng(seed).permutation(len(jobs))  # mix slow and fast jobs
     jobs = [jobs[i] for i in order]
     began = time.perf_counter()
-    if workers > 1:
-        import multiprocessing
-
-        pool = multiprocessing.get_context("spawn").Pool(workers)
-        results = pool.imap_unordered(_task, jobs, chunksize=1)
-    else:
-        pool, results = None, map(_task, jobs)
-    archs, cases = [], []
-    for n, (kind, report) in enumerate(results, 1):
-        (archs if kind == "arch" else cases).append(report)
-        if progress:
-            print(f"{n}/{len(jobs)} {kind} {report['seed']} {report['seconds']:.1f}s "
-                  f"{time.perf_counter() - began:.0f}s", file=sys.stderr, flush=True)
-    if pool is not None:
-        pool.close()
-        pool.join()
+    os.environ.setdefault("XLA_FLAGS", FAST_COMPILES)  # read by the workers' JAX
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers, _start_worker, (cache_dir,)) as pool, contextlib.ExitStack() as s:
+        log = s.enter_context(open(out, "a")) if out else None
+        for n, (kind, report) in enumerate(pool.imap_unordered(_task, jobs, chunksize=1), 1):
+            done.append((kind, report))
+            if log:
+                log.write(json.dumps({"kind": kind, "report": report}, default=str) + "\n")
+                log.flush()
+            if progress:
+                print(f"{n}/{len(jobs)} {kind} {report['seed']} {report['seconds']:.1f}s "
+                      f"{time.perf_counter() - began:.0f}s", file=sys.stderr, flush=True)
+    archs = [r for kind, r in done if kind == "arch"]
+    cases = [r for kind, r in done if kind == "exact"]
     return _summary(archs, cases, time.perf_counter() - began, workers, jit, full)
 
 
@@ -1071,6 +1122,7 @@ def _summary(archs, cases, seconds, workers, jit, full):
             "jit": jit,
             "per_architecture": round(np.mean([r["seconds"] for r in archs]), 2) if archs else 0,
             "per_exact_case": round(np.mean([r["seconds"] for r in cases]), 2) if cases else 0,
+            "summed": round(sum(r["seconds"] for r in archs + cases), 1),
         },
     }
 
@@ -1097,6 +1149,8 @@ def main(argv=None):
     parser.add_argument("--only-arch", type=int, help="check the architecture of one seed")
     parser.add_argument("--only-exact", type=int, help="check the exact case of one seed")
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--out", help="append each report to this JSON-lines file; resume from it")
+    parser.add_argument("--cache", help="a folder to keep compiled operations in across runs")
     args = parser.parse_args(argv)
     if args.only_arch is not None or args.only_exact is not None:
         kind, seed = ("arch", args.only_arch) if args.only_arch is not None else (
@@ -1104,7 +1158,8 @@ def main(argv=None):
         print(json.dumps(_task((kind, seed, args.jit, args.full))[1], indent=1, default=str))
         return
     summary = run(args.architectures, args.exact, seed=args.seed, workers=args.workers,
-                  jit=args.jit, full=args.full, progress=args.progress)  # fmt: skip
+                  jit=args.jit, full=args.full, progress=args.progress, out=args.out,
+                  cache_dir=args.cache)  # fmt: skip
     print(json.dumps(summary, indent=1, default=str))
 
 
