@@ -4,12 +4,15 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from jaxcert import bench
 from jaxcert.cli import main
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
+@pytest.mark.slow
 def test_bench_runs_a_script_and_writes_json_and_the_table(tmp_path, capsys):
     folder = tmp_path / "benchmarks"
     folder.mkdir()

@@ -87,6 +87,7 @@ def test_ibp_loss_rejects_bad_kappa_and_eps():
         jc.train.ibp_loss(mlp, _params(), x, y, -0.1)
 
 
+@pytest.mark.slow
 def test_ibp_training_raises_ibp_verified_accuracy_on_digits():
     train_x, train_y = jc.data.load_digits("train")
     test_x, test_y = jc.data.load_digits("test")
@@ -242,6 +243,7 @@ def test_relu_stability_equals_tanh_of_interval_products_by_hand():
     assert float(aux["unstable"]) == pytest.approx(unstable.mean())
 
 
+@pytest.mark.slow
 def test_relu_stability_steps_make_relus_stable():
     p = _deep_params(11)
     x = jnp.asarray(np.random.default_rng(12).uniform(0, 1, (16, 5)), jnp.float32)

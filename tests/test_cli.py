@@ -32,6 +32,7 @@ def model_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_train_saves_a_loadable_model(model_dir):
     apply_fn, params, info = jc.models.load_model(model_dir)
     assert info["metadata"]["sigma"] == 0.25
@@ -41,6 +42,7 @@ def test_train_saves_a_loadable_model(model_dir):
     )
 
 
+@pytest.mark.slow
 def test_certified_training_reports_each_epoch(tmp_path, capsys):
     out = tmp_path / "ibp"
     args = ["train", "--method", "crown-ibp", "--eps", "0.05", "--epochs", "2", "--hidden", "16",
@@ -97,6 +99,7 @@ def test_certify_writes_cohen_rows(model_dir, tmp_path, capsys):
     assert main(args) == 2
 
 
+@pytest.mark.slow
 def test_certify_resume_after_sigkill(model_dir, tmp_path):
     common = [
         "certify",
@@ -261,6 +264,7 @@ def test_resume_refuses_another_model_at_the_same_path(model_dir, tmp_path, caps
     assert "recorded no hash" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_train_refuses_a_non_empty_out_unless_overwrite(model_dir, tmp_path, capsys):
     out = tmp_path / "model"
     out.mkdir()
@@ -280,6 +284,7 @@ def test_train_refuses_a_non_empty_out_unless_overwrite(model_dir, tmp_path, cap
     assert "is a file" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_demo_prints_the_table(capsys):
     assert main(["demo", "--n", "200", "--n0", "20", "--max", "12", "--epochs", "2"]) == 0
     out = capsys.readouterr().out
@@ -439,6 +444,7 @@ def test_certify_rows_equal_library_certify(model_dir):
     assert [float(r["radius"]) for r in rows] == cert.radius.tolist()
 
 
+@pytest.mark.slow
 def test_verify_milp_rows_and_resume(model_dir, tmp_path, capsys):
     out = tmp_path / "verify.tsv"
     base = ["verify", "--model", str(model_dir), "--eps", "0.02", "--out", str(out)]
@@ -472,6 +478,7 @@ def test_verify_milp_rows_and_resume(model_dir, tmp_path, capsys):
     assert figures["verified"] == sum(r["status"] == "verified" for r in rows)
 
 
+@pytest.mark.slow
 def test_predict_rows_equal_library_predict_and_resume(model_dir, tmp_path, capsys):
     out = tmp_path / "pred.tsv"
     base = ["predict", "--model", str(model_dir), "--n", "200", "--images", "3", "--out", str(out)]
@@ -494,6 +501,7 @@ def test_predict_rows_equal_library_predict_and_resume(model_dir, tmp_path, caps
     assert f"| pred (sigma=0.25) | 7 | {accuracy:.3f} |" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch):
     args = ["train", "--method", "ibp", "--eps", "0.05", "--epochs", "3", "--hidden", "16",
             "--eval-images", "20"]  # fmt: skip

@@ -16,6 +16,8 @@ import jaxcert as jc
 RELUS = ("adaptive", "same-slope", "zero", "one")
 SETS = {"linf": (jc.LinfBall, 0.1), "l2": (jc.L2Ball, 0.4), "l1": (jc.L1Ball, 1.0)}
 
+SLOW = pytest.mark.slow  # run by hand: pytest -m slow
+
 
 def _dense(rng, shapes):
     return [jnp.asarray(rng.normal(size=s) / np.sqrt(s[0]), jnp.float32) for s in shapes]
@@ -94,6 +96,7 @@ def _assert_tighter(inner, outer):
         assert np.all(np.asarray(a) - np.asarray(b) >= -1e-6 * (1 + np.abs(b)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(SETS))
 def test_every_option_is_sound_on_a_residual_network(kind):
     apply_fn, params = NETWORKS["residual"]
@@ -108,8 +111,11 @@ def test_every_option_is_sound_on_a_residual_network(kind):
         )
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn"])
-@pytest.mark.parametrize("kind", sorted(SETS))
+@pytest.mark.parametrize(
+    "name,kind",
+    [(name, kind) if (name, kind) == ("mlp", "linf") else pytest.param(name, kind, marks=SLOW)
+     for name in ("mlp", "cnn") for kind in sorted(SETS)],  # fmt: skip
+)
 def test_crown_and_alpha_crown_are_sound(name, kind):
     apply_fn, params = NETWORKS[name]
     net = jc.trace(apply_fn, params, X)
@@ -120,6 +126,7 @@ def test_crown_and_alpha_crown_are_sound(name, kind):
     assert np.mean(crown.upper - crown.lower) < np.mean(ibp.upper - ibp.lower)
 
 
+@pytest.mark.slow
 def test_alpha_crown_improves_on_crown():
     rng = np.random.default_rng(5)
     params = _dense(rng, ((16, 32), (32,), (32, 32), (32,), (32, 5), (5,)))
@@ -244,6 +251,7 @@ def _tiny():
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mlp", "residual"])
 def test_margins_never_exceed_the_exact_minimum(name):
     apply_fn, params, maps = _tiny()[name]
@@ -269,6 +277,7 @@ def test_flax_cnn_and_nnx_mlp():
         assert bounds.lower.shape == apply_fn(params, X).shape
 
 
+@pytest.mark.slow
 def test_margins_certify_and_chunks_agree_with_crown():
     apply_fn, params = NETWORKS["mlp"]
     net = jc.trace(apply_fn, params, X)

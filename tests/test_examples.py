@@ -13,6 +13,7 @@ import jaxcert as jc
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
+@pytest.mark.slow
 def test_smoothing_digits_example():
     out = subprocess.run(
         [sys.executable, str(EXAMPLES / "smoothing_digits.py")],

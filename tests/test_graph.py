@@ -52,6 +52,7 @@ def test_every_supported_layer_evaluates_exactly():
     np.testing.assert_allclose(net(x), model.apply(variables, x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_reference_models_and_nnx():
     x, _ = jc.data.load_digits("test")
     for spec in ({"kind": "mlp", "hidden": [32, 16]}, {"kind": "cnn"}):

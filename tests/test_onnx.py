@@ -858,6 +858,7 @@ def _small_cnn():
     return _make_model(nodes, [1, 2, 6, 6], inits)
 
 
+@pytest.mark.slow
 def test_bounds_of_an_imported_cnn_are_sound():
     model = _small_cnn()
     rng = np.random.default_rng(3)

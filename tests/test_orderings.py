@@ -11,6 +11,7 @@ import jaxcert as jc
 from jaxcert.bounds._spec import margin_matrix
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_sampled_minimum_ge_lp_ge_every_linear_relaxation(seed):
     apply_fn, params = jc.models.init_model(

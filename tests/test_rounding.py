@@ -66,6 +66,7 @@ def test_a_margin_just_below_zero_is_never_certified(method):
         assert not bool(jc.bounds.certify(net, spec, jnp.array([Y]), method=method)[0])
 
 
+@pytest.mark.slow
 def test_certified_accuracy_of_a_normal_model_is_unchanged():
     # float64 bounds carry a negligible allowance (1e-13 relative): the float32 answers with
     # their allowance must agree with them on an ordinary model.

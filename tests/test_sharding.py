@@ -7,6 +7,7 @@ import textwrap
 
 import jax
 import numpy as np
+import pytest
 
 COMPUTE = textwrap.dedent(
     """
@@ -37,6 +38,7 @@ COMPUTE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one(tmp_path):
     script = COMPUTE + "\nnp.savez(__import__('sys').argv[1], **compute())\n"
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}

@@ -113,6 +113,7 @@ def test_train_step_decreases_loss(mlp, batch):
     assert losses[-1] < losses[0] / 2
 
 
+@pytest.mark.slow
 def test_fit_reaches_accuracy_on_digits():
     train_x, train_y = data.load_digits("train")
     test_x, test_y = data.load_digits("test")

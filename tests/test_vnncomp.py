@@ -67,6 +67,7 @@ def read_results(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_benchmark_folder_matches_the_oracles_and_resumes(bench_folder, tmp_path, capsys):
     folder, expected = bench_folder
     out = tmp_path / "results.csv"
@@ -109,6 +110,7 @@ def test_benchmark_folder_matches_the_oracles_and_resumes(bench_folder, tmp_path
     ]
 
 
+@pytest.mark.slow
 def test_vnnlib_command_writes_a_valid_counterexample_from_the_milp(bench_folder, tmp_path, capsys):
     folder, _ = bench_folder
     onnx_path, prop_path = "onnx/tiny2d.onnx", "vnnlib/tiny_sat.vnnlib"
@@ -219,7 +221,10 @@ def test_every_row_is_written_within_its_limit_when_the_bounds_overrun_it(tmp_pa
     assert len(rows) == len(written) == len(lines)
     assert max(overruns) < 1.0, overruns
     assert rows[0]["result"] == "timeout" and 1.0 <= float(rows[0]["seconds"]) < 2.0, rows
-    assert len(starts) == 2  # the first worker was killed, the second kept
+    # the first worker was killed at limit + GRACE and its replacement kept, unless it answered
+    # "timeout" itself (when loading the network took the whole limit, on a busy machine)
+    killed = float(rows[0]["seconds"]) >= 1.0 + vnncomp.GRACE
+    assert len(starts) == (2 if killed else 1), (starts, rows[0])
     assert [r["result"] for r in rows[1:]] == ["unsat", "unsat"]
 
 
