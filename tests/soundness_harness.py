@@ -21,9 +21,8 @@ Run by hand: `python tests/soundness_harness.py --architectures 2000 --exact 500
 summary (counts, violations and wrong answers with the seed that rebuilds each); `--only-arch`
 and `--only-exact` rerun single seeds. `--out results.jsonl` keeps every report as it comes and
 resumes a stopped run; `--cache DIR` keeps compiled operations for the workers and later runs.
-The library's functions run op by op under `jax.disable_jit()` (default; `--jit` compiles
-instead), which is several times faster for these tiny networks than compiling every method for
-every new architecture.
+The library's functions are compiled (default) or, with `--eager`, run op by op under
+`jax.disable_jit()`; with the cache, compiling was 1.7 times faster on the same six seeds.
 """
 
 import argparse
@@ -1048,7 +1047,7 @@ def _read_results(path):
     return done
 
 
-def run(architectures, exact, *, seed=0, workers=1, jit=False, full=False, progress=False,
+def run(architectures, exact, *, seed=0, workers=1, jit=True, full=False, progress=False,
         out=None, cache_dir=None):  # fmt: skip
     """Check `architectures` generated networks and `exact` tiny ones in `workers` processes;
     return a summary.
@@ -1143,7 +1142,7 @@ def main(argv=None):
     parser.add_argument("--exact", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument("--jit", action="store_true", help="compile instead of op by op")
+    parser.add_argument("--eager", action="store_true", help="op by op instead of compiled")
     parser.add_argument("--full", action="store_true",
                         help="every option and every kind of set for every architecture")
     parser.add_argument("--only-arch", type=int, help="check the architecture of one seed")
@@ -1155,10 +1154,10 @@ def main(argv=None):
     if args.only_arch is not None or args.only_exact is not None:
         kind, seed = ("arch", args.only_arch) if args.only_arch is not None else (
             "exact", args.only_exact)
-        print(json.dumps(_task((kind, seed, args.jit, args.full))[1], indent=1, default=str))
+        print(json.dumps(_task((kind, seed, not args.eager, args.full))[1], indent=1, default=str))
         return
     summary = run(args.architectures, args.exact, seed=args.seed, workers=args.workers,
-                  jit=args.jit, full=args.full, progress=args.progress, out=args.out,
+                  jit=not args.eager, full=args.full, progress=args.progress, out=args.out,
                   cache_dir=args.cache)  # fmt: skip
     print(json.dumps(summary, indent=1, default=str))
 

@@ -281,6 +281,7 @@ def test_relu_counts_match_the_bounds_and_add_up():
     assert np.all(crown_unstable <= ibp_unstable)
 
 
+@pytest.mark.slow
 def test_pgd_loss_is_cross_entropy_at_points_inside_the_ball():
     p = _params(15)
     x = jnp.asarray(np.random.default_rng(16).uniform(0, 1, (8, 5)), jnp.float32)

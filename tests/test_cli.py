@@ -62,6 +62,7 @@ def test_certified_training_reports_each_epoch(tmp_path, capsys):
     )
 
 
+@pytest.mark.slow
 def test_certify_writes_cohen_rows(model_dir, tmp_path, capsys):
     out = tmp_path / "cert.tsv"
     args = [

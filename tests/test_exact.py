@@ -60,8 +60,8 @@ def exact_min_margin(params, lower, upper, label, j):
     "seed,mode,solver,attack,tighten",
     [
         (0, "decide", "race", 0, False),
-        (1, "minimum", "race", 0, True),
         *(pytest.param(*case, marks=pytest.mark.slow) for case in [
+            (1, "minimum", "race", 0, True),
             *((seed, "decide", "scip", 50, False) for seed in (0, 1, 2)),
             *((seed, "decide", "highs", 0, True) for seed in (0, 1, 2)),
             *((seed, "minimum", "scip", 0, False) for seed in (0, 1, 2)),
@@ -116,6 +116,7 @@ def test_lp_tightening_is_sound_and_never_looser():
     assert narrower > 0  # the LP does tighten something on this network
 
 
+@pytest.mark.slow
 def test_milp_ge_lp_ge_crown_with_the_same_intermediate_bounds():
     params = random_mlp(5, (3, 6, 5, 3))
     x = jnp.asarray([[0.5, 0.4, 0.6]], jnp.float32)
