@@ -157,7 +157,11 @@ class L2Ball(_Ball):
 
     @staticmethod
     def _dual_norm(a):
-        return jnp.linalg.norm(a, axis=-1)
+        # ||a||_2 with the subgradient 0 at a = 0, where jnp.linalg.norm's gradient is NaN (a
+        # row of zeros: every path through dead ReLUs)
+        squared = jnp.sum(a * a, axis=-1)
+        positive = squared > 0
+        return jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1.0)), 0.0)
 
 
 class L1Ball(_Ball):

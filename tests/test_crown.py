@@ -345,3 +345,25 @@ def test_bad_input():
         jc.bounds.alpha_crown(net, spec, steps=-1)
     with pytest.raises(TypeError, match="spec"):
         jc.bounds.intermediate_bounds(net, X)
+
+
+@pytest.mark.parametrize("intermediate", ["crown", "ibp"])
+def test_dead_paths_over_an_l2_ball_give_finite_bounds_and_gradients(intermediate):
+    """Where every path to an output is cut (a dead ReLU, a zero weight), its linear bound has
+    a zero row, and the gradient of ||0||_2 was NaN: alpha-CROWN returned NaN (a seed of the
+    soundness harness), and so did the gradient of an l2 training loss."""
+    params = {"w1": jnp.array([[1.0, -1.0], [0.5, 1.0]]), "b1": jnp.array([-10.0, 0.2]),
+              "w2": jnp.array([[1.0, 0.0], [0.0, 0.0]]), "b2": jnp.array([0.1, -0.1])}  # fmt: skip
+
+    def apply_fn(p, x):
+        return jax.nn.relu(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+
+    x = jnp.array([[0.3, 0.6]])
+    spec = jc.L2Ball(x, 0.5, lower=-jnp.inf, upper=jnp.inf)
+    net = jc.trace(apply_fn, params, x)
+    bound = jc.bounds.alpha_crown(net, spec, steps=3, intermediate=intermediate)
+    # the outputs are the constants b2 (up to the rounding allowance)
+    np.testing.assert_allclose(bound.lower, [[0.1, -0.1]], atol=1e-4)
+    np.testing.assert_allclose(bound.upper, [[0.1, -0.1]], atol=1e-4)
+    grads = jax.grad(lambda p: jc.bounds.crown(jc.trace(apply_fn, p, x), spec).lower.sum())(params)
+    assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))

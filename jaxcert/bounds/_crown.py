@@ -385,7 +385,7 @@ def _alpha_crown(net, spec, C, steps, optimizer, intermediate, lower_only):
             (_, values), grads = jax.value_and_grad(loss, has_aux=True)(slopes)
             updates, state = optimizer.update(grads, state, slopes)
             slopes = jax.tree.map(lambda s: jnp.clip(s, 0, 1), optax.apply_updates(slopes, updates))
-            return (slopes, state, jnp.maximum(best, values)), None
+            return (slopes, state, _better(best, values)), None
 
         start = [
             jnp.broadcast_to(
@@ -397,13 +397,18 @@ def _alpha_crown(net, spec, C, steps, optimizer, intermediate, lower_only):
         (slopes, _, best), _ = jax.lax.scan(
             step, (start, optimizer.init(start), best), length=steps
         )
-        lows = jnp.maximum(best, lower_bounds(slopes))
+        lows = _better(best, lower_bounds(slopes))
         if lower_only:
             return Interval(lows, jnp.full_like(lows, jnp.inf))
         k = spec_rows.shape[0]
         return Interval(lows[:k], -lows[k:])
 
     return jax.vmap(one)(spec, C)
+
+
+def _better(best, values):
+    """The elementwise better lower bound; a NaN (a failed step) never replaces a bound."""
+    return jnp.where(values > best, values, best)
 
 
 def margins(net, spec, y, method="crown", **kw):
