@@ -112,6 +112,8 @@ def test_unsupported_primitive_names_itself_and_the_line(fn, primitive):
         (lambda p, x: (x @ p > 0).astype(jnp.float32), "'gt'.*type bool"),
         (lambda p, x: jnp.floor(x @ p), "'floor'"),
         (lambda p, x: jnp.round(x @ p), "'round'"),
+        (lambda p, x: (x @ p).astype(jnp.bfloat16) @ p, "conversion from float32 to bfloat16"),
+        (lambda p, x: (x @ p).astype(jnp.float16), "conversion from float32 to float16"),
     ],
 )
 def test_non_floating_and_rounding_steps_on_the_input_path_are_refused(fn, match):

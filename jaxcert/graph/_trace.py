@@ -289,12 +289,22 @@ def _check_floating(eqn, inputs, variable):
     """Refuse non-floating values on the input's path: bounds of real values cannot follow them.
 
     A cast to an integer or boolean type rounds or thresholds its operand, and a comparison
-    yields a step function: neither is linear, and each is refused by name.
+    yields a step function: neither is linear, and each is refused by name. So is a cast to a
+    narrower floating type (float32 to bfloat16, say, in a mixed-precision model): it rounds by
+    far more than the rounding allowance, and a linear bound through it would not hold.
     """
     name = eqn.primitive.name
     out = eqn.outvars[0].aval.dtype
     if name == "convert_element_type" and not jnp.issubdtype(out, jnp.floating):
         _unsupported(eqn, f"a conversion to {np.dtype(out).name}, not a linear map")
+    if name == "convert_element_type" and variable[0]:
+        source = inputs[0].dtype
+        if jnp.finfo(out).nmant < jnp.finfo(source).nmant:
+            _unsupported(
+                eqn,
+                f"a conversion from {np.dtype(source).name} to {np.dtype(out).name}, which "
+                f"rounds (trace the model computing in {np.dtype(source).name})",
+            )
     dtypes = [v.aval.dtype for v in eqn.outvars]
     dtypes += [r.dtype for r, var in zip(inputs, variable) if var]
     for dtype in dtypes:
