@@ -44,9 +44,12 @@ def test_generated_networks_trace_and_match_their_apply_function():
         np.testing.assert_allclose(net(arch.x), arch.apply(arch.params, arch.x), atol=1e-5)
 
 
-def test_an_exact_case_agrees_with_enumeration():
-    """One fixed seed of the large run (`python tests/soundness_harness.py`)."""
-    case = harness._task(("exact", 500_161, True, False))[1]
+@pytest.mark.parametrize("seed", [500_161, 500_178])
+def test_an_exact_case_agrees_with_enumeration(seed):
+    """Fixed seeds of the large run (`python tests/soundness_harness.py`). In 500178 the MILP's
+    counterexample lies on an l1 sphere and left the ball when rounded to float32: the answer
+    was "unconfirmed" for a minimum margin of -0.279."""
+    case = harness._task(("exact", seed, True, False))[1]
     summary = harness._summary([], [case], 0.0, 1, True, False)
     assert summary["exact"]["decisions"] == 1
     assert not harness.failures(summary), harness.failures(summary)

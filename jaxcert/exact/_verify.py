@@ -418,17 +418,24 @@ def _solve(model, outputs, label, j, solver, time_limit, threads, search="minimu
 
 
 def _inside(example, x, dtype):
-    """x clipped into the set's box, as `dtype` (the box computed in float64 and rounded
-    inwards, so that x lies in the exact set); None if it lies outside an l1 ball."""
+    """x in the set as `dtype`: clipped into the set's box (computed in float64, rounded
+    inwards), and for an l1 ball moved towards the centre until its float64 distance is at most
+    eps (a solver's point on the sphere leaves it when rounded); None if it stays outside."""
     with jax.enable_x64(True):
         wide = jax.tree.map(lambda a: jnp.asarray(np.asarray(a, np.float64)), example)
         exact = [np.asarray(v) for v in wide.box()]
-    x = np.clip(np.asarray(x, dtype), *rounded_box(*exact, dtype, outward=False))
-    if isinstance(example, L1Ball):
-        center = np.asarray(example.x, np.float64)
-        if np.abs(x.astype(np.float64) - center).sum() > float(example.eps):
-            return None
-    return x
+    box = rounded_box(*exact, dtype, outward=False)
+    x = np.clip(np.asarray(x, dtype), *box)
+    if not isinstance(example, L1Ball):
+        return x
+    center, eps = np.asarray(example.x, np.float64), float(example.eps)
+    unit = float(np.finfo(dtype).eps) * x.size
+    for k in range(20):
+        delta = x.astype(np.float64) - center
+        if np.abs(delta).sum() <= eps:
+            return x
+        x = np.clip((center + delta * (1 - unit * 2**k)).astype(dtype), *box)
+    return None
 
 
 def _margin(net, example, x, label):
