@@ -1016,6 +1016,10 @@ def _task(job):
                       "traceback": traceback.format_exc()[-2000:], "seconds": 0.0}
     finally:
         jax.config.update("jax_disable_most_optimizations", before)
+        # drop this network's executables: kept for hundreds of networks, they exhausted the
+        # workers' memory maps ("LLVM compilation error: Cannot allocate memory", then a crash)
+        if jit:
+            jax.clear_caches()
 
 
 # Faster XLA compiles for CPU (about half the time per operation, the same results), set for
