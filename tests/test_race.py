@@ -244,3 +244,16 @@ def test_workers_die_with_their_parent_when_it_is_killed_during_a_solve(tmp_path
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+def test_in_process_solves_leave_the_users_stdout_clean(monkeypatch, capfd):
+    # HiGHS in-process printed "HighsMipSolverData::transformNewIntegerFeasibleSolution
+    # tmpSolver.run();" into the user's output (the soundness harness's JSON, for one).
+    def noisy(*args, **kwargs):
+        os.write(1, b"HighsMipSolverData::transformNewIntegerFeasibleSolution tmpSolver.run();\n")
+        return "result"
+
+    monkeypatch.setattr(_race.mathopt, "solve", noisy)
+    assert _race.solve_here(no_solution_model()[0], "highs", 1.0, None, "minimum") == "result"
+    print("the user's line")
+    assert capfd.readouterr().out == "the user's line\n"

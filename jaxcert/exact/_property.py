@@ -41,7 +41,7 @@ from ..bounds._interval import Interval
 from ..bounds._lp import build_model
 from ..graph._trace import read
 from ..vnnlib import Property
-from ._race import SOLVER_TYPES, SOLVERS, solve_parameters
+from ._race import SOLVERS, solve_here
 
 FEASIBILITY = 1e-6  # the primal feasibility tolerance of HiGHS and SCIP (absolute)
 
@@ -358,8 +358,7 @@ class _CaseMILP:
             raise _OutOfTime
         added = [model.add_linear_constraint(c) for c in constraints]
         try:
-            params = solve_parameters(solver, left, None, search)
-            return mathopt.solve(model, SOLVER_TYPES[solver], params=params)
+            return solve_here(model, solver, left, None, search)
         finally:
             for constraint in added:
                 model.delete_linear_constraint(constraint)

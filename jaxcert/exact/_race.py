@@ -57,6 +57,22 @@ def solve_parameters(solver, time_limit, threads, search):
     return params
 
 
+def solve_here(model, solver, time_limit, threads, search):
+    """Solve `model` in this process (`solve_parameters`' options), with what the solver prints
+    on fd 1 sent to /dev/null: HiGHS leaves debug lines there ("HighsMipSolverData::..."), in
+    the user's output. Output of other threads to fd 1 during the solve is lost too."""
+    params = solve_parameters(solver, time_limit, threads, search)
+    sys.stdout.flush()
+    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        return mathopt.solve(model, SOLVER_TYPES[solver], params=params)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _send(fd, value):
     data = pickle.dumps(value)
     view = memoryview(_HEAD.pack(_MAGIC, len(data)) + data)

@@ -41,7 +41,7 @@ from ..bounds._lp import build_model
 from ..bounds._lp import tighten as tighten_bounds
 from ..bounds._spec import check_inputs
 from ..graph._trace import read
-from ._race import SOLVER_TYPES, SOLVERS, Race, solve_parameters
+from ._race import SOLVERS, Race, solve_here
 
 MODES = ("decide", "minimum")
 # A candidate must change the class by more than this in the model itself; and the solvers'
@@ -404,8 +404,7 @@ def _solve(model, outputs, label, j, solver, time_limit, threads, search="minimu
         if isinstance(solver, Race):
             result, _ = solver.solve(model, time_limit, threads, search)
         else:
-            params = solve_parameters(solver, time_limit, threads, search)
-            result = mathopt.solve(model, SOLVER_TYPES[solver], params=params)
+            result = solve_here(model, solver, time_limit, threads, search)
     finally:
         if unsafe is not None:
             model.delete_linear_constraint(unsafe)
