@@ -63,7 +63,11 @@ def solve_here(model, solver, time_limit, threads, search):
     the user's output. Output of other threads to fd 1 during the solve is lost too."""
     params = solve_parameters(solver, time_limit, threads, search)
     sys.stdout.flush()
-    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    try:
+        saved = os.dup(1)
+    except OSError:  # no fd 1 (a daemon): nothing to keep clean
+        return mathopt.solve(model, SOLVER_TYPES[solver], params=params)
+    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 1)
         return mathopt.solve(model, SOLVER_TYPES[solver], params=params)
