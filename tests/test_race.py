@@ -257,3 +257,12 @@ def test_in_process_solves_leave_the_users_stdout_clean(monkeypatch, capfd):
     assert _race.solve_here(no_solution_model()[0], "highs", 1.0, None, "minimum") == "result"
     print("the user's line")
     assert capfd.readouterr().out == "the user's line\n"
+
+
+def test_a_process_without_fd_1_still_solves(monkeypatch):
+    def closed(fd):
+        raise OSError(9, "Bad file descriptor")
+
+    monkeypatch.setattr(_race.os, "dup", closed)
+    result = _race.solve_here(no_solution_model()[0], "highs", 10.0, None, "minimum")
+    assert result.termination.reason == mathopt.TerminationReason.INFEASIBLE
