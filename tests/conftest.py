@@ -9,3 +9,12 @@ def x64():
     """Run the test body with float64 enabled (scoped, restored afterwards)."""
     with jax.enable_x64(True):
         yield
+
+
+@pytest.fixture(params=[False, True], ids=["x64-off", "x64-on"])
+def either_x64(request):
+    """Run the test body twice: with float64 off (JAX's default) and on, as a user who sets
+    `jax_enable_x64` at the top of a script has it. Modules opt in with
+    `pytestmark = pytest.mark.usefixtures("either_x64")`."""
+    with jax.enable_x64(request.param):
+        yield request.param

@@ -9,6 +9,8 @@ from statsmodels.stats.proportion import proportion_confint
 
 import jaxcert as jc
 
+pytestmark = pytest.mark.usefixtures("either_x64")  # every test with float64 off and on
+
 SIGMA = 0.5
 
 
@@ -339,15 +341,16 @@ def test_flax_models_work_unchanged():
     nnx_apply, nnx_params = jc.from_nnx(Net(nnx.Rngs(0)))
     for apply_fn, params in ((cnn_apply, cnn_params), (nnx_apply, nnx_params)):
         cert = jc.smoothing.certify(
-            apply_fn, params, x, jax.random.key(1), sigma=0.25, num_classes=10, n0=20, n=300
+            apply_fn, params, x, jax.random.key(1), sigma=0.25, num_classes=10, n0=20, n=100
         )
-        assert cert.counts.sum(axis=1).tolist() == [300] * 3
+        assert cert.counts.sum(axis=1).tolist() == [100] * 3
         # Counts equal a plain loop over the same noise, computed outside jaxcert.
         keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(index_keys(1, jnp.arange(3)), 1)
         for i in range(3):
             noise = jnp.stack(
-                [jax.random.normal(jax.random.fold_in(keys[i], j), (64,)) for j in range(300)]
-            ).reshape(300, *x.shape[1:])
+                [jax.random.normal(jax.random.fold_in(keys[i], j), (64,), x.dtype)
+                 for j in range(100)]  # fmt: skip
+            ).reshape(100, *x.shape[1:])
             votes = np.argmax(np.asarray(apply_fn(params, x[i] + 0.25 * noise)), axis=1)
             np.testing.assert_array_equal(cert.counts[i], np.bincount(votes, minlength=10))
 

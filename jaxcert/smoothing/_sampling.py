@@ -176,7 +176,7 @@ def count_predictions(logits, num_classes, valid):
     """Per-image class counts of a (B * S, num_classes) logit batch; `valid` masks the S samples."""
     predictions = jnp.argmax(logits, axis=-1).reshape(-1, valid.shape[0])
     hits = jax.nn.one_hot(predictions, num_classes, dtype=jnp.int32)
-    return jnp.sum(hits * valid[None, :, None], axis=1)
+    return jnp.sum(hits * valid[None, :, None], axis=1, dtype=jnp.int32)
 
 
 @functools.partial(
