@@ -10,6 +10,8 @@ from statsmodels.stats.proportion import proportion_confint
 import jaxcert as jc
 
 pytestmark = pytest.mark.usefixtures("either_x64")  # every test with float64 off and on
+# ... except long statistical runs, whose x64 paths other tests cover
+ONE_X64_MODE = pytest.mark.parametrize("either_x64", [False], ids=["x64-off"], indirect=True)
 
 SIGMA = 0.5
 
@@ -25,6 +27,7 @@ def three_class_apply(params, x):
 
 
 LINEAR = {"w": jnp.array([1.0, -2.0, 0.5]), "b": jnp.float32(0.1)}
+THREE = {"w": jnp.array([[1.0, 0.0, -1.0], [0.0, 1.0, 0.0], [0.5, -0.5, 0.0]]), "b": jnp.zeros(3)}
 POINTS = jnp.array(
     [[0.5, 0.1, 0.2], [0.0, 0.0, 0.0], [1.0, -1.0, 0.3], [-0.3, 0.2, 0.1], [2.0, -1.0, 0.0]],
     jnp.float32,
@@ -250,6 +253,9 @@ BAD = [
     (dict(batch_size=0), "batch_size"),
     (dict(noise="cauchy"), "noise"),
     (dict(noise="laplace", pb_upper=True), "pb_upper"),
+    (dict(target_radius=0.0), "target_radius"),
+    (dict(target_radius=float("nan")), "target_radius"),
+    (dict(target_radius=0.5, pb_upper=True), "target_radius"),
 ]
 
 
@@ -298,6 +304,7 @@ def test_bad_batches_are_named_before_sampling(fn):
         fn(apply_fn, params, jnp.zeros((2, 28, 28, 1)), jax.random.key(0), **kwargs)
 
 
+@ONE_X64_MODE
 def test_certify_coverage_over_many_runs():
     """P(certified radius > true radius) <= alpha, measured over 4000 independent runs."""
     runs, n, alpha = 4000, 500, 0.05
@@ -320,6 +327,70 @@ def test_certify_coverage_over_many_runs():
     pvalue = scipy.stats.binomtest(wrong, runs, alpha, alternative="greater").pvalue
     assert pvalue > 1e-3, (wrong, runs)
     assert np.mean(cert.prediction == 1) > 0.75  # not vacuous: most runs certify
+
+
+def _sequential_runs(true_radius, target, runs=2000, n=4000, alpha=0.05, seed=7):
+    """`runs` independent certificates of one point of `linear_apply` whose smoothed radius is
+    `true_radius`, with fixed n and with target_radius=target (the same keys)."""
+    w = np.asarray(LINEAR["w"], np.float64)
+    point = np.zeros(3)
+    point[0] = (true_radius * np.linalg.norm(w) - 0.1) / w[0]  # w . x + b = R* |w|
+    x = jnp.tile(jnp.asarray(point[None], jnp.float32), (runs, 1))
+    common = dict(sigma=SIGMA, num_classes=2, n0=10, n=n, alpha=alpha, batch_size=runs * 8)
+    key = jax.random.key(seed)
+    fixed = jc.smoothing.certify(linear_apply, LINEAR, x, key, **common)
+    sequential = jc.smoothing.certify(linear_apply, LINEAR, x, key, target_radius=target, **common)
+    return fixed, sequential
+
+
+@ONE_X64_MODE
+def test_sequential_certify_keeps_alpha_just_outside_the_true_radius():
+    """Smoothed radius 0.48 (closed form, linear classifier), target 0.5: over 2000 runs the
+    rate of certifying at 0.5, and of any radius above the true one, is <= alpha + 3 s.e."""
+    alpha, runs = 0.05, 2000
+    fixed, sequential = _sequential_runs(0.48, 0.5, runs=runs, alpha=alpha)
+    limit = alpha + 3 * np.sqrt(alpha * (1 - alpha) / runs)
+    assert np.mean(sequential.radius >= 0.5) <= limit
+    wrong = (sequential.radius > 0.48) | (sequential.prediction == 0)
+    assert np.mean(wrong) <= limit
+    assert np.all(sequential.num_samples <= fixed.num_samples)
+    assert np.mean(sequential.num_samples) < np.mean(fixed.num_samples)
+
+
+@ONE_X64_MODE
+def test_sequential_certify_is_as_good_well_inside_and_cheaper():
+    """Smoothed radius 0.45, target 0.3: certified at 0.3 at least as often as fixed-n
+    CERTIFY, with fewer samples."""
+    fixed, sequential = _sequential_runs(0.45, 0.3)
+    assert np.mean(sequential.radius >= 0.3) >= np.mean(fixed.radius >= 0.3) > 0.9
+    assert np.mean(sequential.num_samples) < 0.2 * np.mean(fixed.num_samples)
+    np.testing.assert_array_equal(fixed.num_samples, 10 + 4000)
+
+
+def test_sequential_counts_are_a_prefix_of_the_fixed_sample_stream():
+    """Rounds draw samples [start, start + num): an image that used N estimation samples has
+    the counts of the first N samples of fixed-n CERTIFY's stream."""
+    x, batch = POINTS, 5 * 64  # 64 samples per image and forward pass: one compilation
+    cert = jc.smoothing.certify(
+        three_class_apply, THREE, x, jax.random.key(3), sigma=SIGMA, num_classes=3, n0=20,
+        n=1000, target_radius=0.2, batch_size=batch,
+    )  # fmt: skip
+    used = cert.num_samples - 20
+    assert set(used.tolist()) - {100, 200, 400, 800, 1000} == set()
+    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(index_keys(3, jnp.arange(5)), 1)
+    for i in range(len(x)):
+        want = jc.smoothing.sample_counts(
+            three_class_apply, THREE, x[i : i + 1], keys[i : i + 1], sigma=SIGMA,
+            num=int(used[i]), num_classes=3, batch_size=64,
+        )  # fmt: skip
+        np.testing.assert_array_equal(cert.counts[i], np.asarray(want)[0])
+    # start: two consecutive ranges add up to the whole.
+    head, tail, whole = (
+        jc.smoothing.sample_counts(three_class_apply, THREE, x, keys, sigma=SIGMA,
+                                   num_classes=3, num=num, start=start, batch_size=batch)
+        for start, num in ((0, 300), (300, 700), (0, 1000))
+    )  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(head) + np.asarray(tail), np.asarray(whole))
 
 
 def test_flax_models_work_unchanged():

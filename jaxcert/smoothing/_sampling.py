@@ -5,7 +5,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax.errors import FlaxError
 from jax import lax
 from jax.sharding import PartitionSpec as P
@@ -71,7 +70,9 @@ def default_batch_size():
 
 
 def chunk_size(batch_size, num_images, num):
-    """Samples per image in one forward pass of at most `batch_size` inputs."""
+    """Samples per image in one forward pass of at most `batch_size` inputs: as many as fit,
+    but no more than `num` rounded up to a power of two (so that nearby sample counts share
+    one compilation)."""
     batch_size = default_batch_size() if batch_size is None else batch_size
     batch_size = _validate.check_count("batch_size", batch_size)
     if batch_size < num_images:
@@ -79,7 +80,7 @@ def chunk_size(batch_size, num_images, num):
             f"batch_size ({batch_size}) must be at least the number of images ({num_images}): "
             "one forward pass holds at least one noisy copy of every image"
         )
-    return min(batch_size // num_images, num)
+    return min(batch_size // num_images, 1 << (num - 1).bit_length())
 
 
 def sample_counts(
@@ -94,6 +95,7 @@ def sample_counts(
     batch_size=None,
     noise="gaussian",
     compute_dtype=None,
+    start=0,
 ):
     """Count the base classifier's predictions on `num` noisy copies of each image.
 
@@ -119,6 +121,9 @@ def sample_counts(
         and each noisy input (drawn in x's dtype) are cast to it before `apply_fn`. The counts,
         and so any certificate, are then of that lower-precision classifier: it is the base
         classifier that gets certified.
+      start: the index of the first sample (>= 0): counts over samples [start, start + num),
+        so that samples can be drawn in rounds, each new round continuing where the last
+        stopped.
 
     Returns:
       int32 counts of shape (B, num_classes).
@@ -130,6 +135,9 @@ def sample_counts(
     num_classes = check_classifier(apply_fn, params, x, num_classes)
     _validate.check_positive("sigma", sigma)
     num = _validate.check_count("num", num)
+    start = _validate.check_count("start", start, minimum=0)
+    if start + num > 2**31 - 1:
+        raise ValueError(f"start + num must be below 2^31, got {start} + {num}")
     per_image = chunk_size(batch_size, x.shape[0], num)
     get_noise(noise)
     keys = image_keys(key, x.shape[0])
@@ -143,7 +151,8 @@ def sample_counts(
         x,
         keys,
         jnp.asarray(sigma, x.dtype),
-        num=num,
+        jnp.asarray(start, jnp.int32),
+        jnp.asarray(num, jnp.int32),
         num_classes=num_classes,
         per_image=per_image,
         noise=noise,
@@ -183,7 +192,6 @@ def count_predictions(logits, num_classes, valid):
     jax.jit,
     static_argnames=(
         "apply_fn",
-        "num",
         "num_classes",
         "per_image",
         "noise",
@@ -197,42 +205,44 @@ def _sample_counts(
     x,
     keys,
     sigma,
-    *,
+    start,
     num,
+    *,
     num_classes,
     per_image,
     noise,
     shards=1,
     compute_dtype=None,
 ):
-    """Counts over samples [0, num); with shards > 1 each device takes a contiguous share of
-    the sample indices (`shard_map` over a "samples" mesh axis) and the counts are summed, so
-    they equal one device's exactly."""
-    share = -(-num // shards)
+    """Counts over samples [start, start + num); with shards > 1 each device takes a
+    contiguous share of the sample indices (`shard_map` over a "samples" mesh axis) and the
+    counts are summed, so they equal one device's exactly. `start` and `num` are traced:
+    calls that differ only in them share one compilation."""
 
-    def counts_of(params, x, keys, sigma, first):  # samples [first, first + share) below num
-        def chunk(counts, start):
-            indices = first + start + jnp.arange(per_image)
-            valid = (indices < num) & (indices < first + share)
-            inputs = noisy_inputs(x, keys, sigma, indices, noise)
+    def counts_of(params, x, keys, sigma, start, num, first):
+        share = (num + shards - 1) // shards  # offsets [first, first + share) below num
+
+        def chunk(i, counts):
+            offsets = first + i * per_image + jnp.arange(per_image)
+            valid = (offsets < num) & (offsets < first + share)
+            inputs = noisy_inputs(x, keys, sigma, start + offsets, noise)
             logits = apply_fn(
                 params, inputs if compute_dtype is None else inputs.astype(compute_dtype)
             )
-            return counts + count_predictions(logits, num_classes, valid), None
+            return counts + count_predictions(logits, num_classes, valid)
 
-        starts = np.arange(0, share, min(per_image, share))
         counts = jnp.zeros((x.shape[0], num_classes), jnp.int32)
-        return lax.scan(chunk, counts, starts)[0]
+        return lax.fori_loop(0, (share + per_image - 1) // per_image, chunk, counts)
 
     if shards == 1:
-        return counts_of(params, x, keys, sigma, 0)
+        return counts_of(params, x, keys, sigma, start, num, 0)
 
-    def per_device(params, x, keys, sigma):
-        first = lax.axis_index("samples") * share
-        return lax.psum(counts_of(params, x, keys, sigma, first), "samples")
+    def per_device(params, x, keys, sigma, start, num):
+        first = lax.axis_index("samples") * ((num + shards - 1) // shards)
+        return lax.psum(counts_of(params, x, keys, sigma, start, num, first), "samples")
 
-    replicated = (P(), P(), P(), P())
+    replicated = (P(),) * 6
     sharded = jax.shard_map(
         per_device, mesh=mesh("samples"), in_specs=replicated, out_specs=P(), check_vma=False
     )
-    return sharded(params, x, keys, sigma)
+    return sharded(params, x, keys, sigma, start, num)
