@@ -37,3 +37,17 @@ def test_smoothing_throughput_prints_json():
             assert result[case]["evals_per_s"] > 0 and result[case]["compile_s"] >= 0
         assert result["roofline_fraction"] > 0
         assert result["speedup_vs_per_image_baseline"] > 0
+
+
+@pytest.mark.slow
+def test_smoothing_sequential_prints_json():
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "smoothing_sequential.py"), "--images", "6",
+         "--n", "1000", "--epochs", "1"],
+        check=True, capture_output=True, text=True, timeout=600,
+    ).stdout  # fmt: skip
+    report = json.loads(out)
+    assert report["images"] == 6 and report["fixed"]["mean_samples"] == 1100
+    for result in report["targets"].values():
+        assert 0 < result["mean_samples_sequential"] <= 1100
+        assert 0 <= result["certified_accuracy_sequential"] <= 1
