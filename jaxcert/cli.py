@@ -30,6 +30,7 @@ from . import (
 from ._progress import Progress
 from ._sets import LinfBall
 from ._table import ResumableTable
+from .smoothing._noise import NOISES, get_noise
 
 CERTIFY_COLUMNS = (
     "idx",
@@ -58,6 +59,12 @@ VERIFY_COLUMNS = (
 VERIFY_METHODS = ("milp", "ibp", "crown-ibp", "crown", "alpha-crown", "lp")
 DEMO_SIGMAS = (0.12, 0.25, 0.5)
 DEMO_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
+# Checked by `_check_noise`, not argparse's choices: a bad value is then one line, not usage.
+_NOISE_METAVAR = "{" + ",".join(NOISES) + "}"  # gaussian (l2 radius), laplace, uniform (l1)
+_NOISE_HELP = (
+    "smoothing noise: gaussian (certifies an l2 radius), laplace or uniform (an l1 radius); "
+    "the noise level is its scale (the Laplace scale, the uniform half-width)"
+)
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -108,6 +115,7 @@ def _parser():
         "randomized smoothing at three noise levels; print the table",
     )
     demo.add_argument("--sigmas", type=_floats, default=DEMO_SIGMAS, help="noise levels")
+    demo.add_argument("--noise", default="gaussian", metavar=_NOISE_METAVAR, help=_NOISE_HELP)
     demo.add_argument("--n", type=int, default=10_000, help="estimation samples per image")
     demo.add_argument("--n0", type=int, default=100, help="selection samples per image")
     demo.add_argument("--alpha", type=float, default=0.001, help="failure probability")
@@ -133,6 +141,13 @@ def _parser():
         "(Madry et al.), ibp (Gowal et al.), crown-ibp (Zhang et al.), dual (Wong and Kolter)",
     )
     tr.add_argument("--sigma", type=float, default=0.25, help="noise level of --method gaussian")
+    tr.add_argument(
+        "--noise",
+        default="gaussian",
+        metavar=_NOISE_METAVAR,
+        help="noise of --method gaussian, recorded with the model as the noise to certify with: "
+        "gaussian (l2 radius), laplace or uniform (l1 radius) of scale --sigma",
+    )
     tr.add_argument(
         "--eps",
         type=float,
@@ -350,6 +365,12 @@ def _add_smoothing_options(parser, verb):
         help="noise level (default: the one the model was trained with)",
     )
     parser.add_argument(
+        "--noise",
+        default=None,
+        metavar=_NOISE_METAVAR,
+        help=_NOISE_HELP + " (default: the noise the model was trained with, else gaussian)",
+    )
+    parser.add_argument(
         "--batch-size",
         type=int,
         default=None,
@@ -438,6 +459,11 @@ def _nonnegative(name, value):
 
 def _level(name, value):
     _require(0 < value < 1, name, "in (0, 1)", value)
+
+
+def _check_noise(value):
+    """--noise names one of the library's noises (`jaxcert.smoothing._noise.NOISES`)."""
+    _require(value in NOISES, "noise", "one of " + ", ".join(NOISES), value)
 
 
 def _model_settings(path, info, params):
@@ -565,6 +591,11 @@ def _check_train_options(args):
     for name in ("sigma", "eps", "relu_stability", "l1"):
         _nonnegative(name.replace("_", "-"), getattr(args, name))
     _require(0 <= args.kappa <= 1, "kappa", "in [0, 1]", args.kappa)
+    _check_noise(args.noise)
+    if args.noise != "gaussian" and args.method != "gaussian":
+        raise UserError(
+            f"--noise {args.noise} is the noise of --method gaussian, not of --method {args.method}"
+        )
     widths = ",".join(map(str, args.hidden))
     _require(all(w >= 1 for w in args.hidden), "hidden", "widths >= 1", widths)
     _check_data_options(args)
@@ -597,7 +628,7 @@ def run_train(args):
     steps = args.epochs * -(-len(x) // args.batch_size)
     loss_kwargs = train.ramp_schedules(args.method, args.eps, steps, kappa=args.kappa)
     if args.method == "gaussian":
-        loss_kwargs["sigma"] = args.sigma
+        loss_kwargs["sigma"], loss_kwargs["noise"] = args.sigma, args.noise
 
     def on_epoch(epoch, apply_fn, params, loss, aux):
         clean, pgd, ibp = robust_accuracies(apply_fn, params, eval_x, eval_y, args.eps)
@@ -609,6 +640,8 @@ def run_train(args):
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
                 if k not in ("run", "resume", "overwrite", "out", "eval_images",
                               "json")}  # fmt: skip
+    if args.noise == "gaussian":
+        del settings["noise"]  # as before --noise: checkpoints of older runs resume
     apply_fn, params = train_model(
         x,
         y,
@@ -630,6 +663,7 @@ def run_train(args):
         "dataset": args.dataset,
         "method": args.method,
         "sigma": args.sigma if args.method == "gaussian" else 0.0,
+        "noise": args.noise,
         "eps": args.eps,
         "kappa": args.kappa,
         "relu_stability": args.relu_stability,
@@ -642,7 +676,8 @@ def run_train(args):
     if args.json:
         print(json.dumps({"model": str(args.out), **metadata}))
     else:
-        print(f"saved {args.out} (clean test accuracy {acc:.4f}, {args.method} training)")
+        noise = "" if args.noise == "gaussian" else f" with {args.noise} noise"
+        print(f"saved {args.out} (clean test accuracy {acc:.4f}, {args.method} training{noise})")
 
 
 # --- certify ---------------------------------------------------------------------------------
@@ -681,12 +716,14 @@ def certify_rows(
     alpha,
     batch_size,
     seed,
+    noise="gaussian",
     images_per_step=8,
     label="certify",
     on_row=None,
 ):
-    """CERTIFY images one group at a time (Cohen et al.'s log columns); `on_row(row)` as each
-    group finishes."""
+    """CERTIFY images one group at a time (Cohen et al.'s log columns; the radius is in the
+    norm of `noise`: l2 for gaussian, l1 for laplace and uniform); `on_row(row)` as each group
+    finishes."""
 
     def evaluate(group, keys):
         began = time.perf_counter()
@@ -701,6 +738,7 @@ def certify_rows(
             n=n,
             alpha=alpha,
             batch_size=batch_size,
+            noise=noise,
         )
         seconds = (time.perf_counter() - began) / len(group)
         return [
@@ -734,6 +772,7 @@ def predict_rows(
     alpha,
     batch_size,
     seed,
+    noise="gaussian",
     images_per_step=8,
     on_row=None,
 ):
@@ -752,6 +791,7 @@ def predict_rows(
             n=n,
             alpha=alpha,
             batch_size=batch_size,
+            noise=noise,
         )
         seconds = (time.perf_counter() - began) / len(group)
         top = np.sort(counts, axis=1)[:, ::-1]
@@ -781,6 +821,8 @@ def _check_smoothing_options(args, counts):
     _level("alpha", args.alpha)
     if args.sigma is not None:
         _above_zero("sigma", args.sigma)
+    if args.noise is not None:
+        _check_noise(args.noise)
     if args.batch_size is not None:
         _require(args.batch_size >= args.images, "batch-size", f">= --images ({args.images}), "
                  "one noisy copy of each image a step", args.batch_size)  # fmt: skip
@@ -788,11 +830,17 @@ def _check_smoothing_options(args, counts):
 
 
 def _smoothing_setup(args):
-    """The model, its noise level, the data and the indices of a certify or predict run."""
+    """The model, its noise level and noise, the data and the indices of a certify or predict
+    run."""
     apply_fn, params, info = models.load_model(args.model)
     sigma = args.sigma if args.sigma is not None else info["metadata"].get("sigma")
     if sigma is None or not sigma > 0:
         raise UserError(f"--sigma must be > 0 (the model records none), got {sigma}")
+    noise = args.noise or info["metadata"].get("noise", "gaussian")  # older models: gaussian
+    try:
+        get_noise(noise)
+    except (ValueError, TypeError) as err:
+        raise UserError(f"--model {args.model} records an unknown training noise: {err}") from None
     images, labels, indices = _images_for(args, info)
     settings = {
         **_model_settings(args.model, info, params),
@@ -802,15 +850,15 @@ def _smoothing_setup(args):
         "n": args.n,
         "alpha": args.alpha,
         "seed": args.seed,
-        "noise": "gaussian",
+        "noise": noise,
     }
-    return apply_fn, params, sigma, images, labels, indices, settings
+    return apply_fn, params, sigma, noise, images, labels, indices, settings
 
 
 def _smoothing_log(args, columns, rows_fn, **options):
     """Run `certify_rows` or `predict_rows` (with `options`, also kept in the settings) into
-    the resumable log `args.out`; returns (all rows, sigma)."""
-    apply_fn, params, sigma, images, labels, indices, settings = _smoothing_setup(args)
+    the resumable log `args.out`; returns (all rows, sigma, noise)."""
+    apply_fn, params, sigma, noise, images, labels, indices, settings = _smoothing_setup(args)
     settings.update(options)
     with ResumableTable(args.out, columns, settings, resume=args.resume) as log:
         rows_fn(
@@ -820,6 +868,7 @@ def _smoothing_log(args, columns, rows_fn, **options):
             labels,
             _todo(log, indices, args.out),
             sigma=sigma,
+            noise=noise,
             n=args.n,
             alpha=args.alpha,
             batch_size=args.batch_size,
@@ -828,7 +877,7 @@ def _smoothing_log(args, columns, rows_fn, **options):
             on_row=log.write,
             **options,
         )
-        return log.rows(), sigma
+        return log.rows(), sigma, noise
 
 
 def _todo(log, indices, out):
@@ -840,18 +889,18 @@ def _todo(log, indices, out):
 
 def run_certify(args):
     _check_smoothing_options(args, ("n0", "n"))
-    rows, sigma = _smoothing_log(args, CERTIFY_COLUMNS, certify_rows, n0=args.n0)
+    rows, sigma, noise = _smoothing_log(args, CERTIFY_COLUMNS, certify_rows, n0=args.n0)
     radius = np.array([float(r["radius"]) for r in rows])
     correct = np.array([r["correct"] == "1" for r in rows])
     if args.json:
         return _print_summary(args.out)
     print(f"{len(rows)} images in {args.out}")
-    print(_accuracy_table({sigma: (radius, correct)}, DEMO_RADII, args.n, args.alpha))
+    print(_accuracy_table({sigma: (radius, correct)}, DEMO_RADII, args.n, args.alpha, noise=noise))
 
 
 def run_predict(args):
     _check_smoothing_options(args, ("n",))
-    rows, sigma = _smoothing_log(args, PREDICT_COLUMNS, predict_rows)
+    rows, sigma, noise = _smoothing_log(args, PREDICT_COLUMNS, predict_rows)
     correct = sum(r["correct"] == "1" for r in rows)
     abstained = sum(r["predict"] == "-1" for r in rows)
     accuracy = correct / max(len(rows), 1)
@@ -859,7 +908,9 @@ def run_predict(args):
         return _print_summary(args.out)
     print(
         f"{len(rows)} images in {args.out}: accuracy {accuracy:.3f}, "
-        f"{abstained} abstentions (n={args.n}, alpha={args.alpha}, sigma={sigma})"
+        f"{abstained} abstentions (n={args.n}, alpha={args.alpha}, sigma={sigma}"
+        + ("" if noise == "gaussian" else f", {noise} noise")
+        + ")"
     )
 
 
@@ -1063,6 +1114,7 @@ def run_demo(args):
     _positive("n0", args.n0)
     _positive("epochs", args.epochs)
     _level("alpha", args.alpha)
+    _check_noise(args.noise)
     if args.max is not None:
         _positive("max", args.max)
     sigmas = ",".join(map(str, args.sigmas))
@@ -1074,7 +1126,8 @@ def run_demo(args):
     spec = {"kind": "mlp", "hidden": [256, 256], "num_classes": data.num_classes}
     print(
         f"jaxcert demo: digits ({len(train_x)} train / {len(indices)} test images), MLP "
-        f"64-256-256-10, n0={args.n0}, n={args.n}, alpha={args.alpha}",
+        f"64-256-256-10, n0={args.n0}, n={args.n}, alpha={args.alpha}"
+        + ("" if args.noise == "gaussian" else f", {args.noise} noise"),
         file=sys.stderr,
     )
     results, base_acc = {}, {}
@@ -1084,6 +1137,7 @@ def run_demo(args):
             train_y,
             spec=spec,
             sigma=sigma,
+            noise=args.noise,
             epochs=args.epochs,
             seed=args.seed,
             label=f"train  sigma={sigma}",
@@ -1101,6 +1155,7 @@ def run_demo(args):
             alpha=args.alpha,
             batch_size=None,
             seed=args.seed,
+            noise=args.noise,
             images_per_step=24,
             label=f"certify sigma={sigma}",
         )
@@ -1120,10 +1175,17 @@ def run_demo(args):
         }
         print(json.dumps(table))
     else:
-        print(_accuracy_table(results, DEMO_RADII, args.n, args.alpha, base_acc))
+        print(_accuracy_table(results, DEMO_RADII, args.n, args.alpha, base_acc, args.noise))
 
 
-def _accuracy_table(results, radii, n, alpha, base_accuracy=None):
+_CAP_FORMULAS = {
+    "gaussian": "sigma * Phi^-1(alpha^(1/n))",
+    "laplace": "-sigma * log(2 (1 - alpha^(1/n)))",
+    "uniform": "2 sigma (alpha^(1/n) - 1/2)",
+}
+
+
+def _accuracy_table(results, radii, n, alpha, base_accuracy=None, noise="gaussian"):
     """Markdown table: certified accuracy at each radius per sigma, with its lower bound."""
     head = ["sigma"] + (["base acc"] if base_accuracy else []) + [f"r={r}" for r in radii]
     head += ["radius cap"]
@@ -1134,12 +1196,15 @@ def _accuracy_table(results, radii, n, alpha, base_accuracy=None):
         if base_accuracy:
             cells.append(f"{base_accuracy[sigma]:.3f}")
         cells += [f"{a:.3f} ({lo:.3f})" for a, lo in zip(table.accuracy, table.lower_bound)]
-        cells.append(f"{smoothing.radius_cap(sigma, n, alpha):.3f}")
+        cells.append(f"{smoothing.radius_cap(sigma, n, alpha, noise):.3f}")
         lines.append("| " + " | ".join(cells) + " |")
+    # The Gaussian table keeps the words it always had; the others name their noise and norm.
+    kind = f"{noise} noise of scale sigma, {get_noise(noise).norm} radius r; "
+    kind = "" if noise == "gaussian" else kind
     lines.append(
-        f"\nCertified accuracy of the smoothed classifier over {len(radius)} test images (r=0: "
-        f"its clean accuracy; abstentions count as wrong); in brackets a lower bound that holds "
-        f"with probability 0.999 over the noise (Bernstein, given alpha={alpha}). The radius "
-        f"cap sigma * Phi^-1(alpha^(1/n)) is the largest radius {n} samples can certify."
+        f"\nCertified accuracy of the smoothed classifier over {len(radius)} test images "
+        f"({kind}r=0: its clean accuracy; abstentions count as wrong); in brackets a lower bound "
+        f"that holds with probability 0.999 over the noise (Bernstein, given alpha={alpha}). The "
+        f"radius cap {_CAP_FORMULAS[noise]} is the largest radius {n} samples can certify."
     )
     return "\n".join(lines)

@@ -149,6 +149,10 @@ def test_resume_refuses_other_settings(model_dir, tmp_path, capsys):
     assert main([*base[:-2], "--sigma", "0.5", "--out", str(out), "--resume"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "sigma" in err[0]
+    assert main([*base[:-2], "--noise", "laplace", "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "settings differ from the earlier run in ['noise']" in err[0]
+    assert main([*base[:-2], "--noise", "gaussian", "--out", str(out), "--resume"]) == 0
 
 
 def test_partial_trailing_row_is_cut(tmp_path, capsys):
@@ -339,16 +343,25 @@ VERIFY = ["verify", "--model", "no-model", "--eps", "0.1", "--out", "x.tsv"]
         ([*TRAIN, "--hidden", "32,0"], "--hidden must be widths >= 1, got 32,0"),
         ([*TRAIN, "--dataset", "mnist"], "--data-dir is required with --dataset mnist"),
         ([*TRAIN, "--resume"], "--resume: no checkpoint in never-made"),
+        ([*TRAIN, "--noise", "gauss"], "train: error: --noise must be one of gaussian, laplace, "
+                                       "uniform, got gauss"),
+        ([*TRAIN, "--method", "pgd", "--noise", "laplace"],
+         "--noise laplace is the noise of --method gaussian, not of --method pgd"),
         (["demo", "--sigmas", "0.25,-1"], "demo: error: --sigmas must be finite and > 0, got "
                                           "0.25,-1.0"),
         (["demo", "--alpha", "1"], "--alpha must be in (0, 1), got 1.0"),
         (["demo", "--max", "0"], "--max must be >= 1, got 0"),
+        (["demo", "--noise", "Laplace"], "demo: error: --noise must be one of gaussian, laplace, "
+                                         "uniform, got Laplace"),
         ([*CERTIFY, "--alpha", "0"], "certify: error: --alpha must be in (0, 1), got 0.0"),
         ([*CERTIFY, "--sigma", "-1"], "--sigma must be finite and > 0, got -1.0"),
         ([*CERTIFY, "--max", "0"], "--max must be >= 1, got 0"),
         ([*CERTIFY, "--n0", "0"], "--n0 must be >= 1, got 0"),
         ([*CERTIFY, "--batch-size", "4"], "--batch-size must be >= --images (8)"),
         ([*CERTIFY, "--dataset", "mnist"], "--data-dir is required with --dataset mnist"),
+        ([*CERTIFY, "--noise", "l1"], "certify: error: --noise must be one of gaussian, laplace, "
+                                      "uniform, got l1"),
+        (["predict", *CERTIFY[1:], "--noise", ""], "predict: error: --noise must be one of"),
         (["predict", *CERTIFY[1:], "--n", "0"], "predict: error: --n must be >= 1, got 0"),
         (["predict", *CERTIFY[1:], "--skip", "0"], "--skip must be >= 1, got 0"),
         ([*VERIFY, "--max", "0"], "verify: error: --max must be >= 1, got 0"),
@@ -443,6 +456,80 @@ def test_certify_rows_equal_library_certify(model_dir):
     )
     assert [r["predict"] for r in rows] == cert.prediction.tolist()
     assert [float(r["radius"]) for r in rows] == cert.radius.tolist()
+
+
+NORMS = {"gaussian": "l2", "laplace": "l1", "uniform": "l1"}
+
+
+@pytest.mark.parametrize("noise", sorted(NORMS))
+def test_each_noise_from_train_to_certify_and_report(noise, tmp_path, capsys, monkeypatch):
+    """train --noise augments with that noise and records it; certify takes it from the model,
+    and its radii equal the library's for that noise; report names the radii's norm."""
+    asked, get_noise = [], jc.train._gaussian.get_noise
+
+    def spy(name):  # the noises the training loss draws
+        asked.append(name)
+        return get_noise(name)
+
+    monkeypatch.setattr(jc.train._gaussian, "get_noise", spy)
+    # The per-epoch PGD and IBP evaluation has nothing to do with the noise: skipped (seconds).
+    monkeypatch.setattr(jc.cli, "robust_accuracies", lambda *a: (0.0, 0.0, 0.0))
+    model = tmp_path / "model"
+    assert main(["train", "--noise", noise, "--sigma", "0.25", "--epochs", "3", "--batch-size",
+                 "479", "--lr", "0.03", "--hidden", "32", "--out", str(model)]) == 0  # fmt: skip
+    assert set(asked) == {noise}
+    load = jc.models.load_model
+    apply_fn, params, info = load(model)
+    assert info["metadata"]["noise"] == noise and info["metadata"]["sigma"] == 0.25
+    # The CLI and the library below share one apply_fn, and so their compiled code.
+    monkeypatch.setattr(jc.models, "load_model", lambda path: (apply_fn, params, info))
+    out = tmp_path / f"{noise}.tsv"
+    args = ["certify", "--model", str(model), "--n", "100", "--n0", "10", "--max", "8", "--seed",
+            "2", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    assert json.loads(out.with_name(out.name + ".json").read_text())["noise"] == noise
+    _, rows = read_tsv(out)
+    x, _ = jc.data.load_digits("test")
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.key(2), np.arange(8))
+    cert = jc.smoothing.certify(apply_fn, params, x[:8], keys, sigma=0.25, num_classes=10,
+                                n0=10, n=100, alpha=0.001, noise=noise)  # fmt: skip
+    assert [float(r["radius"]) for r in rows] == cert.radius.tolist()
+    assert [int(r["predict"]) for r in rows] == cert.prediction.tolist()
+    assert cert.radius.max() > 0  # some image is certified: the radii are compared for real
+    capsys.readouterr()
+    assert main(["report", str(out), "--radii", "0,0.25"]) == 0
+    table = capsys.readouterr().out
+    assert f"| file | images | {NORMS[noise]} r=0 | {NORMS[noise]} r=0.25 |" in table
+    legend = "(sigma=0.25)" if noise == "gaussian" else f"({noise}, sigma=0.25)"
+    assert f"| {noise} {legend} | 8 |" in table
+    assert main(["report", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["norm"] == NORMS[noise]
+
+
+@pytest.mark.slow
+def test_predict_and_demo_take_the_noise(model_dir, tmp_path, capsys):
+    """predict --noise overrides the model's (Gaussian) noise, as the library's predict; demo
+    trains and certifies with its --noise and names its norm and radius cap."""
+    out = tmp_path / "pred.tsv"
+    args = ["predict", "--model", str(model_dir), "--noise", "uniform", "--n", "200", "--max", "5",
+            "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    assert "sigma=0.25, uniform noise)" in capsys.readouterr().out
+    assert json.loads(out.with_name("pred.tsv.json").read_text())["noise"] == "uniform"
+    _, rows = read_tsv(out)
+    apply_fn, params, _ = jc.models.load_model(model_dir)
+    x, _ = jc.data.load_digits("test")
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.key(0), np.arange(5))
+    prediction, counts = jc.smoothing.predict(apply_fn, params, x[:5], keys, sigma=0.25,
+                                              num_classes=10, n=200, noise="uniform")  # fmt: skip
+    assert [int(r["predict"]) for r in rows] == prediction.tolist()
+    assert [int(r["nA"]) for r in rows] == np.sort(counts, axis=1)[:, -1].tolist()
+    assert main(["demo", "--noise", "laplace", "--sigmas", "0.25", "--n", "100", "--n0", "10",
+                 "--max", "4", "--epochs", "1"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "(laplace noise of scale sigma, l1 radius r; r=0:" in out
+    cap = jc.smoothing.radius_cap(0.25, 100, 0.001, "laplace")
+    assert f"| {cap:.3f} |" in out and "-sigma * log(2 (1 - alpha^(1/n)))" in out
 
 
 @pytest.mark.slow

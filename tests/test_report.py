@@ -88,3 +88,40 @@ def test_report_checks_every_file_before_printing(tmp_path, capsys):
         captured = capsys.readouterr()
         assert captured.out == "" and message in captured.err
         assert len(captured.err.strip().splitlines()) == 1
+
+
+def test_radii_are_labelled_with_the_norm_of_their_noise(tmp_path, capsys, monkeypatch):
+    """l2 for gaussian noise and for logs without a recorded noise (older jaxcert), l1 for
+    laplace and uniform; files of two norms never share a column or an axis."""
+    rows = [{"idx": 0, "radius": 0.3, "correct": 1}, {"idx": 1, "radius": 0.0, "correct": 0}]
+    files = {
+        "old": {"sigma": 0.25},
+        "g": {"sigma": 0.25, "noise": "gaussian"},
+        "lap": {"sigma": 0.5, "noise": "laplace"},
+        "uni": {"sigma": 0.5, "noise": "uniform"},
+    }
+    for name, settings in files.items():
+        _write(tmp_path / f"{name}.tsv", CERTIFY_COLUMNS, rows, settings)
+    paths = [str(tmp_path / f"{name}.tsv") for name in ("lap", "old", "g", "uni")]
+    import matplotlib.axes
+
+    labels = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_xlabel", lambda self, text: labels.append(text))
+    png = tmp_path / "p.png"
+    assert main(["report", *paths, "--radii", "0,0.5", "--plot", str(png)]) == 0
+    assert labels == ["radius (l1)", "radius (l2)"]  # one panel per norm, in file order
+    assert capsys.readouterr().out.split("\n\nplot written")[0] == (
+        "| file | images | l1 r=0 | l1 r=0.5 |\n|---|---|---|---|\n"
+        "| lap (laplace, sigma=0.5) | 2 | 0.500 | 0.000 |\n"
+        "| uni (uniform, sigma=0.5) | 2 | 0.500 | 0.000 |\n\n"
+        "| file | images | l2 r=0 | l2 r=0.5 |\n|---|---|---|---|\n"
+        "| old (sigma=0.25) | 2 | 0.500 | 0.000 |\n"
+        "| g (sigma=0.25) | 2 | 0.500 | 0.000 |"
+    )
+    assert main(["report", *paths, "--json"]) == 0
+    assert [s["norm"] for s in json.loads(capsys.readouterr().out)] == ["l1", "l2", "l2", "l1"]
+    _write(tmp_path / "bad.tsv", CERTIFY_COLUMNS, rows, {"noise": "cauchy"})
+    assert main(["report", paths[0], str(tmp_path / "bad.tsv")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.strip().splitlines()) == 1
+    assert f"{tmp_path / 'bad.tsv'}: its settings record an unknown noise" in captured.err

@@ -40,6 +40,34 @@ def test_loss_matches_independent_computation(mlp, batch):
     assert abs(float(loss) - clean) > 1e-3  # the noise is really there
 
 
+@pytest.mark.parametrize(
+    "noise, draw",
+    [
+        ("gaussian", jax.random.normal),
+        ("laplace", jax.random.laplace),
+        ("uniform", lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -1.0, 1.0)),
+    ],
+)
+def test_loss_draws_the_noise_it_is_given(mlp, batch, noise, draw):
+    """The augmentation noise is the one `smoothing.certify` samples, sigma its scale; the
+    default stays Gaussian, bit for bit, and `training_loss` passes the noise on."""
+    apply_fn, params = mlp
+    x, y = batch
+    key = jax.random.key(3)
+    expected = train.cross_entropy_loss(apply_fn, params, x + 0.5 * draw(key, x.shape, x.dtype), y)
+    loss = train.gaussian_augmentation_loss(apply_fn, params, x, y, key, 0.5, noise)
+    np.testing.assert_array_equal(loss, expected)
+    loss_fn = train.training_loss("gaussian")
+    np.testing.assert_array_equal(loss_fn(apply_fn, params, x, y, key, sigma=0.5, noise=noise)[0],
+                                  expected)  # fmt: skip
+    if noise == "gaussian":
+        np.testing.assert_array_equal(
+            train.gaussian_augmentation_loss(apply_fn, params, x, y, key, 0.5), expected
+        )
+    with pytest.raises(ValueError, match="noise must be one of"):
+        train.gaussian_augmentation_loss(apply_fn, params, x, y, key, 0.5, "cauchy")
+
+
 def test_sigma_zero_is_plain_cross_entropy(mlp, batch):
     apply_fn, params = mlp
     x, y = batch

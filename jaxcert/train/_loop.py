@@ -99,7 +99,8 @@ def fit(
             with host copies, to save them; ``fit(..., first_epoch=epoch + 1,
             opt_state=opt_state)`` from the saved parameters then continues the same run.
         **loss_kwargs: keyword arguments of ``loss_fn``, e.g. ``sigma=0.25`` (the noise level of
-            Gaussian augmentation, 0 for standard training) or ``eps=ramp_schedule(...)``.
+            Gaussian augmentation, 0 for standard training; ``noise="laplace"`` or
+            ``"uniform"`` augments with that noise instead) or ``eps=ramp_schedule(...)``.
 
     Returns:
         The trained parameters.

@@ -41,9 +41,11 @@ def training_loss(
       lower, upper: the data box.
 
     Returns:
-      ``loss_fn(apply_fn, params, x, y, key, eps=0.0, kappa=0.0, beta=1.0, sigma=0.0) ->
-      (loss, aux)``: eps is the l_inf radius, kappa the weight of the clean loss, beta the
-      CROWN-IBP weight and sigma the noise level; each may be given to `fit` as a schedule.
+      ``loss_fn(apply_fn, params, x, y, key, eps=0.0, kappa=0.0, beta=1.0, sigma=0.0,
+      noise="gaussian") -> (loss, aux)``: eps is the l_inf radius, kappa the weight of the clean
+      loss, beta the CROWN-IBP weight, sigma the noise level and noise the kind of noise of
+      "gaussian" augmentation ("gaussian", "laplace" or "uniform", see
+      `gaussian_augmentation_loss`); each but noise may be given to `fit` as a schedule.
       aux holds the metrics of the parts, plus "relu_stability" and "unstable" when that term
       is on.
     """
@@ -53,10 +55,13 @@ def training_loss(
     _validate.check_nonnegative("l1_weight", l1_weight)
     box = {"lower": lower, "upper": upper}
 
-    def loss_fn(apply_fn, params, x, y, key, eps=0.0, kappa=0.0, beta=1.0, sigma=0.0):
+    def loss_fn(
+        apply_fn, params, x, y, key, eps=0.0, kappa=0.0, beta=1.0, sigma=0.0, noise="gaussian"
+    ):
         if method in ("standard", "gaussian"):
-            noise = sigma if method == "gaussian" else 0.0
-            loss, aux = gaussian_augmentation_loss(apply_fn, params, x, y, key, noise), {}
+            scale = sigma if method == "gaussian" else 0.0
+            loss = gaussian_augmentation_loss(apply_fn, params, x, y, key, scale, noise)
+            aux = {}
         elif method == "pgd":
             loss, aux = pgd_loss(apply_fn, params, x, y, key, eps, kappa, steps=pgd_steps, **box)
         elif method == "ibp":
