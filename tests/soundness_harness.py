@@ -1061,6 +1061,7 @@ def run(architectures, exact, *, seed=0, workers=1, jit=True, full=False, progre
     each report is appended to that JSON-lines file as it comes, seeds already there are not
     checked again (a stopped run resumes), and the summary covers every report in the file.
     """
+    import concurrent.futures
     import multiprocessing
 
     jobs = [("arch", seed * 10**6 + i, jit, full) for i in range(architectures)]
@@ -1072,10 +1073,16 @@ def run(architectures, exact, *, seed=0, workers=1, jit=True, full=False, progre
     jobs = [jobs[i] for i in order]
     began = time.perf_counter()
     os.environ.setdefault("XLA_FLAGS", FAST_COMPILES)  # read by the workers' JAX
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, _start_worker, (cache_dir,)) as pool, contextlib.ExitStack() as s:
+    # A worker that dies (killed, out of memory) breaks the pool: the run stops with an error
+    # (BrokenProcessPool) instead of waiting forever for its task, and resumes from `out`.
+    pool = concurrent.futures.ProcessPoolExecutor(
+        workers, multiprocessing.get_context("spawn"), _start_worker, (cache_dir,)
+    )
+    with pool, contextlib.ExitStack() as s:
         log = s.enter_context(open(out, "a")) if out else None
-        for n, (kind, report) in enumerate(pool.imap_unordered(_task, jobs, chunksize=1), 1):
+        futures = [pool.submit(_task, job) for job in jobs]
+        for n, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            kind, report = future.result()
             done.append((kind, report))
             if log:
                 log.write(json.dumps({"kind": kind, "report": report}, default=str) + "\n")
