@@ -194,6 +194,13 @@ def _parser():
     ce.add_argument("--n0", type=int, default=100, help="selection samples per image")
     ce.add_argument("--n", type=int, default=100_000, help="estimation samples per image")
     ce.add_argument("--alpha", type=float, default=0.001, help="failure probability")
+    ce.add_argument(
+        "--target-radius",
+        type=float,
+        default=None,
+        help="stop sampling an image once its certificate at this radius is decided (the same "
+        "guarantee; --n is then the most samples): the n column gives the samples it used",
+    )
     _add_log_options(ce, "certify")
     ce.set_defaults(run=run_certify)
 
@@ -717,13 +724,15 @@ def certify_rows(
     batch_size,
     seed,
     noise="gaussian",
+    target_radius=None,
     images_per_step=8,
     label="certify",
     on_row=None,
 ):
     """CERTIFY images one group at a time (Cohen et al.'s log columns; the radius is in the
     norm of `noise`: l2 for gaussian, l1 for laplace and uniform); `on_row(row)` as each group
-    finishes."""
+    finishes. With `target_radius`, sampling stops once the certificate at that radius is
+    decided and the n column gives the estimation samples each image used."""
 
     def evaluate(group, keys):
         began = time.perf_counter()
@@ -739,6 +748,7 @@ def certify_rows(
             alpha=alpha,
             batch_size=batch_size,
             noise=noise,
+            target_radius=target_radius,
         )
         seconds = (time.perf_counter() - began) / len(group)
         return [
@@ -750,7 +760,7 @@ def certify_rows(
                 "correct": int(cert.prediction[j] == labels[idx]),
                 "time": str(datetime.timedelta(seconds=seconds)),
                 "nA": int(cert.counts[j, cert.selected[j]]),
-                "n": n,
+                "n": int(cert.num_samples[j]) - n0,
                 "pA_lower": repr(float(cert.p_lower[j])),
                 "seed": seed,
             }
@@ -823,6 +833,8 @@ def _check_smoothing_options(args, counts):
         _above_zero("sigma", args.sigma)
     if args.noise is not None:
         _check_noise(args.noise)
+    if getattr(args, "target_radius", None) is not None:
+        _above_zero("target-radius", args.target_radius)
     if args.batch_size is not None:
         _require(args.batch_size >= args.images, "batch-size", f">= --images ({args.images}), "
                  "one noisy copy of each image a step", args.batch_size)  # fmt: skip
@@ -889,7 +901,10 @@ def _todo(log, indices, out):
 
 def run_certify(args):
     _check_smoothing_options(args, ("n0", "n"))
-    rows, sigma, noise = _smoothing_log(args, CERTIFY_COLUMNS, certify_rows, n0=args.n0)
+    options = {"n0": args.n0}
+    if args.target_radius is not None:  # absent from the settings otherwise: old logs resume
+        options["target_radius"] = args.target_radius
+    rows, sigma, noise = _smoothing_log(args, CERTIFY_COLUMNS, certify_rows, **options)
     radius = np.array([float(r["radius"]) for r in rows])
     correct = np.array([r["correct"] == "1" for r in rows])
     if args.json:

@@ -357,6 +357,7 @@ VERIFY = ["verify", "--model", "no-model", "--eps", "0.1", "--out", "x.tsv"]
         ([*CERTIFY, "--sigma", "-1"], "--sigma must be finite and > 0, got -1.0"),
         ([*CERTIFY, "--max", "0"], "--max must be >= 1, got 0"),
         ([*CERTIFY, "--n0", "0"], "--n0 must be >= 1, got 0"),
+        ([*CERTIFY, "--target-radius", "0"], "--target-radius must be finite and > 0, got 0.0"),
         ([*CERTIFY, "--batch-size", "4"], "--batch-size must be >= --images (8)"),
         ([*CERTIFY, "--dataset", "mnist"], "--data-dir is required with --dataset mnist"),
         ([*CERTIFY, "--noise", "l1"], "certify: error: --noise must be one of gaussian, laplace, "
@@ -496,6 +497,16 @@ def test_each_noise_from_train_to_certify_and_report(noise, tmp_path, capsys, mo
     assert [float(r["radius"]) for r in rows] == cert.radius.tolist()
     assert [int(r["predict"]) for r in rows] == cert.prediction.tolist()
     assert cert.radius.max() > 0  # some image is certified: the radii are compared for real
+    # --target-radius: sampling stops per image; the n column gives the samples it used.
+    sequential = tmp_path / f"{noise}-target.tsv"
+    assert main([*args[:-1], str(sequential), "--n", "400", "--target-radius", "0.2"]) == 0
+    _, rows = read_tsv(sequential)
+    cert = jc.smoothing.certify(apply_fn, params, x[:8], keys, sigma=0.25, num_classes=10,
+                                n0=10, n=400, alpha=0.001, noise=noise,
+                                target_radius=0.2)  # fmt: skip
+    assert [float(r["radius"]) for r in rows] == cert.radius.tolist()
+    assert [int(r["n"]) for r in rows] == (cert.num_samples - 10).tolist()
+    assert min(int(r["n"]) for r in rows) < 400  # some image stopped early
     capsys.readouterr()
     assert main(["report", str(out), "--radii", "0,0.25"]) == 0
     table = capsys.readouterr().out
