@@ -37,6 +37,7 @@ def test_smoothing_throughput_prints_json():
             assert result[case]["evals_per_s"] > 0 and result[case]["compile_s"] >= 0
         assert result["roofline_fraction"] > 0
         assert result["speedup_vs_per_image_baseline"] > 0
+    assert report["results"]["mlp_784_256_256_10"]["speedup_vs_numpy_loop"] > 0
 
 
 @pytest.mark.slow
