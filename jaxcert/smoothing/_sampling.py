@@ -10,7 +10,7 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 
 from .. import _validate
-from .._sharding import device_count, mesh
+from .._sharding import check_same_on_all_processes, device_count, mesh
 from ._noise import get_noise
 
 
@@ -104,7 +104,9 @@ def sample_counts(
     image i uses the key `fold_in(key_i, j)`: counts do not depend on how images are batched or on
     `batch_size`. With several devices (`jax.device_count() > 1`) each device draws and evaluates
     a contiguous share of the sample indices and the counts are summed: the same counts as on
-    one device.
+    one device. With several processes (`jax.distributed.initialize`) the devices of all of them
+    share the samples; every process must then pass the same arguments (checked: a ValueError
+    otherwise) and gets all the counts.
 
     Args:
       apply_fn: the base classifier, `apply_fn(params, x) -> logits` on a batch.
@@ -145,6 +147,12 @@ def sample_counts(
         if not jnp.issubdtype(compute_dtype, jnp.floating):
             raise ValueError(f"compute_dtype must be a floating dtype, got {compute_dtype!r}")
         params = jax.tree.map(lambda p: _cast(p, compute_dtype), params)
+    shards = device_count() if num >= device_count() else 1  # samples split over devices
+    if shards > 1:  # the copies of every process feed one computation: they must agree
+        settings = repr((num_classes, per_image, noise, shards, compute_dtype))
+        check_same_on_all_processes(
+            "sample_counts' arguments", (params, x, keys, sigma, start, num, settings)
+        )
     return _sample_counts(
         apply_fn,
         params,
@@ -156,7 +164,7 @@ def sample_counts(
         num_classes=num_classes,
         per_image=per_image,
         noise=noise,
-        shards=device_count() if num >= device_count() else 1,  # samples split over devices
+        shards=shards,
         compute_dtype=None if compute_dtype is None else jnp.dtype(compute_dtype),
     )
 
