@@ -2,6 +2,7 @@
 
 For a 784-256-256-10 ReLU MLP and a small CNN on 28x28 inputs it measures, in one run:
   * fused: `sample_counts` on a batch of images (noise, model and counting in one jit);
+  * fused_shared_noise: the same with `shared_noise=True` (one noise draw for all images);
   * baseline: a plain per-image loop as in Cohen et al.'s reference code: for each image and each
     batch of 1000 samples, draw the noise, add it outside the model call, run the jitted model,
     and count the predictions on the host;
@@ -43,7 +44,7 @@ MODELS = {
 INPUT_SHAPE = (28, 28, 1)
 
 
-def fused(apply_fn, params, x, key, num, batch_size):
+def fused(apply_fn, params, x, key, num, batch_size, shared_noise=False):
     return lambda: jc.smoothing.sample_counts(
         apply_fn,
         params,
@@ -53,6 +54,7 @@ def fused(apply_fn, params, x, key, num, batch_size):
         num=num,
         num_classes=NUM_CLASSES,
         batch_size=batch_size,
+        shared_noise=shared_noise,
     )
 
 
@@ -156,6 +158,7 @@ def measure(name, spec, images, num, repeats, batch_size):
     result = {"images": images, "samples_per_image": num, "batch_size": batch_size}
     cases = {
         "fused": fused(apply_fn, params, x, key, num, batch_size),
+        "fused_shared_noise": fused(apply_fn, params, x, key, num, batch_size, True),
         "noise_alone": noise_alone(x, key, num, batch_size),
         "model_alone": model_alone(apply_fn, params, x, num, batch_size),
         "per_image_baseline": per_image_baseline(apply_fn, params, x, key, num),
@@ -182,8 +185,11 @@ def measure(name, spec, images, num, repeats, batch_size):
     result["serial_bound_evals_per_s"] = serial
     result["serial_bound_fraction"] = rate["fused"] / serial
     result["speedup_vs_per_image_baseline"] = rate["fused"] / rate["per_image_baseline"]
+    result["shared_noise_speedup"] = rate["fused_shared_noise"] / rate["fused"]
     if "numpy_loop" in rate:
         result["speedup_vs_numpy_loop"] = rate["fused"] / rate["numpy_loop"]
+        shared = rate["fused_shared_noise"]
+        result["shared_noise_speedup_vs_numpy_loop"] = shared / rate["numpy_loop"]
     return name, result
 
 

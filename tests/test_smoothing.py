@@ -393,6 +393,31 @@ def test_sequential_counts_are_a_prefix_of_the_fixed_sample_stream():
     np.testing.assert_array_equal(np.asarray(head) + np.asarray(tail), np.asarray(whole))
 
 
+def test_shared_noise_gives_each_image_the_counts_of_its_own_stream():
+    """shared_noise=True: image i's counts are those of the standard stream of the key itself
+    (so each certificate keeps its guarantee); one draw serves every image."""
+    key = jax.random.key(11)
+    shared = jc.smoothing.sample_counts(three_class_apply, THREE, POINTS, key, sigma=SIGMA,
+                                        num=500, num_classes=3, shared_noise=True)  # fmt: skip
+    same_key = jnp.stack([key] * len(POINTS))  # every image given the key itself
+    alone = jc.smoothing.sample_counts(three_class_apply, THREE, POINTS, same_key, sigma=SIGMA,
+                                       num=500, num_classes=3)  # fmt: skip
+    np.testing.assert_array_equal(shared, alone)
+    # A plain loop over the shared draws, outside jaxcert.
+    noise = np.stack([np.asarray(jax.random.normal(jax.random.fold_in(key, j), (3,),
+                                                   POINTS.dtype)) for j in range(500)])
+    for i, point in enumerate(np.asarray(POINTS)):
+        logits = three_class_apply(THREE, jnp.asarray(point + SIGMA * noise))
+        want = np.bincount(np.argmax(np.asarray(logits), axis=1), minlength=3)
+        np.testing.assert_array_equal(np.asarray(shared)[i], want)
+    cert = jc.smoothing.certify(three_class_apply, THREE, POINTS, key, sigma=SIGMA,
+                                num_classes=3, n0=20, n=500, shared_noise=True)  # fmt: skip
+    assert cert.counts.sum(axis=1).tolist() == [500] * len(POINTS)
+    with pytest.raises(ValueError, match="single key"):
+        jc.smoothing.certify(three_class_apply, THREE, POINTS, same_key, sigma=SIGMA,
+                             num_classes=3, shared_noise=True)  # fmt: skip
+
+
 def test_flax_models_work_unchanged():
     """A linen CNN and a flax.nnx MLP are certified through the same apply_fn convention."""
     from flax import nnx

@@ -11,7 +11,7 @@ from .. import _validate
 from ..stats._binomial import binom_pvalue
 from ..stats._clopper_pearson import lower_bound_pair
 from ._noise import get_noise
-from ._sampling import check_classifier, image_keys, sample_counts
+from ._sampling import check_classifier, image_keys, sample_counts, shared_key
 
 ABSTAIN = -1
 
@@ -58,6 +58,7 @@ def certify(
     pb_upper=False,
     compute_dtype=None,
     target_radius=None,
+    shared_noise=False,
 ):
     """Certify the smoothed classifier g(x) = argmax_c P(f(x + noise) = c) on a batch of images.
 
@@ -104,6 +105,9 @@ def certify(
         (see `sample_counts`); the certificate is then of the bfloat16 classifier.
       target_radius: if given (> 0), stop sampling each image once its certificate at this
         radius is decided (see above); n is then the largest number of estimation samples.
+      shared_noise: draw each noise sample once for all images (`key` must be a single key;
+        see `sample_counts`). Each certificate keeps its guarantee; certificates of different
+        images are correlated.
 
     Returns:
       A `Certificate` of NumPy arrays.
@@ -123,15 +127,16 @@ def certify(
         _validate.check_positive("target_radius", target_radius)
         if pb_upper:
             raise ValueError("target_radius cannot be combined with pb_upper=True")
-    keys = image_keys(key, x.shape[0])
+    keys = shared_key(key) if shared_noise else image_keys(key, x.shape[0])
     common = dict(
         sigma=sigma,
         num_classes=num_classes,
         batch_size=batch_size,
         noise=noise,
         compute_dtype=compute_dtype,
+        shared_noise=shared_noise,
     )
-    fold = jax.vmap(jax.random.fold_in, in_axes=(0, None))
+    fold = jax.random.fold_in if shared_noise else jax.vmap(jax.random.fold_in, (0, None))
     counts0 = sample_counts(apply_fn, params, x, fold(keys, _SELECTION), num=n0, **common)
     selected = np.asarray(jnp.argmax(counts0, axis=1))
     estimation = fold(keys, _ESTIMATION)
@@ -185,7 +190,13 @@ def _sample_until_decided(apply_fn, params, x, keys, selected, n, alpha, target,
         size = min(batch, 4 ** math.ceil(math.log(len(active), 4) - 1e-9))
         rows = np.concatenate([active, np.full(size - len(active), active[-1])])
         new = sample_counts(
-            apply_fn, params, x[rows], keys[rows], num=total - drawn, start=drawn, **common
+            apply_fn,
+            params,
+            x[rows],
+            keys if common["shared_noise"] else keys[rows],
+            num=total - drawn,
+            start=drawn,
+            **common,
         )
         counts[active] += np.asarray(new)[: len(active)]
         used[active] = drawn = total
@@ -231,6 +242,7 @@ def predict(
     batch_size=None,
     noise="gaussian",
     compute_dtype=None,
+    shared_noise=False,
 ):
     """PREDICT: the smoothed classifier's class, or ABSTAIN (-1) when the vote is too close.
 
@@ -251,6 +263,7 @@ def predict(
         `sample_counts`).
       noise: "gaussian", "laplace" or "uniform".
       compute_dtype: run the classifier in this dtype (see `sample_counts`).
+      shared_noise: one noise draw for all images (`key` a single key; see `sample_counts`).
 
     Returns:
       `(prediction, counts)`: int NumPy array (B,) with -1 for ABSTAIN, and the counts.
@@ -272,6 +285,7 @@ def predict(
         batch_size=batch_size,
         noise=noise,
         compute_dtype=compute_dtype,
+        shared_noise=shared_noise,
     )
     counts = np.asarray(counts)
     order = np.argsort(-counts, axis=1, kind="stable")

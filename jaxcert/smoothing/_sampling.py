@@ -14,23 +14,41 @@ from .._sharding import check_same_on_all_processes, device_count, mesh
 from ._noise import get_noise
 
 
+def _typed(key):
+    """A new-style typed key (or batch of keys) from a typed or legacy uint32 key."""
+    key = jnp.asarray(key)
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.dtype != jnp.uint32 or key.ndim == 0 or key.shape[-1] != 2:
+            raise TypeError("key must be a jax.random key (or a batch of keys, one per image)")
+        key = jax.random.wrap_key_data(key)
+    return key
+
+
 def image_keys(key, batch):
     """One key per image: `fold_in(key, i)` for a single key, or the given batch of keys.
 
     Accepts new-style typed keys and legacy uint32 keys. A batch of keys lets a caller tie each
     image's randomness to its index in a data set, so results do not depend on batching.
     """
-    key = jnp.asarray(key)
-    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        if key.dtype != jnp.uint32 or key.ndim == 0 or key.shape[-1] != 2:
-            raise TypeError("key must be a jax.random key (or a batch of keys, one per image)")
-        key = jax.random.wrap_key_data(key)
+    key = _typed(key)
     if key.ndim == 0:
         return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(batch))
     if key.shape != (batch,):
         raise ValueError(
             f"key must be a single key or a batch of {batch} keys (one per image), "
             f"got shape {key.shape}"
+        )
+    return key
+
+
+def shared_key(key):
+    """The one key of `shared_noise=True`: every image's sample j is drawn from
+    `fold_in(key, j)`."""
+    key = _typed(key)
+    if key.ndim != 0:
+        raise ValueError(
+            f"shared_noise=True draws one noise for every image: key must be a single key, got "
+            f"a batch of shape {key.shape}"
         )
     return key
 
@@ -96,6 +114,7 @@ def sample_counts(
     noise="gaussian",
     compute_dtype=None,
     start=0,
+    shared_noise=False,
 ):
     """Count the base classifier's predictions on `num` noisy copies of each image.
 
@@ -126,6 +145,12 @@ def sample_counts(
       start: the index of the first sample (>= 0): counts over samples [start, start + num),
         so that samples can be drawn in rounds, each new round continuing where the last
         stopped.
+      shared_noise: draw each noise sample once for all B images (sample j of every image
+        from `fold_in(key, j)`; `key` must be a single key): the noise costs 1/B as much.
+        Each image's counts are still those of independent samples, so each certificate keeps
+        its guarantee, but certificates of different images are then correlated (a statement
+        about all of them at once, such as a certified accuracy, is no longer a sum of
+        independent events).
 
     Returns:
       int32 counts of shape (B, num_classes).
@@ -142,7 +167,7 @@ def sample_counts(
         raise ValueError(f"start + num must be below 2^31, got {start} + {num}")
     per_image = chunk_size(batch_size, x.shape[0], num)
     get_noise(noise)
-    keys = image_keys(key, x.shape[0])
+    keys = shared_key(key) if shared_noise else image_keys(key, x.shape[0])
     if compute_dtype is not None:
         if not jnp.issubdtype(compute_dtype, jnp.floating):
             raise ValueError(f"compute_dtype must be a floating dtype, got {compute_dtype!r}")
@@ -177,7 +202,8 @@ def _cast(value, dtype):
 def noisy_inputs(x, keys, sigma, indices, noise="gaussian"):
     """Samples `indices` of every image, flattened to one batch of shape (B * len(indices), ...).
 
-    Sample j of image i is `x_i + sigma * eps` with eps drawn from the key `fold_in(keys[i], j)`.
+    Sample j of image i is `x_i + sigma * eps` with eps drawn from the key `fold_in(keys[i], j)`,
+    or from `fold_in(keys, j)` for every image when `keys` is a single key (shared noise).
     """
     sample = get_noise(noise).sample
     size = math.prod(x.shape[1:])  # drawn flat: XLA vectorises a flat draw best
@@ -185,8 +211,9 @@ def noisy_inputs(x, keys, sigma, indices, noise="gaussian"):
     def copies(key):
         return jax.vmap(lambda j: sample(jax.random.fold_in(key, j), (size,), x.dtype))(indices)
 
+    eps = copies(keys)[None] if keys.ndim == 0 else jax.vmap(copies)(keys)
     flat = x.reshape(x.shape[0], 1, size)
-    return (flat + sigma * jax.vmap(copies)(keys)).reshape(-1, *x.shape[1:])
+    return (flat + sigma * eps).reshape(-1, *x.shape[1:])
 
 
 def count_predictions(logits, num_classes, valid):
