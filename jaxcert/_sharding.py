@@ -62,6 +62,8 @@ def unpad(tree, batch):
 
 
 def _addressable(a):
+    if jax.process_count() == 1 or isinstance(a, jax.core.Tracer):  # nothing to gather
+        return a
     if not isinstance(a, jax.Array) or a.is_fully_addressable or a.is_fully_replicated:
         return a
     return jax.jit(lambda v: v, out_shardings=NamedSharding(mesh("batch"), P()))(a)
