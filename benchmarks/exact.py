@@ -67,16 +67,34 @@ def summary(statuses, seconds):
     }
 
 
-def networks(images):
+def networks(images, wanted):
+    """(key, name, apply_fn, params, x) of the networks in `wanted`; the others are not trained."""
     train_x, train_y = jc.data.load_digits("train")
     test_x, test_y = jc.data.load_digits("test")
     apply_fn, initial = jc.models.init_model(
         {"kind": "mlp", "hidden": [32, 32]}, jax.random.key(0), train_x.shape[1:]
     )
     x = test_x[:images]
-    params = jc.train.fit(apply_fn, initial, train_x, train_y, jax.random.key(1), epochs=30,
-                          sigma=0.0)  # fmt: skip
-    yield "digits", "digits_mlp_64_32_32_10", apply_fn, params, x
+    if "digits" in wanted:
+        params = jc.train.fit(apply_fn, initial, train_x, train_y, jax.random.key(1), epochs=30,
+                              sigma=0.0)  # fmt: skip
+        yield "digits", "digits_mlp_64_32_32_10", apply_fn, params, x
+    if "digits_relu_stability" in wanted:
+        params = _relu_stability(apply_fn, initial, train_x, train_y)
+        name = "digits_mlp_64_32_32_10_pgd_relu_stability"
+        yield "digits_relu_stability", name, apply_fn, params, x
+    if "digits_pgd" in wanted:
+        apply_fn, params = _pgd(train_x, train_y)
+        yield "digits_pgd", "digits_mlp_64_64_32_32_10_pgd", apply_fn, params, x
+    if "mnist_sized" in wanted:
+        apply_fn, params = jc.models.init_model(
+            {"kind": "mlp", "hidden": [50, 50]}, jax.random.key(2), (784,)
+        )
+        x = np.asarray(jax.random.uniform(jax.random.key(3), (images, 784)))
+        yield "mnist_sized", "mnist_sized_mlp_784_50_50_10_random", apply_fn, params, x
+
+
+def _relu_stability(apply_fn, initial, train_x, train_y):
     steps = 30 * -(-len(train_x) // 128)
     params = jc.train.fit(
         apply_fn,
@@ -88,7 +106,10 @@ def networks(images):
         loss_fn=jc.train.training_loss("pgd", relu_stability_weight=0.01, l1_weight=1e-4),
         **jc.train.ramp_schedules("pgd", 0.05, steps),
     )
-    yield "digits_relu_stability", "digits_mlp_64_32_32_10_pgd_relu_stability", apply_fn, params, x
+    return params
+
+
+def _pgd(train_x, train_y):
     # The PGD model of examples/certified_training.py: MLP 64-64-32-32-10, eps ramped to 0.11.
     apply_fn, params = jc.models.init_model(
         {"kind": "mlp", "hidden": [64, 32, 32]}, jax.random.key(0), train_x.shape[1:]
@@ -104,12 +125,7 @@ def networks(images):
         loss_fn=jc.train.training_loss("pgd"),
         **jc.train.ramp_schedules("pgd", 1.1 * 0.1, 100 * -(-len(train_x) // 64)),
     )
-    yield "digits_pgd", "digits_mlp_64_64_32_32_10_pgd", apply_fn, params, x
-    apply_fn, params = jc.models.init_model(
-        {"kind": "mlp", "hidden": [50, 50]}, jax.random.key(2), (784,)
-    )
-    x = np.asarray(jax.random.uniform(jax.random.key(3), (images, 784)))
-    yield "mnist_sized", "mnist_sized_mlp_784_50_50_10_random", apply_fn, params, x
+    return apply_fn, params
 
 
 def main():
@@ -123,9 +139,7 @@ def main():
     parser.add_argument("--eps", default=",".join(map(str, EPSILONS)), help="comma-separated")
     args = parser.parse_args()
     results = {}
-    for key, name, apply_fn, params, x in networks(args.images):
-        if key not in args.networks.split(","):
-            continue
+    for _key, name, apply_fn, params, x in networks(args.images, args.networks.split(",")):
         net = jc.trace(apply_fn, params, x[:1])
         y = np.asarray(jax.numpy.argmax(apply_fn(params, x), axis=1))  # robustness of f's class
         jc.exact.verify(net, jc.LinfBall(x, 0.0), y)  # warm-up: compile for this batch shape

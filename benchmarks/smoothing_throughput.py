@@ -16,6 +16,7 @@ do when noise generation and the model each keep every core busy.
 Compile time (first call minus a steady call) is reported apart. Prints JSON.
 
     python benchmarks/smoothing_throughput.py [--images 16] [--num 8192] [--repeats 5]
+        [--models mlp_784_256_256_10,cnn_16_32_100]
 """
 
 import argparse
@@ -204,11 +205,12 @@ def main():
         default=None,
         help="noisy inputs per forward pass (default: the library's)",
     )
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated")
     args = parser.parse_args()
     batch_size = args.batch_size or jc.smoothing._sampling.default_batch_size()
     results = dict(
-        measure(name, spec, args.images, args.num, args.repeats, batch_size)
-        for name, spec in MODELS.items()
+        measure(name, MODELS[name], args.images, args.num, args.repeats, batch_size)
+        for name in args.models.split(",")
     )
     print(
         json.dumps(

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 STATUSES = ("verified", "falsified", "unknown", "unconfirmed")
-_TIMEDELTA = re.compile(r"(\d+ days?, )?\d+:\d\d:\d\d(\.\d+)?")
+_TIMEDELTA = re.compile(r"(?:(\d+) days?, )?(\d+):(\d\d):(\d\d(?:\.\d+)?)")
 
 
 def _integer(minimum=None):
@@ -57,12 +57,21 @@ def _radius(text):
     return value
 
 
-def _time(text):  # seconds, or str() of a datetime.timedelta
-    if _TIMEDELTA.fullmatch(text):
-        return text
-    if not _number(text) >= 0:
+def seconds(text):
+    """A time column's value in seconds: jaxcert writes float seconds (`repr(float)`); logs of
+    certify and predict before it wrote `str(datetime.timedelta)`, e.g. "0:00:01.085999".
+
+    Raises:
+      ValueError: neither form, or a negative or NaN number.
+    """
+    old = _TIMEDELTA.fullmatch(text)
+    if old:
+        days, hours, minutes, secs = old.groups()
+        return ((int(days or 0) * 24 + int(hours)) * 60 + int(minutes)) * 60 + float(secs)
+    value = _number(text)
+    if not value >= 0:
         raise ValueError("must be >= 0")
-    return text
+    return value
 
 
 def _choice(allowed):
@@ -86,7 +95,7 @@ FIELDS = {
     "predict": _integer(-1),
     "correct": _choice(("0", "1")),
     "radius": _radius,
-    "time": _time,
+    "time": seconds,
     "nA": _integer(0),
     "nB": _integer(0),
     "n": _integer(0),

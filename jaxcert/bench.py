@@ -2,9 +2,11 @@
 
 The scripts live in the repository's `benchmarks/` folder (they are not installed with the
 package); each prints one JSON document. A run stores every document under
-`benchmarks/results/NAME-TIMESTAMP.json` and rewrites the part of `benchmarks/README.md` between
-the markers `<!-- jaxcert bench -->` and `<!-- /jaxcert bench -->` with one table per script,
-headed by the machine and the library versions.
+`benchmarks/results/NAME-TIMESTAMP.json` and, only when asked (`update_readme`, the command's
+`--update-readme`), rewrites the part of `benchmarks/README.md` between the markers
+`<!-- jaxcert bench -->` and `<!-- /jaxcert bench -->` with one table per script, headed by the
+machine and the library versions. A quick run (tiny sizes, the scripts run at once: a smoke
+test) never rewrites that table.
 """
 
 import datetime
@@ -19,17 +21,18 @@ SCRIPTS = {
     "smoothing": (
         "smoothing_throughput.py",
         [],
-        ["--images", "4", "--num", "1024", "--repeats", "1"],
+        ["--images", "2", "--num", "256", "--repeats", "1", "--models", "mlp_784_256_256_10"],
     ),
     "bounds": (
         "bounds_throughput.py",
         [],
-        ["--images", "4", "--repeats", "1", "--methods", "ibp,crown-ibp"],
+        ["--images", "2", "--repeats", "1", "--methods", "ibp"],
     ),
     "exact": (
         "exact.py",
         ["--images", "10", "--time-limit", "20"],
-        ["--images", "2", "--time-limit", "5", "--networks", "digits", "--solvers", "highs"],
+        ["--images", "1", "--time-limit", "1", "--networks", "digits", "--solvers", "highs",
+         "--eps", "0.02"],
     ),
 }
 LIBRARIES = ("jax", "jaxlib", "flax", "optax", "numpy", "scipy", "ortools")
@@ -38,19 +41,27 @@ START, END = "<!-- jaxcert bench -->", "<!-- /jaxcert bench -->"
 
 def run_script(directory, name, quick=False):
     """Run one benchmark script; return its JSON document."""
+    return _finish(name, _start(directory, name, quick))
+
+
+def _start(directory, name, quick):
     script, arguments, quick_arguments = SCRIPTS[name]
     path = Path(directory) / script
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run jaxcert bench from a clone of jaxcert")
-    done = subprocess.run(
+    return subprocess.Popen(
         [sys.executable, str(path), *(quick_arguments if quick else arguments)],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        check=False,
     )
-    if done.returncode != 0:
-        raise RuntimeError(f"{script} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout)
+
+
+def _finish(name, process):
+    out, err = process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"{SCRIPTS[name][0]} failed:\n{err[-2000:]}")
+    return json.loads(out)
 
 
 def versions():
@@ -155,14 +166,17 @@ def write_readme(readme, section):
     readme.write_text(text)
 
 
-def run(directory="benchmarks", names=tuple(SCRIPTS), quick=False, progress=None):
-    """Run the chosen benchmarks, store their JSON and update the README's table.
+def run(
+    directory="benchmarks", names=tuple(SCRIPTS), quick=False, progress=None, update_readme=False
+):
+    """Run the chosen benchmarks, store their JSON and, on request, update the README's table.
 
     Args:
       directory: the `benchmarks/` folder of a clone.
       names: which of `SCRIPTS` to run.
-      quick: tiny sizes (a smoke test).
+      quick: tiny sizes, all scripts at once (a smoke test: its figures measure nothing).
       progress: optional `progress(name)` called as each script finishes.
+      update_readme: rewrite the table in `directory/README.md` (refused with `quick`).
 
     Returns:
       (documents by name, paths of the JSON files written).
@@ -171,15 +185,30 @@ def run(directory="benchmarks", names=tuple(SCRIPTS), quick=False, progress=None
     unknown = set(names) - set(SCRIPTS)
     if unknown:
         raise ValueError(f"unknown benchmarks {sorted(unknown)}; choose from {', '.join(SCRIPTS)}")
+    if quick and update_readme:
+        raise ValueError("quick figures measure nothing: they never replace the README's table")
+    for name in names:  # every script is there before any starts
+        path = directory / SCRIPTS[name][0]
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: run jaxcert bench from a clone of jaxcert")
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     results = directory / "results"
     results.mkdir(parents=True, exist_ok=True)
     documents, paths = {}, []
+    started = {name: _start(directory, name, quick) for name in names} if quick else {}
     for name in names:
-        documents[name] = run_script(directory, name, quick)
+        try:
+            process = started.get(name) or _start(directory, name, quick)
+            documents[name] = _finish(name, process)
+        except BaseException:
+            for other in started.values():
+                other.kill()
+                other.communicate()
+            raise
         paths.append(results / f"{name}-{stamp}.json")
         paths[-1].write_text(json.dumps(documents[name], indent=2) + "\n")
         if progress is not None:
             progress(name)
-    write_readme(directory / "README.md", markdown(documents, versions()))
+    if update_readme:
+        write_readme(directory / "README.md", markdown(documents, versions()))
     return documents, paths

@@ -2,7 +2,6 @@
 and bench."""
 
 import argparse
-import datetime
 import json
 import math
 import sys
@@ -269,7 +268,7 @@ def _parser():
     vn.add_argument("onnx", type=Path, help="the network (.onnx or .onnx.gz)")
     vn.add_argument("vnnlib", type=Path, help="the property (.vnnlib or .vnnlib.gz)")
     _add_property_options(vn)
-    vn.add_argument("--timeout", type=float, default=60.0, help="seconds for the property")
+    _add_time_limit(vn, 60.0, "seconds for the property")
     vn.add_argument(
         "--output",
         type=Path,
@@ -286,11 +285,8 @@ def _parser():
     )
     vc.add_argument("instances", type=Path, help="the folder's instances.csv")
     _add_property_options(vc)
-    vc.add_argument(
-        "--timeout",
-        type=float,
-        default=None,
-        help="seconds per instance (default: the timeout column of instances.csv)",
+    _add_time_limit(
+        vc, None, "seconds per instance (default: the timeout column of instances.csv)"
     )
     vc.add_argument(
         "--out", type=Path, default=Path("results.csv"), help="results CSV (onnx, vnnlib, ...)"
@@ -331,7 +327,8 @@ def _parser():
     be = sub.add_parser(
         "bench",
         formatter_class=fmt,
-        help="run the benchmark scripts; keep their JSON and update the table in their README",
+        help="run the benchmark scripts, keep their JSON and (--update-readme) update the table "
+        "in their README",
     )
     be.add_argument(
         "--dir", type=Path, default=Path("benchmarks"), help="the benchmarks folder of a clone"
@@ -339,7 +336,17 @@ def _parser():
     be.add_argument(
         "--only", default=",".join(bench.SCRIPTS), help="comma-separated benchmarks to run"
     )
-    be.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test, seconds)")
+    be.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes, the scripts at once (a smoke test, under a minute): never updates the "
+        "README",
+    )
+    be.add_argument(
+        "--update-readme",
+        action="store_true",
+        help="replace the table in DIR/README.md with this run's figures (not with --quick)",
+    )
     be.add_argument("--json", action="store_true", help="print the JSON documents")
     be.set_defaults(run=run_bench)
     return parser
@@ -388,8 +395,23 @@ def _add_smoothing_options(parser, verb):
     parser.add_argument("--seed", type=int, default=0, help="random seed")
 
 
+def _add_time_limit(parser, default, text):
+    """--time-limit, as in verify; --timeout, its name before, stays a hidden alias."""
+    parser.add_argument("--time-limit", type=float, default=default, help=text)
+    parser.add_argument(
+        "--timeout", dest="time_limit", type=float, default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )  # fmt: skip
+
+
 def _add_property_options(parser):
-    parser.add_argument("--solver", choices=("highs", "scip"), default="highs", help="MILP solver")
+    # Not verify's default race: `jaxcert.exact.verify_property` takes one solver only.
+    parser.add_argument(
+        "--solver",
+        choices=("scip", "highs"),
+        default="highs",
+        help="MILP solver (verify's race of both is not available for properties)",
+    )
     parser.add_argument(
         "--attack-steps",
         type=int,
@@ -758,7 +780,7 @@ def certify_rows(
                 "predict": int(cert.prediction[j]),
                 "radius": repr(float(cert.radius[j])),
                 "correct": int(cert.prediction[j] == labels[idx]),
-                "time": str(datetime.timedelta(seconds=seconds)),
+                "time": repr(float(seconds)),
                 "nA": int(cert.counts[j, cert.selected[j]]),
                 "n": int(cert.num_samples[j]) - n0,
                 "pA_lower": repr(float(cert.p_lower[j])),
@@ -811,7 +833,7 @@ def predict_rows(
                 "label": int(labels[idx]),
                 "predict": int(prediction[j]),
                 "correct": int(prediction[j] == labels[idx]),
-                "time": str(datetime.timedelta(seconds=seconds)),
+                "time": repr(float(seconds)),
                 "nA": int(top[j, 0]),
                 "nB": int(top[j, 1]),
                 "n": n,
@@ -1030,13 +1052,13 @@ def _verify_rows(net, images, labels, group, args):
 
 
 def _property_options(args):
-    """The checked --timeout, --solver, --attack-steps and --seed as keyword arguments."""
-    if args.timeout is not None and not args.timeout > 0:
-        raise UserError(f"--timeout must be > 0, got {args.timeout}")
+    """The checked --time-limit, --solver, --attack-steps and --seed as keyword arguments."""
+    if args.time_limit is not None:
+        _above_zero("time-limit", args.time_limit)
     if args.attack_steps < 0:
         raise UserError(f"--attack-steps must be >= 0, got {args.attack_steps}")
     return dict(
-        timeout=args.timeout, solver=args.solver, attack_steps=args.attack_steps, seed=args.seed
+        timeout=args.time_limit, solver=args.solver, attack_steps=args.attack_steps, seed=args.seed
     )
 
 
@@ -1085,15 +1107,17 @@ def run_report(args):
         _above_zero("max-radius", args.max_radius)
     if args.plot is not None and not args.plot.parent.is_dir():
         raise UserError(f"--plot {args.plot}: the folder {args.plot.parent} does not exist")
+    if args.plot is not None:
+        report.pyplot()  # matplotlib is there, checked before any file is read or printed
     all_results = [report.read_results(path) for path in args.files]
-    if args.plot is not None:
-        report.plottable(all_results)
     if args.json:
-        print(json.dumps([report.summary(r, args.radii) for r in all_results], indent=2))
+        figures = json.dumps([report.summary(r, args.radii) for r in all_results], indent=2)
     else:
-        print(report.markdown_table(all_results, args.radii))
-    if args.plot is not None:
+        figures = report.markdown_table(all_results, args.radii)
+    if args.plot is not None:  # drawn before the tables: an error prints nothing else
         report.plot_certified_accuracy(all_results, args.plot, args.max_radius)
+    print(figures)
+    if args.plot is not None:
         print(f"\nplot written to {args.plot}")
 
 
@@ -1107,18 +1131,21 @@ def run_bench(args):
         raise UserError(
             f"--only must name benchmarks among {','.join(bench.SCRIPTS)}, got {args.only!r}"
         )
+    if args.quick and args.update_readme:
+        raise UserError("--quick figures measure nothing: --update-readme needs a full run")
     for name in names:
         script = args.dir / bench.SCRIPTS[name][0]
         if not script.is_file():
             raise UserError(f"--dir {args.dir}: {script} not found (run from a clone of jaxcert)")
     with Progress(len(names), "bench", unit="script") as bar:
-        documents, paths = bench.run(args.dir, names, args.quick, progress=lambda n: bar.update())
+        documents, paths = bench.run(args.dir, names, args.quick, progress=lambda n: bar.update(),
+                                     update_readme=args.update_readme)  # fmt: skip
     if args.json:
         print(json.dumps(documents, indent=2))
     else:
         print(bench.markdown(documents, bench.versions()))
-    print("wrote " + ", ".join(str(p) for p in paths) + f" and {args.dir / 'README.md'}",
-          file=sys.stderr)  # fmt: skip
+    readme = f" and {args.dir / 'README.md'}" if args.update_readme else ""
+    print("wrote " + ", ".join(str(p) for p in paths) + readme, file=sys.stderr)
 
 
 # --- demo ------------------------------------------------------------------------------------

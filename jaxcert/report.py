@@ -183,12 +183,11 @@ def markdown_table(all_results, radii):
     return "\n".join(lines)
 
 
-def plottable(all_results):
-    """The certify files among `all_results`, and pyplot, checked before anything is drawn.
+def pyplot():
+    """matplotlib's pyplot, drawing to files (the Agg backend).
 
     Raises:
-      ImportError: matplotlib is not installed.
-      ValueError: no certify file was given.
+      ImportError: matplotlib is not installed, naming the install extra as the README does.
     """
     try:
         import matplotlib
@@ -197,8 +196,20 @@ def plottable(all_results):
         import matplotlib.pyplot as plt
     except ImportError as err:
         raise ImportError(
-            'plotting needs matplotlib: pip install "jaxcert[plot]" (or matplotlib)'
+            'plotting needs matplotlib: pip install ".[plot]" in a clone of jaxcert (or pip '
+            "install matplotlib)"
         ) from err
+    return plt
+
+
+def plottable(all_results):
+    """The certify files among `all_results`, and pyplot, checked before anything is drawn.
+
+    Raises:
+      ImportError: matplotlib is not installed.
+      ValueError: no certify file was given.
+    """
+    plt = pyplot()
     certify = [r for r in all_results if r.kind == "certify"]
     if not certify:
         raise ValueError("--plot draws certify files; none was given")
@@ -214,7 +225,7 @@ def plot_certified_accuracy(all_results, out, max_radius=None):
     """Certified accuracy against radius for every certify file (as in Cohen et al., 2019,
     Figure 6): on one figure, with one panel per norm of the radii (l2 for Gaussian noise, l1
     for Laplace and uniform), its axis labelled by `radius_label`. Needs matplotlib
-    (`pip install "jaxcert[plot]"`)."""
+    (`pip install ".[plot]"`)."""
     certify, plt = plottable(all_results)
     norms = list(dict.fromkeys(norm(r) for r in certify))
     figure, panels = plt.subplots(1, len(norms), figsize=(6 * len(norms), 4), squeeze=False)

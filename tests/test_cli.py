@@ -1,5 +1,6 @@
 """The command line end to end on digits, at tiny sizes."""
 
+import datetime
 import json
 import os
 import signal
@@ -155,6 +156,33 @@ def test_resume_refuses_other_settings(model_dir, tmp_path, capsys):
     assert main([*base[:-2], "--noise", "gaussian", "--out", str(out), "--resume"]) == 0
 
 
+def test_an_old_log_with_timedelta_times_still_reads_and_resumes(model_dir, tmp_path, capsys):
+    """certify and predict write float seconds in their time column, as verify does; their logs
+    of before, with str(datetime.timedelta) times ("0:00:01.085999"), still read and resume."""
+    assert jc._table.seconds("0:00:01.085999") == pytest.approx(1.085999)
+    assert jc._table.seconds("1 day, 1:01:01.250000") == 90061.25
+    for command in ("certify", "predict"):
+        out = tmp_path / f"{command}.tsv"
+        base = [command, "--model", str(model_dir), "--n", "100", "--out", str(out)]
+        assert main([*base, "--max", "2"]) == 0
+        header, rows = read_tsv(out)
+        seconds = [float(r["time"]) for r in rows]
+        assert [r["time"] for r in rows] == [repr(s) for s in seconds]  # as verify writes
+        old = [{**r, "time": str(datetime.timedelta(seconds=s))} for r, s in zip(rows, seconds)]
+        lines = ["\t".join(header)] + ["\t".join(r[c] for c in header) for r in old]
+        out.write_text("\n".join(lines) + "\n")
+        assert ":" in old[0]["time"]  # the old format
+        assert main([*base, "--max", "4", "--resume"]) == 0
+        _, resumed = read_tsv(out)
+        assert resumed[:2] == old and [r["idx"] for r in resumed] == ["0", "1", "2", "3"]
+        assert all(float(r["time"]) >= 0 for r in resumed[2:])
+        times = [jc._table.seconds(r["time"]) for r in resumed[:2]]
+        assert times == pytest.approx(seconds, abs=1e-6)
+        capsys.readouterr()
+        assert main(["report", str(out), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)[0]["images"] == 4
+
+
 def test_partial_trailing_row_is_cut(tmp_path, capsys):
     path = tmp_path / "log.tsv"
     with ResumableTable(path, ["idx", "v"], {"a": 1}) as log:
@@ -207,6 +235,12 @@ def test_resume_of_a_comma_table_keyed_by_two_columns(tmp_path):
         ResumableTable(path, columns, {}, resume=True, delimiter=",", keys=2)
 
 
+def _with_time(line, time):
+    """A certify log line with another time column (its sixth)."""
+    fields = line.split("\t")
+    return "\t".join(fields[:5] + [time] + fields[6:])
+
+
 def test_certify_resume_and_report_refuse_a_log_they_cannot_trust(model_dir, tmp_path, capsys):
     """A duplicated row made `report` count 9 images for 8; a corrupt middle row was resumed
     past, and then broke every later resume and `report` with a message naming no file."""
@@ -216,7 +250,7 @@ def test_certify_resume_and_report_refuse_a_log_they_cannot_trust(model_dir, tmp
     good = out.read_text().splitlines(keepends=True)
     cases = [
         (good + [good[3]], "line 10: duplicate row, the key '2' is already on line 4"),
-        (good[:4] + [good[4].replace("\t0:", "\tnoon:", 1)] + good[5:], "line 5: malformed"),
+        (good[:4] + [_with_time(good[4], "noon")] + good[5:], "line 5: malformed"),
         (good[:4] + [good[4].replace("\t", "\t\t", 1)] + good[5:], "line 5: malformed"),
     ]
     for lines, error in cases:

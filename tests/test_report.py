@@ -125,3 +125,34 @@ def test_radii_are_labelled_with_the_norm_of_their_noise(tmp_path, capsys, monke
     captured = capsys.readouterr()
     assert captured.out == "" and len(captured.err.strip().splitlines()) == 1
     assert f"{tmp_path / 'bad.tsv'}: its settings record an unknown noise" in captured.err
+
+
+def test_plot_without_matplotlib_is_one_line_before_anything_is_printed(
+    tmp_path, capsys, monkeypatch
+):
+    """The error names the install extra as the README does, and comes before any table (it
+    came after the tables, with exit status 2)."""
+    import re
+    import sys
+    from pathlib import Path
+
+    _write(tmp_path / "a.tsv", CERTIFY_COLUMNS, [{"idx": 0, "radius": 0.3, "correct": 1}], {})
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib: ImportError
+    assert main(["report", str(tmp_path / "a.tsv"), "--plot", str(tmp_path / "p.png")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.strip().splitlines()) == 1
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    [extra] = set(re.findall(r'needs matplotlib: `(pip install "[^"]+")`', readme))
+    assert extra in captured.err
+    assert not (tmp_path / "p.png").exists()
+    assert main(["report", str(tmp_path / "a.tsv")]) == 0  # without --plot: no matplotlib needed
+
+
+def test_a_plot_that_cannot_be_written_prints_no_table(tmp_path, capsys):
+    _write(tmp_path / "a.tsv", CERTIFY_COLUMNS, [{"idx": 0, "radius": 0.3, "correct": 1}], {})
+    png = tmp_path / "p.nosuchformat"  # matplotlib refuses the format when it saves
+    assert main(["report", str(tmp_path / "a.tsv"), "--plot", str(png)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.strip().splitlines()) == 1

@@ -164,7 +164,9 @@ def test_an_unreadable_instance_is_an_error_row_and_the_run_goes_on(bench_folder
         ("onnx/identity.onnx,vnnlib/robust.vnnlib,0\n", [], "timeout must be > 0"),
         ("onnx/missing.onnx,vnnlib/robust.vnnlib,10\n", [], "missing: onnx/missing.onnx"),
         ("", [], "lists no instances"),
-        ("onnx/identity.onnx,vnnlib/robust.vnnlib,10\n", ["--timeout", "-1"], "--timeout"),
+        ("onnx/identity.onnx,vnnlib/robust.vnnlib,10\n", ["--time-limit", "-1"], "--time-limit"),
+        # --timeout, the option's name before, is a hidden alias of --time-limit
+        ("onnx/identity.onnx,vnnlib/robust.vnnlib,10\n", ["--timeout", "-1"], "--time-limit"),
     ],
 )
 def test_bad_benchmark_files_and_options_are_refused(
@@ -252,3 +254,39 @@ def _sigmoid_model():
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+
+
+@pytest.mark.parametrize("command", ["vnnlib", "vnncomp"])
+def test_time_limit_and_solver_options_as_in_verify(command, tmp_path, monkeypatch, capsys):
+    """--time-limit is the option's name, as in verify (--timeout, its old name, is a hidden
+    alias); --solver takes verify's solvers but its race (see `_add_property_options`)."""
+    from jaxcert import cli
+
+    seen = []
+
+    def run_isolated(onnx, vnnlib_path, **options):
+        seen.append(options)
+        return jc.exact.PropertyResult("unsat", None, 0.1)
+
+    def run_benchmark(instances, out, **options):
+        seen.append({k: options[k] for k in ("timeout", "solver", "attack_steps", "seed")})
+        return []
+
+    monkeypatch.setattr(vnncomp, "run_isolated", run_isolated)
+    monkeypatch.setattr(vnncomp, "run_benchmark", run_benchmark)
+    monkeypatch.setattr(vnncomp, "read_instances", lambda path: [])
+    monkeypatch.setattr(vnncomp, "summary_table", lambda figures: "")
+    files = ["a.onnx", "b.vnnlib"] if command == "vnnlib" else ["instances.csv"]
+    files = [str(tmp_path / f) for f in files]
+    default = 60.0 if command == "vnnlib" else None  # vnncomp: the instances' own timeouts
+    for argv, limit, solver in [
+        ([], default, "highs"),
+        (["--time-limit", "7", "--solver", "scip"], 7.0, "scip"),
+        (["--timeout", "7"], 7.0, "highs"),
+    ]:
+        assert main([command, *files, *argv]) == 0
+        assert seen.pop() == {"timeout": limit, "solver": solver, "attack_steps": 50, "seed": 0}
+    helptext = cli._parser()._subparsers._group_actions[0].choices[command].format_help()
+    assert "--time-limit" in helptext and "--timeout" not in helptext
+    assert "{scip,highs}" in helptext
+    capsys.readouterr()
