@@ -585,18 +585,24 @@ def _l1_projection(delta, eps):
 
 
 def _float64_forward(arch, points):
-    """Logits and every ReLU's input at float32 points, computed in float64 throughout."""
+    """Logits and every ReLU's input at float32 points, computed in float64 throughout, one
+    point at a time (`lax.map`): XLA:CPU sums padded pooling windows wrongly in batches of
+    about 512 and more, which once made this oracle report a false violation."""
     with jax.enable_x64(True):
         params = jax.tree.map(lambda v: jnp.asarray(np.asarray(v, np.float64)), arch.params)
-        pre = []
 
-        def hook(index, h):
-            pre.append(h)
-            return jnp.maximum(h, 0.0)
+        def one(z):
+            pre = []
 
-        z = jnp.asarray(np.asarray(points, np.float64))
-        relu = None if arch.flax_model is not None else hook
-        out = arch.apply(params, z, relu=relu) if relu else arch.apply(params, z)
+            def hook(index, h):
+                pre.append(h[0])
+                return jnp.maximum(h, 0.0)
+
+            if arch.flax_model is not None:
+                return arch.apply(params, z[None])[0], []
+            return arch.apply(params, z[None], relu=hook)[0], pre
+
+        out, pre = jax.jit(lambda z: lax.map(one, z))(jnp.asarray(np.asarray(points, np.float64)))
         return np.asarray(out), [np.asarray(p) for p in pre]
 
 

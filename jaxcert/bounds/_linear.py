@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from ..graph._trace import bind
+
 _MULTIPLICATIVE = {"mul", "dot_general", "conv_general_dilated", "div"}
 
 
@@ -22,7 +24,7 @@ def affine(eq, values):
         args = list(values)
         for i, v in zip(slots, inputs):
             args[i] = v
-        return eq.primitive.bind(*args, **eq.params)
+        return bind(eq.primitive, args, eq.params)
 
     return f
 
@@ -148,4 +150,4 @@ def abs_linear(eq, values, inputs):
         else:
             args.append(jnp.zeros_like(value))
     primitive = jax.lax.add_p if name == "sub" else eq.primitive
-    return primitive.bind(*args, **eq.params)
+    return bind(primitive, args, eq.params)

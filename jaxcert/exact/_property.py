@@ -39,7 +39,7 @@ from ..attacks import pgd
 from ..bounds._crown import crown, intermediate_bounds
 from ..bounds._interval import Interval
 from ..bounds._lp import build_model
-from ..graph._trace import read
+from ..graph._trace import bind, read
 from ..vnnlib import Property
 from ._race import SOLVERS, solve_here
 
@@ -254,7 +254,7 @@ def _forward64(net, x):
         for eq in net.equations:
             values = [wide(read(env, v)) for v in eq.inputs]
             params = {k: wide_param(v) for k, v in eq.params.items()}
-            outs = eq.primitive.bind(*values, **params)
+            outs = bind(eq.primitive, values, params)
             env.update(zip(eq.outputs, outs if eq.primitive.multiple_results else [outs]))
         return np.asarray(env[net.graph.output_var], np.float64).ravel()
 

@@ -40,7 +40,7 @@ from ..bounds._interval import Interval
 from ..bounds._lp import build_model
 from ..bounds._lp import tighten as tighten_bounds
 from ..bounds._spec import check_inputs
-from ..graph._trace import read
+from ..graph._trace import bind, read
 from ._race import SOLVERS, Race, solve_here
 
 MODES = ("decide", "minimum")
@@ -477,6 +477,6 @@ def _evaluate_float64(net, x):
             if params.get(key) is not None and jnp.issubdtype(params[key], jnp.floating):
                 params[key] = jnp.float64
         values = [wide(read(env, v)) for v in eq.inputs]
-        outs = eq.primitive.bind(*values, **params)
+        outs = bind(eq.primitive, values, params)
         env.update(zip(eq.outputs, outs if eq.primitive.multiple_results else [outs]))
     return env[net.graph.output_var][0]

@@ -119,7 +119,7 @@ class Network:
         for eq in self.equations:
             values = [read(env, v) for v in eq.inputs]
             if eq.kind == "const":
-                outs = eq.primitive.bind(*values, **eq.params)
+                outs = bind(eq.primitive, values, eq.params)
             else:
                 outs = rules[eq.kind](eq, values)
             outs = outs if eq.primitive.multiple_results else [outs]
@@ -161,7 +161,37 @@ def read(env, ref):
 
 def evaluate(eq, values):
     """Apply an equation's primitive to concrete values."""
-    return eq.primitive.bind(*values, **eq.params)
+    return bind(eq.primitive, values, eq.params)
+
+
+def bind(primitive, values, params):
+    """`primitive.bind(*values, **params)`, except that `reduce_window_sum` (average pooling)
+    is computed as a sum of strided slices of the explicitly padded operand.
+
+    XLA:CPU (jaxlib 0.10) sums padded windows wrongly once a batch reaches about 512 (average
+    pooling with SAME padding, window 2x2, stride 2, on a 2x1 image: errors of order 1), and
+    the bound methods evaluate the network's equations batched over images and vmapped; the
+    slices give the same sums in every batch (`tests/test_ibp.py` rebuilds the case).
+    """
+    if primitive.name == "reduce_window_sum":
+        return _window_sum(*values, **params)
+    return primitive.bind(*values, **params)
+
+
+def _window_sum(operand, window_dimensions, window_strides, padding, base_dilation,
+                window_dilation):  # fmt: skip
+    config = [(lo, hi, d - 1) for (lo, hi), d in zip(padding, base_dilation)]
+    operand = jax.lax.pad(operand, jnp.zeros((), operand.dtype), config)
+    spans = [(w - 1) * d + 1 for w, d in zip(window_dimensions, window_dilation)]
+    sizes = [(n - span) // s + 1 for n, span, s in zip(operand.shape, spans, window_strides)]
+    total = None
+    for offset in itertools.product(
+        *(range(0, span, d) for span, d in zip(spans, window_dilation))
+    ):
+        limit = [o + (m - 1) * s + 1 for o, m, s in zip(offset, sizes, window_strides)]
+        part = jax.lax.slice(operand, offset, limit, window_strides)
+        total = part if total is None else total + part
+    return total
 
 
 def trace(apply_fn, params, x_example):
