@@ -1,6 +1,4 @@
 """CERTIFY and PREDICT of Cohen, Rosenfeld and Kolter (2019), over a batch of images."""
-
-import math
 from typing import NamedTuple
 
 import jax
@@ -187,7 +185,7 @@ def _sample_until_decided(apply_fn, params, x, keys, selected, n, alpha, target,
     for total in looks:
         # Undecided images, padded to a power of four (at most the batch) so that few batch
         # shapes are compiled; the padding repeats an image and is dropped.
-        size = min(batch, 4 ** math.ceil(math.log(len(active), 4) - 1e-9))
+        size = min(batch, 4 ** (((len(active) - 1).bit_length() + 1) // 2))
         rows = np.concatenate([active, np.full(size - len(active), active[-1])])
         new = sample_counts(
             apply_fn,
