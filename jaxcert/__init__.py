@@ -7,8 +7,9 @@ Three families of certificates under one functional API:
   (`jaxcert.bounds`);
 * exact: MILP on OR-Tools for small networks (`jaxcert.exact`).
 
-Also: certified and adversarial training (`jaxcert.train`), attacks (`jaxcert.attacks`), reports
-(`jaxcert.report`), VNN-LIB properties (`jaxcert.vnnlib`) and ONNX networks (`jaxcert.from_onnx`).
+Also: certified and adversarial training (`jaxcert.train`), attacks (`jaxcert.attacks`), result
+files and reports (`jaxcert.results`, `jaxcert.report`), VNN-LIB properties (`jaxcert.vnnlib`)
+and ONNX networks (`jaxcert.from_onnx`).
 
 A classifier is ``apply_fn(params, x) -> logits`` with a leading batch axis on ``x``, exactly a
 Flax linen ``model.apply``; ``jaxcert.from_nnx`` adapts a flax.nnx module.
@@ -21,6 +22,7 @@ from . import exact as exact
 from . import graph as graph
 from . import models as models
 from . import report as report
+from . import results as results
 from . import smoothing as smoothing
 from . import stats as stats
 from . import train as train

@@ -1,4 +1,5 @@
-"""Tables and plots of jaxcert's result files (the TSVs of `jaxcert certify`, `predict`, `verify`).
+"""Tables and plots of jaxcert's result files (the TSVs of `jaxcert certify`, `predict`, `verify`,
+read by `jaxcert.results.read_results`).
 
 A certify file follows Cohen et al.'s columns (idx, label, predict, radius, correct, ...): its
 certified accuracy at radius r is the fraction of rows with correct == 1 and radius >= r. A
@@ -13,65 +14,10 @@ gaussian. Tables and plots name that norm, and never put radii of two norms in o
 on one axis.
 """
 
-import sys
-from pathlib import Path
-from typing import NamedTuple
-
 import numpy as np
 
-from ._table import read_settings, read_table
-from .smoothing import certified_accuracy
-from .smoothing._noise import get_noise
-
-KINDS = {
-    "certify": ("radius", "correct"),
-    "verify": ("status", "margin_lower"),
-    "predict": ("correct", "nB"),
-}
-
-
-class Results(NamedTuple):
-    """One result file.
-
-    Attributes:
-      path: the TSV file.
-      kind: "certify", "verify" or "predict".
-      settings: the run's settings (empty when `FILE.json` is missing).
-      rows: the rows, as dicts of strings.
-    """
-
-    path: Path
-    kind: str
-    settings: dict
-    rows: list
-
-
-def read_results(path):
-    """Read a certify, verify or predict TSV (and its settings); the kind is told by the columns.
-
-    Every row is checked as on a resume (`jaxcert._table.read_table`): a malformed row or a
-    repeated image index is an error naming the line; a last line cut short by an interrupted
-    write is left out (said on stderr).
-
-    Raises:
-      FileNotFoundError: no such file.
-      ValueError: the file is neither kind, has no rows, or does not parse.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{path} is a directory, not a result file")
-    columns, rows, torn, _ = read_table(path)
-    kind = next((k for k, needed in KINDS.items() if set(needed) <= set(columns)), None)
-    if kind is None:
-        raise ValueError(
-            f"{path} is not a jaxcert certify, verify or predict file (its columns are {columns})"
-        )
-    if torn is not None:
-        print(f"{path}: left out line {torn}, a row cut short by an interrupted write",
-              file=sys.stderr)  # fmt: skip
-    if not rows:
-        raise ValueError(f"{path} holds no result rows yet")
-    return Results(path, kind, read_settings(path) or {}, rows)
+from . import smoothing
+from .results import radius_and_correct
 
 
 def noise(results):
@@ -82,7 +28,7 @@ def noise(results):
     """
     name = results.settings.get("noise", "gaussian")
     try:
-        get_noise(name)
+        smoothing.get_noise(name)
     except (ValueError, TypeError) as err:
         raise ValueError(f"{results.path}: its settings record an unknown noise ({err})") from None
     return name
@@ -90,7 +36,7 @@ def noise(results):
 
 def norm(results):
     """The norm of a certify file's radii: "l2" (gaussian noise) or "l1" (laplace, uniform)."""
-    return get_noise(noise(results)).norm
+    return smoothing.get_noise(noise(results)).norm
 
 
 def label(results):
@@ -123,9 +69,8 @@ def certified_curve(results, radii):
     Returns:
       A NumPy array, one accuracy per radius (Cohen et al., 2019).
     """
-    radius = np.array([float(r["radius"]) for r in results.rows])
-    correct = np.array([r["correct"] == "1" for r in results.rows])
-    return np.asarray(certified_accuracy(radius, correct, np.asarray(radii)))
+    radius, correct = radius_and_correct(results.rows)
+    return np.asarray(smoothing.certified_accuracy(radius, correct, np.asarray(radii)))
 
 
 def summary(results, radii):
@@ -246,3 +191,44 @@ def plot_certified_accuracy(all_results, out, max_radius=None):
     figure.tight_layout()
     figure.savefig(out, dpi=150)
     plt.close(figure)
+
+
+_CAP_FORMULAS = {
+    "gaussian": "sigma * Phi^-1(alpha^(1/n))",
+    "laplace": "-sigma * log(2 (1 - alpha^(1/n)))",
+    "uniform": "2 sigma (alpha^(1/n) - 1/2)",
+}
+
+
+def smoothing_table(results, radii, n, alpha, base_accuracy=None, noise="gaussian"):
+    """Markdown table of smoothing runs: certified accuracy at each radius per noise level, with
+    its lower bound (`jaxcert.smoothing.certified_accuracy_table`) and the radius cap.
+
+    Args:
+      results: {sigma: (radius, correct)} arrays, one pair per noise level.
+      radii: the radii of the columns.
+      n, alpha: the runs' estimation samples and failure probability.
+      base_accuracy: optional {sigma: accuracy of the base classifier}, a column of its own.
+      noise: the runs' noise, which sets the norm of the radii and the cap's formula.
+    """
+    head = ["sigma"] + (["base acc"] if base_accuracy else []) + [f"r={r}" for r in radii]
+    head += ["radius cap"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for sigma, (radius, correct) in results.items():
+        table = smoothing.certified_accuracy_table(radius, correct, radii, alpha=alpha)
+        cells = [f"{sigma:g}"]
+        if base_accuracy:
+            cells.append(f"{base_accuracy[sigma]:.3f}")
+        cells += [f"{a:.3f} ({lo:.3f})" for a, lo in zip(table.accuracy, table.lower_bound)]
+        cells.append(f"{smoothing.radius_cap(sigma, n, alpha, noise):.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    # The Gaussian table keeps the words it always had; the others name their noise and norm.
+    kind = f"{noise} noise of scale sigma, {smoothing.get_noise(noise).norm} radius r; "
+    kind = "" if noise == "gaussian" else kind
+    lines.append(
+        f"\nCertified accuracy of the smoothed classifier over {len(radius)} test images "
+        f"({kind}r=0: its clean accuracy; abstentions count as wrong); in brackets a lower bound "
+        f"that holds with probability 0.999 over the noise (Bernstein, given alpha={alpha}). The "
+        f"radius cap {_CAP_FORMULAS[noise]} is the largest radius {n} samples can certify."
+    )
+    return "\n".join(lines)

@@ -14,7 +14,8 @@ import pytest
 
 import jaxcert as jc
 from jaxcert._table import ResumableTable
-from jaxcert.cli import CERTIFY_COLUMNS, main
+from jaxcert.cli import main
+from jaxcert.results import CERTIFY_COLUMNS
 
 
 def read_tsv(path):
@@ -417,9 +418,9 @@ def test_every_option_is_checked_before_any_work(args, message, capsys, monkeypa
     def never(*args, **kwargs):
         raise AssertionError("work began before every option was checked")
 
-    for name in ("train_model", "certify_rows", "predict_rows"):
-        monkeypatch.setattr(jc.cli, name, never)
-    for module, name in ((jc.models, "load_model"), (jc.data, "load_dataset"), (jc.bench, "run")):
+    for module, name in ((jc.train, "train_model"), (jc.results, "certify_rows"),
+                         (jc.results, "predict_rows"), (jc.models, "load_model"),
+                         (jc.data, "load_dataset"), (jc.bench, "run")):  # fmt: skip
         monkeypatch.setattr(module, name, never)
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -461,7 +462,7 @@ def test_images_of_another_shape_than_the_model(model_dir, tmp_path, capsys, com
 def test_certify_rows_equal_library_certify(model_dir):
     apply_fn, params, _ = jc.models.load_model(model_dir)
     x, y = jc.data.load_digits("test")
-    rows = jc.cli.certify_rows(
+    rows = jc.results.certify_rows(
         apply_fn,
         params,
         x,
@@ -508,7 +509,7 @@ def test_each_noise_from_train_to_certify_and_report(noise, tmp_path, capsys, mo
 
     monkeypatch.setattr(jc.train._gaussian, "get_noise", spy)
     # The per-epoch PGD and IBP evaluation has nothing to do with the noise: skipped (seconds).
-    monkeypatch.setattr(jc.cli, "robust_accuracies", lambda *a: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(jc.train, "robust_accuracies", lambda *a: (0.0, 0.0, 0.0))
     model = tmp_path / "model"
     assert main(["train", "--noise", noise, "--sigma", "0.25", "--epochs", "3", "--batch-size",
                  "479", "--lr", "0.03", "--hidden", "32", "--out", str(model)]) == 0  # fmt: skip
@@ -584,7 +585,7 @@ def test_verify_milp_rows_and_resume(model_dir, tmp_path, capsys):
     assert main([*base, "--max", "3"]) == 0
     assert main([*base, "--max", "6", "--resume"]) == 0
     header, rows = read_tsv(out)
-    assert header == list(jc.cli.VERIFY_COLUMNS)
+    assert header == list(jc.results.VERIFY_COLUMNS)
     assert [int(r["idx"]) for r in rows] == list(range(6))
     assert {r["status"] for r in rows} <= {"verified", "falsified", "unknown", "unconfirmed"}
     for r in rows:
@@ -618,7 +619,7 @@ def test_predict_rows_equal_library_predict_and_resume(model_dir, tmp_path, caps
     assert main([*base, "--max", "4"]) == 0
     assert main([*base, "--max", "7", "--resume"]) == 0  # continues with images 4, 5, 6
     header, rows = read_tsv(out)
-    assert header == list(jc.cli.PREDICT_COLUMNS)
+    assert header == list(jc.results.PREDICT_COLUMNS)
     assert [int(r["idx"]) for r in rows] == list(range(7))
     apply_fn, params, _ = jc.models.load_model(model_dir)
     x, y = jc.data.load_digits("test")
@@ -639,7 +640,7 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch):
     args = ["train", "--method", "ibp", "--eps", "0.05", "--epochs", "3", "--hidden", "16",
             "--eval-images", "20"]  # fmt: skip
     assert main([*args, "--out", str(tmp_path / "whole")]) == 0
-    evaluate = jc.cli.robust_accuracies
+    evaluate = jc.train.robust_accuracies
     calls = []
 
     def interrupt_in_epoch_two(*a):
@@ -648,9 +649,9 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return evaluate(*a)
 
-    monkeypatch.setattr(jc.cli, "robust_accuracies", interrupt_in_epoch_two)
+    monkeypatch.setattr(jc.train, "robust_accuracies", interrupt_in_epoch_two)
     assert main([*args, "--out", str(tmp_path / "cut")]) == 130  # stopped during epoch 2
-    monkeypatch.setattr(jc.cli, "robust_accuracies", evaluate)
+    monkeypatch.setattr(jc.train, "robust_accuracies", evaluate)
     assert main([*args, "--out", str(tmp_path / "cut"), "--lr", "0.01", "--resume"]) == 2
     assert main([*args, "--out", str(tmp_path / "cut"), "--resume"]) == 0
     _, whole, _ = jc.models.load_model(tmp_path / "whole")

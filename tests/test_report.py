@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from jaxcert.cli import CERTIFY_COLUMNS, VERIFY_COLUMNS, main
+from jaxcert.cli import main
+from jaxcert.results import CERTIFY_COLUMNS, VERIFY_COLUMNS
 
 
 def _write(path, columns, rows, settings):

@@ -259,7 +259,7 @@ def _sigmoid_model():
 @pytest.mark.parametrize("command", ["vnnlib", "vnncomp"])
 def test_time_limit_and_solver_options_as_in_verify(command, tmp_path, monkeypatch, capsys):
     """--time-limit is the option's name, as in verify (--timeout, its old name, is a hidden
-    alias); --solver takes verify's solvers but its race (see `_add_property_options`)."""
+    alias); --solver takes verify's solvers but its race (see `jaxcert.cli.vnn`)."""
     from jaxcert import cli
 
     seen = []
@@ -286,7 +286,7 @@ def test_time_limit_and_solver_options_as_in_verify(command, tmp_path, monkeypat
     ]:
         assert main([command, *files, *argv]) == 0
         assert seen.pop() == {"timeout": limit, "solver": solver, "attack_steps": 50, "seed": 0}
-    helptext = cli._parser()._subparsers._group_actions[0].choices[command].format_help()
+    helptext = cli.parser()._subparsers._group_actions[0].choices[command].format_help()
     assert "--time-limit" in helptext and "--timeout" not in helptext
     assert "{scip,highs}" in helptext
     capsys.readouterr()

@@ -14,4 +14,7 @@ from ._certify import Certificate as Certificate
 from ._certify import certify as certify
 from ._certify import predict as predict
 from ._certify import radius_cap as radius_cap
+from ._noise import NOISES as NOISES
+from ._noise import Noise as Noise
+from ._noise import get_noise as get_noise
 from ._sampling import sample_counts as sample_counts

@@ -16,3 +16,6 @@ from ._loop import make_train_step as make_train_step
 from ._objective import METHODS as METHODS
 from ._objective import ramp_schedules as ramp_schedules
 from ._objective import training_loss as training_loss
+from ._run import has_checkpoint as has_checkpoint
+from ._run import robust_accuracies as robust_accuracies
+from ._run import train_model as train_model

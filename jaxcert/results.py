@@ -1,0 +1,213 @@
+"""Result files of `jaxcert certify`, `predict` and `verify`: their columns, their rows, and
+reading them back.
+
+A certify file follows Cohen et al.'s columns (idx, label, predict, radius, correct, time, nA,
+n, pA_lower, seed); a predict file adds the runner-up count nB; a verify file has a status per
+image ("verified", "falsified", "unknown", "unconfirmed") with its margin bounds. Rows are
+written through `jaxcert._table.ResumableTable`, so an interrupted run resumes where it stopped.
+Image `idx` of a smoothing run draws its noise from `fold_in(key(seed), idx)`: a row does not
+depend on which other images were processed with it, and a resumed run equals an uninterrupted
+one.
+"""
+
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from . import bounds, data, exact, smoothing
+from ._progress import Progress
+from ._sets import LinfBall
+from ._table import read_settings, read_table
+
+CERTIFY_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time", "nA", "n",
+                   "pA_lower", "seed")  # fmt: skip
+PREDICT_COLUMNS = ("idx", "label", "predict", "correct", "time", "nA", "nB", "n", "seed")
+VERIFY_COLUMNS = ("idx", "label", "predict", "status", "margin_lower", "margin_upper", "target",
+                  "time", "binaries")  # fmt: skip
+# The columns that tell a file's kind when it is read back.
+KINDS = {
+    "certify": ("radius", "correct"),
+    "verify": ("status", "margin_lower"),
+    "predict": ("correct", "nB"),
+}
+
+
+class Results(NamedTuple):
+    """One result file.
+
+    Attributes:
+      path: the TSV file.
+      kind: "certify", "verify" or "predict".
+      settings: the run's settings (empty when `FILE.json` is missing).
+      rows: the rows, as dicts of strings.
+    """
+
+    path: Path
+    kind: str
+    settings: dict
+    rows: list
+
+
+def read_results(path):
+    """Read a certify, verify or predict TSV (and its settings); the kind is told by the columns.
+
+    Every row is checked as on a resume (`jaxcert._table.read_table`): a malformed row or a
+    repeated image index is an error naming the line; a last line cut short by an interrupted
+    write is left out (said on stderr).
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: the file is neither kind, has no rows, or does not parse.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not a result file")
+    columns, rows, torn, _ = read_table(path)
+    kind = next((k for k, needed in KINDS.items() if set(needed) <= set(columns)), None)
+    if kind is None:
+        raise ValueError(
+            f"{path} is not a jaxcert certify, verify or predict file (its columns are {columns})"
+        )
+    if torn is not None:
+        print(f"{path}: left out line {torn}, a row cut short by an interrupted write",
+              file=sys.stderr)  # fmt: skip
+    if not rows:
+        raise ValueError(f"{path} holds no result rows yet")
+    return Results(path, kind, read_settings(path) or {}, rows)
+
+
+def radius_and_correct(rows):
+    """(radius, correct) arrays of certify rows, as written (numbers) or read back (strings)."""
+    radius = np.array([float(r["radius"]) for r in rows])
+    correct = np.array([int(r["correct"]) == 1 for r in rows])
+    return radius, correct
+
+
+def _smoothing_rows(indices, seed, images_per_step, label, on_row, evaluate):
+    """Run `evaluate(group, keys)` -> rows over groups of image indices, with a progress bar."""
+    root = jax.random.key(seed)
+    rows = []
+    with Progress(len(indices), label) as bar:
+        for start in range(0, len(indices), images_per_step):
+            group = np.asarray(indices[start : start + images_per_step])
+            keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(root, group)
+            for row in evaluate(group, keys):
+                rows.append(row)
+                if on_row is not None:
+                    on_row(row)
+            bar.update(len(group))
+    return rows
+
+
+def certify_rows(apply_fn, params, images, labels, indices, *, sigma, n0, n, alpha, batch_size,
+                 seed, noise="gaussian", target_radius=None, images_per_step=8, label="certify",
+                 on_row=None):  # fmt: skip
+    """CERTIFY images one group at a time (`jaxcert.smoothing.certify`), one row per image.
+
+    The radius is in the norm of `noise` (l2 for gaussian, l1 for laplace and uniform);
+    `on_row(row)` is called as each group finishes. With `target_radius`, sampling stops once
+    the certificate at that radius is decided and the n column gives the estimation samples
+    each image used.
+    """
+
+    def evaluate(group, keys):
+        began = time.perf_counter()
+        cert = smoothing.certify(apply_fn, params, images[group], keys, sigma=sigma,
+                                 num_classes=data.num_classes, n0=n0, n=n, alpha=alpha,
+                                 batch_size=batch_size, noise=noise,
+                                 target_radius=target_radius)  # fmt: skip
+        seconds = (time.perf_counter() - began) / len(group)
+        return [
+            {
+                "idx": int(idx),
+                "label": int(labels[idx]),
+                "predict": int(cert.prediction[j]),
+                "radius": repr(float(cert.radius[j])),
+                "correct": int(cert.prediction[j] == labels[idx]),
+                "time": repr(float(seconds)),
+                "nA": int(cert.counts[j, cert.selected[j]]),
+                "n": int(cert.num_samples[j]) - n0,
+                "pA_lower": repr(float(cert.p_lower[j])),
+                "seed": seed,
+            }
+            for j, idx in enumerate(group)
+        ]
+
+    return _smoothing_rows(indices, seed, images_per_step, label, on_row, evaluate)
+
+
+def predict_rows(apply_fn, params, images, labels, indices, *, sigma, n, alpha, batch_size,
+                 seed, noise="gaussian", images_per_step=8, on_row=None):  # fmt: skip
+    """PREDICT images one group at a time (`jaxcert.smoothing.predict`): Cohen et al.'s predict
+    columns plus the two top counts; `on_row(row)` as each group finishes."""
+
+    def evaluate(group, keys):
+        began = time.perf_counter()
+        prediction, counts = smoothing.predict(apply_fn, params, images[group], keys,
+                                               sigma=sigma, num_classes=data.num_classes, n=n,
+                                               alpha=alpha, batch_size=batch_size,
+                                               noise=noise)  # fmt: skip
+        seconds = (time.perf_counter() - began) / len(group)
+        top = np.sort(counts, axis=1)[:, ::-1]
+        return [
+            {
+                "idx": int(idx),
+                "label": int(labels[idx]),
+                "predict": int(prediction[j]),
+                "correct": int(prediction[j] == labels[idx]),
+                "time": repr(float(seconds)),
+                "nA": int(top[j, 0]),
+                "nB": int(top[j, 1]),
+                "n": n,
+                "seed": seed,
+            }
+            for j, idx in enumerate(group)
+        ]
+
+    return _smoothing_rows(indices, seed, images_per_step, "predict", on_row, evaluate)
+
+
+def verify_rows(net, images, labels, group, *, eps, method, **milp_options):
+    """The verify rows of a group of images, verified together at l_inf radius `eps`.
+
+    `method` "milp" decides each image by `jaxcert.exact.verify` (with `milp_options`: solver,
+    time_limit, mode, attack_steps, tighten, seed); the bound methods of `jaxcert.bounds.margins`
+    prove ("verified") or answer "unknown", and share their time equally among the images.
+    """
+    x, y = images[group], labels[group].astype(int)
+    spec = LinfBall(x, eps)
+    began = time.perf_counter()
+    predict = np.argmax(np.asarray(net(x)), axis=1)
+    if method == "milp":
+        found = [
+            (r.status, r.margin_lower, r.margin_upper, r.target, r.binaries, r.seconds)
+            for r in exact.verify(net, spec, y, **milp_options)
+        ]
+    else:
+        margins = np.asarray(bounds.margins(net, spec, y, method=method))
+        seconds = (time.perf_counter() - began) / len(group)
+        found = [
+            ("verified" if m.min() > 0 else "unknown", m.min(), np.inf, int(np.argmin(m)), 0,
+             seconds)
+            for m in margins
+        ]  # fmt: skip
+    return [
+        {
+            "idx": int(idx),
+            "label": int(label),
+            "predict": int(p),
+            "status": status,
+            "margin_lower": repr(float(lower)),
+            "margin_upper": repr(float(upper)),
+            "target": target,
+            "time": repr(float(seconds)),
+            "binaries": binaries,
+        }
+        for idx, label, p, (status, lower, upper, target, binaries, seconds) in zip(
+            group, y, predict, found
+        )
+    ]
