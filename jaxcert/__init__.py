@@ -29,9 +29,11 @@ from . import train as train
 from . import vnnlib as vnnlib
 from ._onnx import from_onnx as from_onnx
 from ._sets import Box as Box
+from ._sets import Case as Case
 from ._sets import L1Ball as L1Ball
 from ._sets import L2Ball as L2Ball
 from ._sets import LinfBall as LinfBall
+from ._sets import Property as Property
 from .graph import trace as trace
 from .models import from_nnx as from_nnx
 

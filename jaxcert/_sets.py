@@ -1,4 +1,6 @@
-"""Input sets: l_inf, l_2 and l_1 balls intersected with the data box, and plain boxes.
+"""Input sets: l_inf, l_2 and l_1 balls intersected with the data box, and plain boxes; and
+the `Property` of a VNN-LIB file (`jaxcert.vnnlib.read_vnnlib`), a union of boxes each with its
+unsafe output region, which `jaxcert.exact.verify_property` decides.
 
 Every set is batched over images (leading axis B) and is a pytree, so bound computations vmap
 over it. Two operations serve every bound method, for one example:
@@ -12,6 +14,8 @@ over it. Two operations serve every bound method, for one example:
   coefficients of a window of the input (zero elsewhere) and `window(v)` cuts the matching
   windows out of an input-shaped array v, broadcastable against the rows.
 """
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -174,3 +178,29 @@ class L1Ball(_Ball):
 
 for _cls in (Box, LinfBall, L2Ball, L1Ball):
     jax.tree_util.register_pytree_node_class(_cls)
+
+
+class Case(NamedTuple):
+    """One input box and the unsafe output region that goes with it.
+
+    Attributes:
+      lower, upper: the box, arrays of shape (num_inputs,).
+      unsafe: list of (C, d) pairs, C of shape (K, num_outputs) and d of shape (K,): the unsafe
+        region is the union over pairs of {Y : C @ Y <= d}.
+    """
+
+    lower: np.ndarray
+    upper: np.ndarray
+    unsafe: list
+
+
+class Property(NamedTuple):
+    """A parsed VNN-LIB property: a counterexample is an x in some case's box whose outputs lie
+    in that case's unsafe region.
+
+    Attributes:
+      cases: list of `Case`, one per distinct nonempty input box (no case: the property holds
+        trivially).
+    """
+
+    cases: list

@@ -44,8 +44,7 @@ import numpy as np
 
 from ._onnx import from_onnx
 from ._table import ResumableTable
-from .exact import PropertyResult, verify_property
-from .exact._property import check_options
+from .exact import PropertyResult, check_property_options, verify_property
 from .graph import trace
 from .vnnlib import read_vnnlib
 
@@ -98,7 +97,7 @@ def run_instance(net, vnnlib_path, *, timeout, solver="highs", attack_steps=50, 
     Raises:
       ValueError: a bad option (before any work), or a property that does not fit the network.
     """
-    check_options(solver, timeout, attack_steps)
+    check_property_options(solver, timeout, attack_steps)
     began = time.perf_counter()
     prop = read_vnnlib(vnnlib_path)
     left = timeout - (time.perf_counter() - began)
@@ -127,7 +126,7 @@ def run_isolated(onnx_path, vnnlib_path, *, timeout, solver="highs", attack_step
       ValueError: a bad option (before any work), an unreadable network or property, or a
         property that does not fit the network.
     """
-    check_options(solver, timeout, attack_steps)
+    check_property_options(solver, timeout, attack_steps)
     options = dict(solver=solver, attack_steps=attack_steps, seed=seed)
     with _Worker() as worker:
         outcome = worker.run(Path(onnx_path), Path(vnnlib_path), timeout, options)
@@ -225,7 +224,7 @@ def run_benchmark(
       ValueError: a bad option or instances.csv, before any instance runs (an instance that
         cannot be read, or whose worker dies, later gets an "error" row instead).
     """
-    check_options(solver, timeout, attack_steps)
+    check_property_options(solver, timeout, attack_steps)
     instances = read_instances(csv_path)
     folder = Path(csv_path).parent
     settings = {

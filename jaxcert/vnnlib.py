@@ -18,37 +18,12 @@ import itertools
 import re
 import zlib
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
+from ._sets import Case, Property
+
 _NAME = re.compile(r"^([XY])_(\d+)$")
-
-
-class Case(NamedTuple):
-    """One input box and the unsafe output region that goes with it.
-
-    Attributes:
-      lower, upper: the box, arrays of shape (num_inputs,).
-      unsafe: list of (C, d) pairs, C of shape (K, num_outputs) and d of shape (K,): the unsafe
-        region is the union over pairs of {Y : C @ Y <= d}.
-    """
-
-    lower: np.ndarray
-    upper: np.ndarray
-    unsafe: list
-
-
-class Property(NamedTuple):
-    """A parsed VNN-LIB property: a counterexample is an x in some case's box whose outputs lie
-    in that case's unsafe region.
-
-    Attributes:
-      cases: list of `Case`, one per distinct nonempty input box (no case: the property holds
-        trivially).
-    """
-
-    cases: list
 
 
 def _tokens(text):

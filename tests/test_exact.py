@@ -94,7 +94,7 @@ def test_verify_agrees_with_enumeration(seed, mode, solver, attack, tighten):
 
 def test_lp_tightening_is_sound_and_never_looser():
     from jaxcert.bounds._interval import Interval
-    from jaxcert.bounds._lp import tighten
+    from jaxcert.exact._encoding import tighten
 
     params = random_mlp(7, (3, 6, 6, 5, 3))
     x = jnp.asarray([[0.5, 0.3, 0.6]], jnp.float32)

@@ -1,11 +1,16 @@
 """Relaxed certification: bounds on a traced network's outputs over an input set."""
 
 from ._crown import alpha_crown as alpha_crown
-from ._crown import certify as certify
 from ._crown import crown as crown
 from ._crown import intermediate_bounds as intermediate_bounds
-from ._crown import margins as margins
 from ._ibp import ibp as ibp
 from ._interval import Interval as Interval
 from ._lp import lp as lp
+from ._lp import lp_model as lp_model
+from ._lp import solve_rows as solve_rows
+from ._methods import METHODS as METHODS
+from ._methods import certify as certify
+from ._methods import margins as margins
+from ._spec import check_inputs as check_inputs
+from ._spec import margin_matrix as margin_matrix
 from ._stability import relu_counts as relu_counts

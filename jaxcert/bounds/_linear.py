@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ..graph._trace import bind
+from ..graph import bind
 
 _MULTIPLICATIVE = {"mul", "dot_general", "conv_general_dilated", "div"}
 

@@ -15,8 +15,6 @@ References:
   R. Ehlers, "Formal Verification of Piece-Wise Linear Feed-Forward Neural Networks", ATVA 2017.
   E. Wong and J. Z. Kolter, "Provable Defenses against Adversarial Examples via the Convex Outer
   Adversarial Polytope", ICML 2018.
-  V. Tjeng, K. Xiao and R. Tedrake, "Evaluating Robustness of Neural Networks with Mixed
-  Integer Programming", ICLR 2019.
 """
 
 import jax
@@ -26,7 +24,8 @@ from ortools.math_opt.python import mathopt
 
 from .._rounding import lowered
 from .._sets import L1Ball, L2Ball
-from ..graph._trace import read
+from ..graph import read
+from ._crown import intermediate_bounds
 from ._ibp import ibp_environment
 from ._interval import Interval
 from ._linear import affine, bias, zeros_for
@@ -93,9 +92,10 @@ def lp(net, spec, C=None, *, intermediate="ibp", solver="glop"):
         bounds = None
         if relu_bounds is not None:
             bounds = [Interval(bound.lower[b], bound.upper[b]) for bound in relu_bounds]
-        model, _, outputs, _ = build_model(net, example, bounds)
+        model, lp_vars = lp_model(net, example, bounds)
+        outputs = lp_vars[net.graph.output_var]
         rows = np.eye(num_outputs) if C is None else np.asarray(C[b])
-        lo, hi = _solve_rows(model, outputs, rows, solver)
+        lo, hi = solve_rows(model, outputs, rows, solver)
         lower.append(lo)
         upper.append(hi)
     dtype = net.graph.output_var.dtype
@@ -108,8 +108,6 @@ def _intermediate_bounds(net, spec, intermediate):
         if intermediate == "ibp":
             return None
         if intermediate == "crown":
-            from ._crown import intermediate_bounds
-
             return intermediate_bounds(net, spec, method="crown")
         raise ValueError(
             f"intermediate must be 'ibp', 'crown' or a list of Intervals, got {intermediate!r}"
@@ -118,64 +116,36 @@ def _intermediate_bounds(net, spec, intermediate):
     return intermediate
 
 
-def build_model(net, example, relu_bounds, *, exact=False):
-    """The LP (or, with `exact`, the MILP) of one example.
+def triangle(model, v, lower, upper):
+    """The triangle relaxation of z = relu(v) for an unstable ReLU (lower < 0 < upper): a new
+    variable 0 <= z <= upper with z >= v and z <= upper (v - lower) / (upper - lower), the convex
+    hull of the ReLU on [lower, upper] (Ehlers, 2017). Returns z."""
+    z = model.add_variable(lb=0.0, ub=upper)
+    model.add_linear_constraint(z >= v)
+    slope = upper / (upper - lower)
+    model.add_linear_constraint(z <= slope * v - slope * lower)
+    return z
+
+
+def lp_model(net, example, relu_bounds, *, unstable_relu=triangle):
+    """The MathOpt model of the network over one example's input set.
+
+    Every scalar of every input-dependent value becomes a variable: a linear equation becomes
+    equality constraints, an active ReLU (lower >= 0) is its input, an inactive one (upper <= 0)
+    the constant 0, and an unstable one whatever `unstable_relu(model, v, lower, upper)` returns
+    (the triangle relaxation by default; `jaxcert.exact` passes its exact big-M encoding).
 
     Args:
       net: the traced network.
       example: the input set of one example.
       relu_bounds: one Interval per ReLU's input for this example, or None for IBP's.
-      exact: encode each unstable ReLU exactly with a binary variable (big-M, Tjeng et al.
-        2019) instead of its triangle relaxation.
+      unstable_relu: the encoding of an unstable ReLU.
 
     Returns:
-      (model, input variables, output variables, number of binary variables); the variable
-      lists are flat, in the row-major order of the network's input and output.
+      (model, lp_vars): lp_vars maps each network variable (`net.graph.input_var`,
+      `net.graph.output_var`, each ReLU's input, ...) to its flat list of model variables, in
+      row-major order.
     """
-    model, x, lp_vars, binaries = _build(net, example, relu_bounds, exact)
-    return model, x, lp_vars[net.graph.output_var], binaries
-
-
-def tighten(net, example, relu_bounds, *, solver="glop"):
-    """Pre-activation bounds tightened layer by layer by the LP relaxation.
-
-    For each ReLU after the first, in order, the LP built from the (already tightened) bounds
-    of the ReLUs before it is minimised and maximised over every unstable neuron's input; the
-    results, moved outwards by the LP margin, are intersected with the given bounds (Tjeng,
-    Xiao and Tedrake, 2019, progressive bounds tightening). Tighter bounds mean fewer binaries
-    and smaller big-M constants in the MILP.
-
-    Args:
-      net: the traced network.
-      example: the input set of one example.
-      relu_bounds: one Interval per ReLU's input for this example (valid over the set).
-      solver: "glop" or "highs".
-
-    Returns:
-      The tightened list of Intervals (NumPy float64).
-    """
-    bounds = [
-        Interval(np.asarray(b.lower, np.float64), np.asarray(b.upper, np.float64))
-        for b in relu_bounds
-    ]
-    relus = net.relus()
-    for k in range(1, len(relus)):
-        lower, upper = (b.ravel().copy() for b in bounds[k])
-        unstable = np.flatnonzero((lower < 0) & (upper > 0))
-        if unstable.size == 0:
-            continue
-        model, _, lp_vars, _ = _build(net, example, bounds, exact=False)
-        rows = np.eye(lower.size)[unstable]
-        low, high = _solve_rows(model, lp_vars[relus[k].inputs[0]], rows, solver)
-        lower[unstable] = np.maximum(lower[unstable], low)
-        upper[unstable] = np.minimum(upper[unstable], high)
-        shape = bounds[k].lower.shape
-        bounds[k] = Interval(lower.reshape(shape), upper.reshape(shape))
-    return bounds
-
-
-def _build(net, example, relu_bounds, exact):
-    """build_model's work; returns the LP variables of every network variable as a dict."""
     lower, upper = example.box()
     env = ibp_environment(net, lower[None], upper[None])  # constants and IBP bounds
     if relu_bounds is None:
@@ -202,9 +172,8 @@ def _build(net, example, relu_bounds, exact):
             lp_vars[eq.outputs[0]] = _linear(model, eq, values, lp_vars, env[eq.outputs[0]])
         elif eq.kind == "relu":
             bound = next(relu_bounds)
-            lp_vars[eq.outputs[0]] = _relu(model, lp_vars[eq.inputs[0]], bound, exact)
-    binaries = sum(v.integer for v in model.variables())
-    return model, x, lp_vars, binaries
+            lp_vars[eq.outputs[0]] = _relu(model, lp_vars[eq.inputs[0]], bound, unstable_relu)
+    return model, lp_vars
 
 
 def _linear(model, eq, values, lp_vars, bounds):
@@ -229,12 +198,8 @@ def _linear(model, eq, values, lp_vars, bounds):
     return out
 
 
-def _relu(model, v, bound, exact):
-    """Variables for relu(v): v itself if active, 0 if inactive, else the triangle.
-
-    With `exact`, an unstable ReLU instead gets a binary a and z <= v - l (1 - a), z <= u a,
-    z >= v, z >= 0: z = relu(v) exactly (Tjeng, Xiao, Tedrake 2019).
-    """
+def _relu(model, v, bound, unstable_relu):
+    """Variables for relu(v): v itself if active, 0 if inactive, else `unstable_relu`'s."""
     lower = np.asarray(bound.lower, np.float64).ravel()
     upper = np.asarray(bound.upper, np.float64).ravel()
     out = []
@@ -244,23 +209,15 @@ def _relu(model, v, bound, exact):
         elif hi <= 0:
             out.append(model.add_variable(lb=0.0, ub=0.0))
         else:
-            z = model.add_variable(lb=0.0, ub=hi)
-            model.add_linear_constraint(z >= vi)
-            if exact:
-                a = model.add_binary_variable()
-                model.add_linear_constraint(z <= vi - lo * (1 - a))
-                model.add_linear_constraint(z <= hi * a)
-            else:
-                slope = hi / (hi - lo)
-                model.add_linear_constraint(z <= slope * vi - slope * lo)
-            out.append(z)
+            out.append(unstable_relu(model, vi, lo, hi))
     return out
 
 
-def _solve_rows(model, outputs, rows, solver):
+def solve_rows(model, outputs, rows, solver):
     """Safe lower and upper bounds of rows @ outputs over the model.
 
-    Each LP is solved in float64, and its optimum is not taken as is (the solver's tolerances
+    `rows` is (K, len(outputs)); `solver` "glop" or "highs". Each LP is solved in float64, and
+    its optimum is not taken as is (the solver's tolerances
     let it err by far more than float32 rounding on networks with large weights): the bound is
     the Lagrangian bound of the solver's dual values, recomputed here (`_dual_bound`), then
     rounded outwards to float32.

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._rounding import lowered
-from ..graph._trace import read
+from ..graph import read
 from ._interval import Interval
 from ._linear import affine, bias, canonical_kernel, conv_transpose, is_plain_conv, zeros_for
 from ._spec import input_scale

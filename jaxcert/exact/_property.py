@@ -34,13 +34,11 @@ import numpy as np
 from ortools.math_opt.python import mathopt
 
 from .._rounding import allowance, rounded_box
-from .._sets import Box
+from .._sets import Box, Property
 from ..attacks import pgd
-from ..bounds._crown import crown, intermediate_bounds
-from ..bounds._interval import Interval
-from ..bounds._lp import build_model
-from ..graph._trace import bind, read
-from ..vnnlib import Property
+from ..bounds import Interval, crown, intermediate_bounds
+from ..graph import bind, read
+from ._encoding import milp_model
 from ._race import SOLVERS, solve_here
 
 FEASIBILITY = 1e-6  # the primal feasibility tolerance of HiGHS and SCIP (absolute)
@@ -62,7 +60,7 @@ class PropertyResult(NamedTuple):
     seconds: float
 
 
-def check_options(solver, time_limit, attack_steps):
+def check_property_options(solver, time_limit, attack_steps):
     """Refuse options of `verify_property` before any work (time_limit None: not checked).
 
     Raises:
@@ -129,7 +127,7 @@ def verify_property(net, prop, *, solver="highs", time_limit=60.0, attack_steps=
     """
     if not isinstance(prop, Property):
         raise TypeError(f"prop must be a jaxcert.vnnlib.Property (read_vnnlib), got {type(prop)}")
-    check_options(solver, time_limit, attack_steps)
+    check_property_options(solver, time_limit, attack_steps)
     clock = _Clock(time_limit)
     n_in, n_out = int(np.prod(net.input_shape)), int(np.prod(net.output_shape))
     for case in prop.cases:
@@ -347,7 +345,7 @@ class _CaseMILP:
     def _model(self, clock):
         if self.built is None:
             bounds = _clocked(self.relu_bounds, clock)
-            self.built = build_model(self.net, self.outer, bounds, exact=True)
+            self.built = milp_model(self.net, self.outer, bounds)
         return self.built
 
     @staticmethod
@@ -374,7 +372,7 @@ class _CaseMILP:
 
 
 def _clocked(relu_bounds, clock):
-    """The bounds one by one, checking the clock before each: `build_model` reads them ReLU by
+    """The bounds one by one, checking the clock before each: `milp_model` reads them ReLU by
     ReLU, so this stops a long build between layers."""
     for bound in relu_bounds:
         clock.check()

@@ -35,12 +35,10 @@ from ortools.math_opt.python import mathopt
 from .._rounding import allowance, rounded_box
 from .._sets import Box, L1Ball, LinfBall
 from ..attacks import pgd
-from ..bounds._crown import crown, intermediate_bounds, margins
-from ..bounds._interval import Interval
-from ..bounds._lp import build_model
-from ..bounds._lp import tighten as tighten_bounds
-from ..bounds._spec import check_inputs
-from ..graph._trace import bind, read
+from ..bounds import Interval, check_inputs, crown, intermediate_bounds, lp_model, margins
+from ..graph import bind, read
+from ._encoding import milp_model
+from ._encoding import tighten as tighten_bounds
 from ._race import SOLVERS, Race, solve_here
 
 MODES = ("decide", "minimum")
@@ -262,8 +260,9 @@ def margin_optima(net, spec, y, *, solver="scip", time_limit=60.0, bounds="crown
     for b in range(spec.batch_size):
         example = jax.tree.map(lambda a, b=b: a[b], spec)
         example_bounds = [Interval(r.lower[b], r.upper[b]) for r in relu_bounds]
-        relaxed, _, relaxed_out, _ = build_model(net, example, example_bounds)
-        model, _, outputs, _ = build_model(net, example, example_bounds, exact=True)
+        relaxed, lp_vars = lp_model(net, example, example_bounds)
+        relaxed_out = lp_vars[net.graph.output_var]
+        model, _, outputs, _ = milp_model(net, example, example_bounds)
         for j in range(num_classes):
             if j == y[b]:
                 continue
@@ -319,7 +318,8 @@ def _verify_one(
     # target on.
     lp_optimum, tightened = {}, False
     while True:
-        relaxation, _, relaxed_out, _ = build_model(net, example, relu_bounds)
+        relaxation, lp_vars = lp_model(net, example, relu_bounds)
+        relaxed_out = lp_vars[net.graph.output_var]
         lps_began = time.perf_counter()
         for j in targets:
             if left() <= 0:
@@ -339,7 +339,7 @@ def _verify_one(
         relu_bounds, tightened = tighten_bounds(net, example, relu_bounds), True
     if left() <= 0:
         return stopped()
-    model, inputs, outputs, binaries = build_model(net, example, relu_bounds, exact=True)
+    model, inputs, outputs, binaries = milp_model(net, example, relu_bounds)
     for j in targets:
         for search in ("decide", "minimum") if mode == "decide" else ("minimum",):
             if left() <= 0:

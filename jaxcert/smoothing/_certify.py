@@ -6,8 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _validate
-from ..stats._binomial import binom_pvalue
-from ..stats._clopper_pearson import lower_bound_pair
+from ..stats import binom_pvalue, lower_bound_pair
 from ._noise import get_noise
 from ._sampling import check_classifier, image_keys, sample_counts, shared_key
 

@@ -22,10 +22,8 @@ import optax
 
 from .._sets import LinfBall
 from ..attacks import margin_loss, pgd
-from ..bounds._crown import crown, intermediate_bounds
-from ..bounds._ibp import ibp
-from ..bounds._spec import margin_matrix
-from ..graph._trace import trace
+from ..bounds import crown, ibp, intermediate_bounds, margin_matrix
+from ..graph import trace
 
 
 def worst_case_logits(margin_lower, y, num_classes):

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import optax
 
-from ..smoothing._noise import get_noise
+from ..smoothing import get_noise
 
 
 def cross_entropy_loss(apply_fn: Callable, params: Any, x: jax.Array, y: jax.Array) -> jax.Array:
