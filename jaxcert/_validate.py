@@ -41,6 +41,13 @@ def check_count(name, value, minimum=1):
     return int(value)
 
 
+def check_choice(name, value, choices, note=""):
+    """Require value to be one of `choices` (a method, a solver, a norm, ...)."""
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; use one of {', '.join(choices)}{note}")
+    return value
+
+
 def check_counts(k_name, k, n_name, n):
     """Require integer-valued counts with 0 <= k <= n and n >= 1 (elementwise, broadcast)."""
     kv, nv = concrete(k), concrete(n)

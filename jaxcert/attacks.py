@@ -81,13 +81,10 @@ def pgd(
       (z, loss): the points with the largest objective seen per image, and that objective;
       with "margin", loss > 0 means z is misclassified.
     """
-    if norm not in NORMS:
-        raise ValueError(f"unknown norm {norm!r}; use one of {', '.join(NORMS)}")
-    if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
-    for name, value in (("steps", steps), ("restarts", restarts)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    _validate.check_choice("norm", norm, NORMS)
+    _validate.check_choice("objective", objective, OBJECTIVES)
+    _validate.check_count("steps", steps)
+    _validate.check_count("restarts", restarts)
     x = jnp.asarray(x)
     if x.ndim < 1 or not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"x must be a floating batch of inputs (B, ...), got {x.shape}")

@@ -18,7 +18,8 @@ from scipy.optimize import linprog
 import jaxcert as jc
 from jaxcert.bounds import intermediate_bounds
 from jaxcert.exact import verify_property
-from jaxcert.exact._property import _CaseMILP, _Clock, _forward64, _OutOfTime, tolerance
+from jaxcert.exact._float64 import forward_float64 as _forward64
+from jaxcert.exact._property import _CaseMILP, _Clock, _OutOfTime, tolerance
 from jaxcert.graph import Network
 from jaxcert.vnnlib import Case, Property
 

@@ -51,6 +51,7 @@ import optax
 
 from .._rounding import lowered
 from .._sharding import shard_batch, unpad
+from .._validate import check_choice, check_count
 from ..graph import read
 from ._ibp import RULES, ibp_environment
 from ._interval import Interval
@@ -62,14 +63,9 @@ RELU_SLOPES = ("adaptive", "same-slope", "zero", "one")
 INTERMEDIATE = ("crown", "ibp")
 
 
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
-
-
 def _check_chunk(chunk):
-    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
-        raise ValueError(f"chunk must be None or a positive integer, got {chunk!r}")
+    if chunk is not None:
+        check_count("chunk", chunk)
 
 
 def _lower_slope(relu, bound):
@@ -256,10 +252,10 @@ def crown(
       Neural Networks", 2020.
     """
     check_inputs(net, spec, C)
-    _check_choice("relu", relu, RELU_SLOPES)
+    check_choice("relu", relu, RELU_SLOPES)
     given = None
     if isinstance(intermediate, str):
-        _check_choice("intermediate", intermediate, INTERMEDIATE)
+        check_choice("intermediate", intermediate, INTERMEDIATE)
     else:
         check_relu_bounds(net, spec, intermediate)
         given, intermediate = list(intermediate), "given"
@@ -308,8 +304,8 @@ def intermediate_bounds(net, spec, *, method="crown", relu="adaptive"):
       Functions", 2018.
     """
     check_inputs(net, spec)
-    _check_choice("method", method, INTERMEDIATE)
-    _check_choice("relu", relu, RELU_SLOPES)
+    check_choice("method", method, INTERMEDIATE)
+    check_choice("relu", relu, RELU_SLOPES)
     spec, batch = shard_batch(spec)
     return unpad(_intermediate(net, spec, method, relu), batch)
 
@@ -351,9 +347,8 @@ def alpha_crown(
       and Massively Parallel Incomplete Verifiers", 2021.
     """
     check_inputs(net, spec, C)
-    _check_choice("intermediate", intermediate, INTERMEDIATE)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+    check_choice("intermediate", intermediate, INTERMEDIATE)
+    check_count("steps", steps, minimum=0)
     (spec, C), batch = shard_batch((spec, C))
     result = _alpha_crown(net, spec, C, steps, optimizer, intermediate, bool(lower_only))
     return _shape_result(net, unpad(result, batch), C)

@@ -24,6 +24,7 @@ from ortools.math_opt.python import mathopt
 
 from .._rounding import lowered
 from .._sets import L1Ball, L2Ball
+from .._validate import check_choice
 from ..graph import read
 from ._crown import intermediate_bounds
 from ._ibp import ibp_environment
@@ -74,11 +75,8 @@ def lp(net, spec, C=None, *, intermediate="ibp", solver="glop"):
       Ehlers, 2017; Wong and Kolter, 2018.
     """
     check_inputs(net, spec, C)
-    if solver not in _SOLVERS:
-        raise ValueError(
-            f"unknown LP solver {solver!r}; use one of {sorted(_SOLVERS)} (first-order solvers "
-            "such as PDLP are only approximate, so they cannot give sound bounds)"
-        )
+    check_choice("LP solver", solver, _SOLVERS, " (first-order solvers such as PDLP are "
+                 "only approximate, so they cannot give sound bounds)")  # fmt: skip
     if isinstance(spec, L2Ball):
         raise ValueError(
             "L2Ball is not a polyhedron, so the LP relaxation cannot encode it; use crown or ibp "

@@ -5,7 +5,8 @@ from functools import partial
 import jax.numpy as jnp
 import numpy as np
 
-from ._crown import _check_choice, alpha_crown, crown
+from .._validate import check_choice
+from ._crown import alpha_crown, crown
 from ._ibp import ibp
 from ._lp import lp
 from ._spec import check_inputs, margin_matrix
@@ -43,7 +44,7 @@ def margins(net, spec, y, method="crown", **kw):
       Zhang et al., "Efficient Neural Network Robustness Certification with General Activation
       Functions", 2018.
     """
-    _check_choice("method", method, METHODS)
+    check_choice("method", method, METHODS)
     check_inputs(net, spec)
     if len(net.output_shape) != 1 or net.output_shape[0] < 2:
         raise ValueError(

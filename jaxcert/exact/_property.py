@@ -35,10 +35,11 @@ from ortools.math_opt.python import mathopt
 
 from .._rounding import allowance, rounded_box
 from .._sets import Box, Property
+from .._validate import check_choice, check_count
 from ..attacks import pgd
 from ..bounds import Interval, crown, intermediate_bounds
-from ..graph import bind, read
 from ._encoding import milp_model
+from ._float64 import forward_float64
 from ._race import SOLVERS, solve_here
 
 FEASIBILITY = 1e-6  # the primal feasibility tolerance of HiGHS and SCIP (absolute)
@@ -67,12 +68,10 @@ def check_property_options(solver, time_limit, attack_steps):
       ValueError: a solver other than "highs" or "scip", a time_limit that is not > 0, or
         attack_steps that is not an integer >= 0.
     """
-    if solver not in SOLVERS:
-        raise ValueError(f"unknown solver {solver!r}; use one of {', '.join(SOLVERS)}")
+    check_choice("solver", solver, SOLVERS)
     if time_limit is not None and not time_limit > 0:
         raise ValueError(f"time_limit must be > 0 seconds, got {time_limit!r}")
-    if isinstance(attack_steps, bool) or not isinstance(attack_steps, int) or attack_steps < 0:
-        raise ValueError(f"attack_steps must be an integer >= 0, got {attack_steps!r}")
+    check_count("attack_steps", attack_steps, minimum=0)
 
 
 def tolerance(C, d, magnitude, dtype):
@@ -228,33 +227,11 @@ def _confirmed(net, x, disjuncts):
     C @ y <= d - tol, in the network's arithmetic and in float64; else None."""
     x = np.asarray(x, np.float32).reshape(1, *net.input_shape)
     y = np.asarray(net(jnp.asarray(x)))[0].ravel()
-    y64 = _forward64(net, x)
+    y64 = forward_float64(net, x)
     for C, d, tol in disjuncts:
         if all(np.all(C @ v <= d - tol) for v in (y.astype(np.float64), y64)):
             return x.ravel(), y
     return None
-
-
-def _forward64(net, x):
-    """The network's output at x (1, *input_shape), computed in float64 throughout."""
-
-    def wide(value):
-        value = value if isinstance(value, jax.Array) else np.asarray(value)
-        return value.astype(np.float64) if jnp.issubdtype(value.dtype, jnp.floating) else value
-
-    def wide_param(value):
-        floating = isinstance(value, np.dtype) and np.issubdtype(value, np.floating)
-        return np.dtype(np.float64) if floating else value
-
-    with jax.enable_x64(True):
-        env = {v: wide(p) for v, p in zip(net.graph.param_vars, jax.tree.leaves(net.params))}
-        env[net.graph.input_var] = wide(x)
-        for eq in net.equations:
-            values = [wide(read(env, v)) for v in eq.inputs]
-            params = {k: wide_param(v) for k, v in eq.params.items()}
-            outs = bind(eq.primitive, values, params)
-            env.update(zip(eq.outputs, outs if eq.primitive.multiple_results else [outs]))
-        return np.asarray(env[net.graph.output_var], np.float64).ravel()
 
 
 def _search(net, box, disjuncts, steps, key, starts=16):

@@ -34,11 +34,12 @@ from ortools.math_opt.python import mathopt
 
 from .._rounding import allowance, rounded_box
 from .._sets import Box, L1Ball, LinfBall
+from .._validate import check_choice, check_count
 from ..attacks import pgd
 from ..bounds import Interval, check_inputs, crown, intermediate_bounds, lp_model, margins
-from ..graph import bind, read
 from ._encoding import milp_model
 from ._encoding import tighten as tighten_bounds
+from ._float64 import forward_float64
 from ._race import SOLVERS, Race, solve_here
 
 MODES = ("decide", "minimum")
@@ -151,18 +152,15 @@ def verify(
             "solver 'cp-sat' is refused: it restricts real-valued variables to a finite grid, "
             "so its answers prove nothing for a ReLU network; use 'scip' or 'highs'"
         )
-    if solver not in (*SOLVERS, "race"):
-        raise ValueError(f"unknown solver {solver!r}; use one of {', '.join(SOLVERS)}, race")
+    check_choice("solver", solver, (*SOLVERS, "race"))
     if not isinstance(spec, LinfBall | Box | L1Ball):
         raise ValueError(f"verify needs an LinfBall, Box or L1Ball, got {type(spec).__name__}")
     if not time_limit > 0:
         raise ValueError(f"time_limit must be > 0 seconds, got {time_limit}")
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    check_choice("mode", mode, MODES)
     if threads is not None and solver == "highs":
         raise ValueError("threads is supported with solver='scip' (and SCIP in 'race') only")
-    if isinstance(attack_steps, bool) or not isinstance(attack_steps, int) or attack_steps < 0:
-        raise ValueError(f"attack_steps must be a non-negative integer, got {attack_steps!r}")
+    check_count("attack_steps", attack_steps, minimum=0)
     if not isinstance(tighten, bool):
         raise ValueError(f"tighten must be True or False, got {tighten!r}")
     began = time.perf_counter()
@@ -250,8 +248,7 @@ def margin_optima(net, spec, y, *, solver="scip", time_limit=60.0, bounds="crown
       Tjeng, Xiao, Tedrake, ICLR 2019.
     """
     check_inputs(net, spec)
-    if solver not in SOLVERS:
-        raise ValueError(f"unknown solver {solver!r}; use one of {', '.join(SOLVERS)}")
+    check_choice("solver", solver, SOLVERS)
     relu_bounds = intermediate_bounds(net, spec, method="ibp" if bounds == "ibp" else "crown")
     y = np.asarray(y)
     num_classes = int(np.prod(net.output_shape))
@@ -443,8 +440,7 @@ def _margin(net, example, x, label):
     x = _inside(example, x, net.graph.input_var.dtype)
     if x is None:
         return np.inf
-    with jax.enable_x64(True):
-        logits = np.asarray(_evaluate_float64(net, x))
+    logits = forward_float64(net, x)
     return float(logits[label] - np.delete(logits, label).max())
 
 
@@ -454,29 +450,8 @@ def _confirm(net, example, x, label):
     if x is None:
         return None
     logits32 = np.asarray(net(jnp.asarray(x[None])))[0]
-    with jax.enable_x64(True):
-        logits64 = np.asarray(_evaluate_float64(net, x))
+    logits64 = forward_float64(net, x)
     for logits in (logits32, logits64):
         if not np.delete(logits, label).max() > logits[label] + MARGIN:
             return None
     return x
-
-
-def _evaluate_float64(net, x):
-    """The network's logits at x computed in float64 throughout (weights and constants too)."""
-
-    def wide(value):
-        value = jnp.asarray(value)
-        return value.astype(jnp.float64) if jnp.issubdtype(value.dtype, jnp.floating) else value
-
-    env = {v: wide(p) for v, p in zip(net.graph.param_vars, jax.tree.leaves(net.params))}
-    env[net.graph.input_var] = wide(x[None])
-    for eq in net.equations:
-        params = dict(eq.params)
-        for key in ("new_dtype", "preferred_element_type"):
-            if params.get(key) is not None and jnp.issubdtype(params[key], jnp.floating):
-                params[key] = jnp.float64
-        values = [wide(read(env, v)) for v in eq.inputs]
-        outs = bind(eq.primitive, values, params)
-        env.update(zip(eq.outputs, outs if eq.primitive.multiple_results else [outs]))
-    return env[net.graph.output_var][0]

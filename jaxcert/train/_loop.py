@@ -114,10 +114,8 @@ def fit(
         raise ValueError(
             f"train_x and train_y must be non-empty with equal lengths, got {n} and {len(train_y)}"
         )
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    _validate.check_count("epochs", epochs, minimum=0)
+    _validate.check_count("batch_size", batch_size)
     if optimizer is None:
         _validate.check_positive("learning_rate", learning_rate)
     sigma = loss_kwargs.get("sigma")
@@ -125,8 +123,7 @@ def fit(
         _validate.check_nonnegative("sigma", sigma)
     optimizer = optax.adam(learning_rate) if optimizer is None else optimizer
     step = make_train_step(apply_fn, optimizer, loss_fn, **loss_kwargs)
-    if isinstance(first_epoch, bool) or not isinstance(first_epoch, int) or first_epoch < 0:
-        raise ValueError(f"first_epoch must be a non-negative integer, got {first_epoch!r}")
+    _validate.check_count("first_epoch", first_epoch, minimum=0)
     params = jax.tree.map(jnp.array, params)  # a copy, since step donates its input
     opt_state = optimizer.init(params) if opt_state is None else jax.tree.map(jnp.array, opt_state)
     train_x, train_y = jnp.asarray(train_x), jnp.asarray(train_y)

@@ -49,8 +49,7 @@ def training_loss(
       aux holds the metrics of the parts, plus "relu_stability" and "unstable" when that term
       is on.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown training method {method!r}; choose one of {', '.join(METHODS)}")
+    _validate.check_choice("training method", method, METHODS)
     _validate.check_nonnegative("relu_stability_weight", relu_stability_weight)
     _validate.check_nonnegative("l1_weight", l1_weight)
     box = {"lower": lower, "upper": upper}
@@ -102,8 +101,7 @@ def ramp_schedules(method, eps, total_steps, *, kappa=0.5, warmup=0.1, ramp=0.5)
     Returns:
       A dict of keyword arguments for `fit` (schedules or constants).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown training method {method!r}; choose one of {', '.join(METHODS)}")
+    _validate.check_choice("training method", method, METHODS)
     _validate.check_nonnegative("eps", eps)
     if not 0 <= warmup <= 1 or not 0 <= ramp <= 1:
         raise ValueError(f"warmup and ramp must be fractions in [0, 1], got {warmup}, {ramp}")
