@@ -79,7 +79,7 @@ def load_network(path):
     return trace(apply_fn, params, np.zeros((1, *apply_fn.input_shape), np.float32))
 
 
-def run_instance(net, vnnlib_path, *, timeout, solver="highs", attack_steps=50, seed=0):
+def run_instance(net, vnnlib_path, *, timeout, solver="race", attack_steps=50, seed=0):
     """Decide one property file on a loaded network, in this process.
 
     The limit is kept between phases (`jaxcert.exact.verify_property`), not inside a compiled
@@ -109,7 +109,7 @@ def run_instance(net, vnnlib_path, *, timeout, solver="highs", attack_steps=50, 
     return result._replace(seconds=time.perf_counter() - began)
 
 
-def run_isolated(onnx_path, vnnlib_path, *, timeout, solver="highs", attack_steps=50, seed=0):
+def run_isolated(onnx_path, vnnlib_path, *, timeout, solver="race", attack_steps=50, seed=0):
     """Decide one instance in a worker process that is killed if it overruns the limit.
 
     Args:
@@ -198,7 +198,7 @@ def run_benchmark(
     results_path,
     *,
     timeout=None,
-    solver="highs",
+    solver="race",
     attack_steps=50,
     seed=0,
     counterexamples=None,

@@ -259,7 +259,7 @@ def _sigmoid_model():
 @pytest.mark.parametrize("command", ["vnnlib", "vnncomp"])
 def test_time_limit_and_solver_options_as_in_verify(command, tmp_path, monkeypatch, capsys):
     """--time-limit is the option's name, as in verify (--timeout, its old name, is a hidden
-    alias); --solver takes verify's solvers but its race (see `jaxcert.cli.vnn`)."""
+    alias); --solver takes verify's solvers and its default, the race."""
     from jaxcert import cli
 
     seen = []
@@ -280,13 +280,13 @@ def test_time_limit_and_solver_options_as_in_verify(command, tmp_path, monkeypat
     files = [str(tmp_path / f) for f in files]
     default = 60.0 if command == "vnnlib" else None  # vnncomp: the instances' own timeouts
     for argv, limit, solver in [
-        ([], default, "highs"),
+        ([], default, "race"),
         (["--time-limit", "7", "--solver", "scip"], 7.0, "scip"),
-        (["--timeout", "7"], 7.0, "highs"),
+        (["--timeout", "7"], 7.0, "race"),
     ]:
         assert main([command, *files, *argv]) == 0
         assert seen.pop() == {"timeout": limit, "solver": solver, "attack_steps": 50, "seed": 0}
     helptext = cli.parser()._subparsers._group_actions[0].choices[command].format_help()
     assert "--time-limit" in helptext and "--timeout" not in helptext
-    assert "{scip,highs}" in helptext
+    assert "{race,scip,highs}" in helptext
     capsys.readouterr()

@@ -121,6 +121,16 @@ def add_log_options(parser, verb):
     )
 
 
+def add_solver_option(parser):
+    """--solver of the MILP commands (verify, vnnlib, vnncomp): the same choices and default."""
+    parser.add_argument(
+        "--solver",
+        choices=("race", "scip", "highs"),
+        default="race",
+        help="MILP solver (race: SCIP and HiGHS at once, the first decisive answer wins)",
+    )
+
+
 def check_log_options(args):
     positive("skip", args.skip)
     if args.max is not None:

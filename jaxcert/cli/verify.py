@@ -11,6 +11,7 @@ from ._options import (
     above_zero,
     add_data_options,
     add_log_options,
+    add_solver_option,
     check_data_options,
     check_log_options,
     images_for,
@@ -40,12 +41,7 @@ def add_parser(subparsers):
         default="milp",
         help="milp decides exactly; the others prove or answer 'unknown'",
     )
-    ve.add_argument(
-        "--solver",
-        choices=("race", "scip", "highs"),
-        default="race",
-        help="MILP solver (race: SCIP and HiGHS at once, the first decisive answer wins)",
-    )
+    add_solver_option(ve)
     ve.add_argument("--time-limit", type=float, default=60.0, help="MILP seconds per image")
     ve.add_argument(
         "--mode",

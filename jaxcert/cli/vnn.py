@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .. import vnncomp
 from .._progress import Progress
-from ._options import Help, above_zero, require
+from ._options import Help, above_zero, add_solver_option, require
 
 
 def add_parser(subparsers):
@@ -65,13 +65,7 @@ def _add_time_limit(parser, default, text):
 
 
 def _add_property_options(parser):
-    # Not verify's default race: `jaxcert.exact.verify_property` takes one solver only.
-    parser.add_argument(
-        "--solver",
-        choices=("scip", "highs"),
-        default="highs",
-        help="MILP solver (verify's race of both is not available for properties)",
-    )
+    add_solver_option(parser)
     parser.add_argument(
         "--attack-steps",
         type=int,

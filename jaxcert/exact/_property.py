@@ -25,6 +25,7 @@ benchmark runner `jaxcert.vnncomp.run_benchmark` enforces the limit on top by ru
 instance in a worker process that it replaces when it overruns.
 """
 
+import contextlib
 import time
 from typing import NamedTuple
 
@@ -40,7 +41,7 @@ from ..attacks import pgd
 from ..bounds import Interval, crown, intermediate_bounds
 from ._encoding import milp_model
 from ._float64 import forward_float64
-from ._race import SOLVERS, solve_here
+from ._race import SOLVERS, Race, solve_here
 
 FEASIBILITY = 1e-6  # the primal feasibility tolerance of HiGHS and SCIP (absolute)
 
@@ -65,10 +66,10 @@ def check_property_options(solver, time_limit, attack_steps):
     """Refuse options of `verify_property` before any work (time_limit None: not checked).
 
     Raises:
-      ValueError: a solver other than "highs" or "scip", a time_limit that is not > 0, or
+      ValueError: a solver other than "race", "highs" or "scip", a time_limit that is not > 0, or
         attack_steps that is not an integer >= 0.
     """
-    check_choice("solver", solver, SOLVERS)
+    check_choice("solver", solver, (*SOLVERS, "race"))
     if time_limit is not None and not time_limit > 0:
         raise ValueError(f"time_limit must be > 0 seconds, got {time_limit!r}")
     check_count("attack_steps", attack_steps, minimum=0)
@@ -90,7 +91,7 @@ def tolerance(C, d, magnitude, dtype):
     return np.asarray(allowance(scale, dtype), np.float64) + FEASIBILITY
 
 
-def verify_property(net, prop, *, solver="highs", time_limit=60.0, attack_steps=50, seed=0):
+def verify_property(net, prop, *, solver="race", time_limit=60.0, attack_steps=50, seed=0):
     """Decide a `jaxcert.vnnlib.Property` on a traced network.
 
     For each case (an input box and its unsafe region): one CROWN pass bounds every row of every
@@ -105,7 +106,8 @@ def verify_property(net, prop, *, solver="highs", time_limit=60.0, attack_steps=
       net: a traced network whose input has as many entries as the property's X and whose
         output as many as its Y (both in row-major order).
       prop: the parsed property (`jaxcert.vnnlib.read_vnnlib`).
-      solver: "highs" or "scip" for the MILPs.
+      solver: "race" (SCIP and HiGHS at once on each MILP, the first decisive answer wins, as
+        in `verify`), "scip" or "highs".
       time_limit: seconds for the whole property; checked between phases (a phase that took
         longer before than the time left is not started), the MILP solvers get the time left,
         and the answer is then "timeout". A compiled bound pass cannot be stopped once started.
@@ -213,12 +215,14 @@ def _decide(net, prop, solver, attack_steps, seed, clock):
     # The disjuncts furthest from a proof first, as they are likelier to hold a counterexample;
     # each MILP may use all the time left (solvers overrun short limits, so no shares).
     status = "unsat"
-    for _, milp, C, d, tol in sorted(milps, key=lambda m: m[0]):
-        found = milp.decide(C, d, tol, solver, clock)
-        if isinstance(found, tuple):
-            return "sat", found
-        if found == "unknown":
-            status = "unknown"
+    race = solver == "race" and milps  # the race's workers start only when a MILP is needed
+    with Race() if race else contextlib.nullcontext(solver) as engine:
+        for _, milp, C, d, tol in sorted(milps, key=lambda m: m[0]):
+            found = milp.decide(C, d, tol, engine, clock)
+            if isinstance(found, tuple):
+                return "sat", found
+            if found == "unknown":
+                status = "unknown"
     return status, None
 
 
@@ -333,7 +337,12 @@ class _CaseMILP:
             raise _OutOfTime
         added = [model.add_linear_constraint(c) for c in constraints]
         try:
-            return solve_here(model, solver, left, None, search)
+            if not isinstance(solver, Race):
+                return solve_here(model, solver, left, None, search)
+            result, _ = solver.solve(model, left, None, search)
+            if result is None:  # no answer from either solver by the deadline
+                raise _OutOfTime
+            return result
         finally:
             for constraint in added:
                 model.delete_linear_constraint(constraint)
