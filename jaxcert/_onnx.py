@@ -19,15 +19,20 @@ References:
 import gzip
 import math
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+if TYPE_CHECKING:
+    import onnx
 
-def from_onnx(source):
+
+def from_onnx(source: "str | Path | onnx.ModelProto") -> tuple[Callable, dict[str, jax.Array]]:
     """Load an ONNX network as ``(apply_fn, params)``.
 
     Args:

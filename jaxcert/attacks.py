@@ -13,12 +13,15 @@ References:
   2017.
 """
 
+from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import ArrayLike
 
 from . import _validate
 
@@ -26,7 +29,7 @@ NORMS = ("linf", "l2")
 OBJECTIVES = ("margin", "cross-entropy")
 
 
-def margin_loss(logits, y):
+def margin_loss(logits: jax.Array, y: jax.Array) -> jax.Array:
     """max_{j != y} logits_j - logits_y per example: positive exactly when the class changes.
 
     Args:
@@ -42,22 +45,22 @@ def margin_loss(logits, y):
 
 
 def pgd(
-    apply_fn,
-    params,
-    x,
-    y,
-    key,
-    eps,
+    apply_fn: Callable,
+    params: Any,
+    x: ArrayLike,
+    y: ArrayLike,
+    key: jax.Array,
+    eps: ArrayLike,
     *,
-    norm="linf",
-    steps=40,
-    step_size=None,
-    restarts=1,
-    objective="margin",
-    random_start=False,
-    lower=0.0,
-    upper=1.0,
-):
+    norm: str = "linf",
+    steps: int = 40,
+    step_size: ArrayLike | None = None,
+    restarts: int = 1,
+    objective: str = "margin",
+    random_start: bool = False,
+    lower: ArrayLike = 0.0,
+    upper: ArrayLike = 1.0,
+) -> tuple[jax.Array, jax.Array]:
     """The worst inputs PGD finds in {z : ||z - x|| <= eps, lower <= z <= upper}.
 
     Args:

@@ -14,7 +14,9 @@ import importlib.metadata
 import json
 import subprocess
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 # name: (script, its arguments, its arguments with --quick)
 SCRIPTS = {
@@ -39,8 +41,21 @@ LIBRARIES = ("jax", "jaxlib", "flax", "optax", "numpy", "scipy", "ortools")
 START, END = "<!-- jaxcert bench -->", "<!-- /jaxcert bench -->"
 
 
-def run_script(directory, name, quick=False):
-    """Run one benchmark script; return its JSON document."""
+def run_script(directory: str | Path, name: str, quick: bool = False) -> dict[str, Any]:
+    """Run one benchmark script; return its JSON document.
+
+    Args:
+      directory: the `benchmarks/` folder of a clone.
+      name: which of `SCRIPTS` to run.
+      quick: run it with tiny sizes (a smoke test).
+
+    Returns:
+      The JSON document the script printed, parsed.
+
+    Raises:
+      FileNotFoundError: the script is not in `directory`.
+      RuntimeError: the script failed (with the end of its stderr).
+    """
     return _finish(name, _start(directory, name, quick))
 
 
@@ -64,8 +79,12 @@ def _finish(name, process):
     return json.loads(out)
 
 
-def versions():
-    """Installed versions of the libraries jaxcert builds on."""
+def versions() -> dict[str, str]:
+    """Installed versions of the libraries jaxcert builds on.
+
+    Returns:
+      {library: version, or "not installed"} for each of `LIBRARIES`.
+    """
     found = {}
     for name in LIBRARIES:
         try:
@@ -80,8 +99,15 @@ def _table(head, rows):
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
-def smoothing_table(doc):
-    """Markdown lines of a `smoothing_throughput.py` JSON document."""
+def smoothing_table(doc: Mapping[str, Any]) -> list[str]:
+    """Markdown lines of a `smoothing_throughput.py` JSON document.
+
+    Args:
+      doc: the parsed document.
+
+    Returns:
+      The table's lines.
+    """
     rows = [
         [
             model,
@@ -98,8 +124,15 @@ def smoothing_table(doc):
     return _table(head, rows)
 
 
-def bounds_table(doc):
-    """Markdown lines of a `bounds_throughput.py` JSON document."""
+def bounds_table(doc: Mapping[str, Any]) -> list[str]:
+    """Markdown lines of a `bounds_throughput.py` JSON document.
+
+    Args:
+      doc: the parsed document.
+
+    Returns:
+      The table's lines.
+    """
     rows = [
         [model, method, f"{r['steady_s']:.4f}", f"{r['images_per_s']:,.1f}",
          f"{r['compile_s']:.2f}"]  # fmt: skip
@@ -110,8 +143,15 @@ def bounds_table(doc):
     return _table(["model", "method", f"s / {doc['images']} images", "images/s", "compile s"], rows)
 
 
-def exact_table(doc):
-    """Markdown lines of a `exact.py` JSON document."""
+def exact_table(doc: Mapping[str, Any]) -> list[str]:
+    """Markdown lines of a `exact.py` JSON document.
+
+    Args:
+      doc: the parsed document.
+
+    Returns:
+      The table's lines.
+    """
     rows = []
     for network, by_eps in doc["results"].items():
         for eps, by_solver in by_eps.items():
@@ -136,8 +176,19 @@ def exact_table(doc):
 TABLES = {"smoothing": smoothing_table, "bounds": bounds_table, "exact": exact_table}
 
 
-def markdown(documents, library_versions):
-    """The README section: machine, versions, and a table per benchmark."""
+def markdown(
+    documents: Mapping[str, Mapping[str, Any]], library_versions: Mapping[str, str]
+) -> str:
+    """The README section: machine, versions, and a table per benchmark.
+
+    Args:
+      documents: {name in `SCRIPTS`: its parsed JSON document}, at least one; the machine is
+        read from the first.
+      library_versions: {library: version}, as from `versions`.
+
+    Returns:
+      The section, between the `START` and `END` markers (included).
+    """
     machine = next(iter(documents.values()))["machine"]
     lines = [
         START,
@@ -154,8 +205,16 @@ def markdown(documents, library_versions):
     return "\n".join(lines)
 
 
-def write_readme(readme, section):
-    """Replace the marked section of the README (or append it)."""
+def write_readme(readme: str | Path, section: str) -> None:
+    """Replace the marked section of the README (or append it).
+
+    Args:
+      readme: the README file; created (as "# Benchmarks") if missing.
+      section: the new section, as from `markdown`.
+
+    Returns:
+      None.
+    """
     readme = Path(readme)
     text = readme.read_text() if readme.exists() else "# Benchmarks\n"
     if START in text and END in text:
@@ -167,8 +226,12 @@ def write_readme(readme, section):
 
 
 def run(
-    directory="benchmarks", names=tuple(SCRIPTS), quick=False, progress=None, update_readme=False
-):
+    directory: str | Path = "benchmarks",
+    names: Sequence[str] = tuple(SCRIPTS),
+    quick: bool = False,
+    progress: Callable[[str], None] | None = None,
+    update_readme: bool = False,
+) -> tuple[dict[str, Any], list[Path]]:
     """Run the chosen benchmarks, store their JSON and, on request, update the README's table.
 
     Args:

@@ -14,14 +14,26 @@ gaussian. Tables and plots name that norm, and never put radii of two norms in o
 on one axis.
 """
 
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
 import numpy as np
+from jax.typing import ArrayLike
 
 from . import smoothing
-from .results import radius_and_correct
+from .results import Results, radius_and_correct
 
 
-def noise(results):
+def noise(results: Results) -> str:
     """The smoothing noise of a certify or predict file: its settings' "noise", else "gaussian".
+
+    Args:
+      results: a `Results` of kind "certify" or "predict".
+
+    Returns:
+      The noise's name: "gaussian", "laplace" or "uniform".
 
     Raises:
       ValueError: the settings name a noise jaxcert does not know.
@@ -34,12 +46,22 @@ def noise(results):
     return name
 
 
-def norm(results):
-    """The norm of a certify file's radii: "l2" (gaussian noise) or "l1" (laplace, uniform)."""
+def norm(results: Results) -> str:
+    """The norm of a certify file's radii: "l2" (gaussian noise) or "l1" (laplace, uniform).
+
+    Args:
+      results: a `Results` of kind "certify".
+
+    Returns:
+      "l2" or "l1".
+
+    Raises:
+      ValueError: the settings name a noise jaxcert does not know.
+    """
     return smoothing.get_noise(noise(results)).norm
 
 
-def label(results):
+def label(results: Results) -> str:
     """A short legend entry: the file's stem and its noise level (and noise, unless Gaussian),
     or its method and radius.
 
@@ -59,7 +81,7 @@ def label(results):
     return f"{results.path.stem} ({extra})" if extra else results.path.stem
 
 
-def certified_curve(results, radii):
+def certified_curve(results: Results, radii: ArrayLike) -> np.ndarray:
     """Certified accuracy of a certify file at each radius.
 
     Args:
@@ -73,9 +95,23 @@ def certified_curve(results, radii):
     return np.asarray(smoothing.certified_accuracy(radius, correct, np.asarray(radii)))
 
 
-def summary(results, radii):
+def summary(results: Results, radii: Sequence[float]) -> dict[str, Any]:
     """The figures of one file as a dict: certified accuracy per radius (certify), verified
-    accuracy and status counts (verify), accuracy and abstentions (predict)."""
+    accuracy and status counts (verify), accuracy and abstentions (predict).
+
+    Args:
+      results: a `Results`.
+      radii: the radii of the certified accuracies (used for certify files only).
+
+    Returns:
+      A dict with "file", "label", "kind" and "images", plus for a certify file "norm" and
+      "certified_accuracy" ({radius formatted with :g: accuracy}), for a verify file
+      "verified_accuracy", "verified", "falsified" and "unknown", and for a predict file
+      "accuracy" and "abstentions".
+
+    Raises:
+      ValueError: a certify or predict file whose settings name a noise jaxcert does not know.
+    """
     rows = results.rows
     out = {"file": str(results.path), "label": label(results), "kind": results.kind}
     out["images"] = len(rows)
@@ -100,10 +136,21 @@ def _group(results):
     return results.kind, norm(results) if results.kind == "certify" else None
 
 
-def markdown_table(all_results, radii):
+def markdown_table(all_results: Sequence[Results], radii: Sequence[float]) -> str:
     """Markdown tables: certified accuracy per radius (certify files, one table per norm, its
     columns headed "l2 r=..." or "l1 r=..."), verified accuracy with status counts (verify
-    files), accuracy and abstentions (predict files)."""
+    files), accuracy and abstentions (predict files).
+
+    Args:
+      all_results: the files, each a `Results`.
+      radii: the radii of the certified-accuracy columns.
+
+    Returns:
+      The tables, separated by blank lines, as one string.
+
+    Raises:
+      ValueError: a certify or predict file whose settings name a noise jaxcert does not know.
+    """
     sections = {
         "certify": (lambda p: [f"{p} r={r:g}" for r in radii],
                     lambda s: [f"{a:.3f}" for a in s["certified_accuracy"].values()]),
@@ -128,8 +175,11 @@ def markdown_table(all_results, radii):
     return "\n".join(lines)
 
 
-def pyplot():
+def pyplot() -> ModuleType:
     """matplotlib's pyplot, drawing to files (the Agg backend).
+
+    Returns:
+      The `matplotlib.pyplot` module.
 
     Raises:
       ImportError: matplotlib is not installed, naming the install extra as the README does.
@@ -147,8 +197,14 @@ def pyplot():
     return plt
 
 
-def plottable(all_results):
+def plottable(all_results: Sequence[Results]) -> tuple[list[Results], ModuleType]:
     """The certify files among `all_results`, and pyplot, checked before anything is drawn.
+
+    Args:
+      all_results: the files, each a `Results`.
+
+    Returns:
+      (certify, plt): the `Results` of kind "certify", in order, and `matplotlib.pyplot`.
 
     Raises:
       ImportError: matplotlib is not installed.
@@ -161,16 +217,39 @@ def plottable(all_results):
     return certify, plt
 
 
-def radius_label(name):
-    """The radius axis's label for radii in the norm `name`: "radius (l2)" or "radius (l1)"."""
+def radius_label(name: str) -> str:
+    """The radius axis's label for radii in the norm `name`: "radius (l2)" or "radius (l1)".
+
+    Args:
+      name: the norm, "l2" or "l1".
+
+    Returns:
+      The label.
+    """
     return f"radius ({name})"
 
 
-def plot_certified_accuracy(all_results, out, max_radius=None):
+def plot_certified_accuracy(
+    all_results: Sequence[Results], out: str | Path, max_radius: float | None = None
+) -> None:
     """Certified accuracy against radius for every certify file (as in Cohen et al., 2019,
     Figure 6): on one figure, with one panel per norm of the radii (l2 for Gaussian noise, l1
     for Laplace and uniform), its axis labelled by `radius_label`. Needs matplotlib
-    (`pip install ".[plot]"`)."""
+    (`pip install ".[plot]"`).
+
+    Args:
+      all_results: the files, each a `Results`; those that are not certify files are left out.
+      out: the image file to write (its format from its suffix, e.g. ".png").
+      max_radius: the largest radius to draw (the axis extends 5% beyond it); default the
+        largest radius in the files.
+
+    Returns:
+      None.
+
+    Raises:
+      ImportError: matplotlib is not installed.
+      ValueError: no certify file was given, or one whose settings name an unknown noise.
+    """
     certify, plt = plottable(all_results)
     norms = list(dict.fromkeys(norm(r) for r in certify))
     figure, panels = plt.subplots(1, len(norms), figsize=(6 * len(norms), 4), squeeze=False)
@@ -200,7 +279,14 @@ _CAP_FORMULAS = {
 }
 
 
-def smoothing_table(results, radii, n, alpha, base_accuracy=None, noise="gaussian"):
+def smoothing_table(
+    results: Mapping[float, tuple[ArrayLike, ArrayLike]],
+    radii: Sequence[float],
+    n: int,
+    alpha: float,
+    base_accuracy: Mapping[float, float] | None = None,
+    noise: str = "gaussian",
+) -> str:
     """Markdown table of smoothing runs: certified accuracy at each radius per noise level, with
     its lower bound (`jaxcert.smoothing.certified_accuracy_table`) and the radius cap.
 
@@ -210,6 +296,9 @@ def smoothing_table(results, radii, n, alpha, base_accuracy=None, noise="gaussia
       n, alpha: the runs' estimation samples and failure probability.
       base_accuracy: optional {sigma: accuracy of the base classifier}, a column of its own.
       noise: the runs' noise, which sets the norm of the radii and the cap's formula.
+
+    Returns:
+      The table and a paragraph explaining it, as one string.
     """
     head = ["sigma"] + (["base acc"] if base_accuracy else []) + [f"r={r}" for r in radii]
     head += ["radius cap"]

@@ -12,8 +12,9 @@ one.
 
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -22,6 +23,7 @@ from . import bounds, data, exact, smoothing
 from ._progress import Progress
 from ._sets import LinfBall
 from ._table import read_settings, read_table
+from .graph import Network
 
 CERTIFY_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time", "nA", "n",
                    "pA_lower", "seed")  # fmt: skip
@@ -52,12 +54,18 @@ class Results(NamedTuple):
     rows: list
 
 
-def read_results(path):
+def read_results(path: str | Path) -> Results:
     """Read a certify, verify or predict TSV (and its settings); the kind is told by the columns.
 
     Every row is checked as on a resume (`jaxcert._table.read_table`): a malformed row or a
     repeated image index is an error naming the line; a last line cut short by an interrupted
     write is left out (said on stderr).
+
+    Args:
+      path: the TSV file; its settings are read from `FILE.json` beside it.
+
+    Returns:
+      A `Results`.
 
     Raises:
       FileNotFoundError: no such file.
@@ -80,8 +88,16 @@ def read_results(path):
     return Results(path, kind, read_settings(path) or {}, rows)
 
 
-def radius_and_correct(rows):
-    """(radius, correct) arrays of certify rows, as written (numbers) or read back (strings)."""
+def radius_and_correct(rows: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """(radius, correct) arrays of certify rows, as written (numbers) or read back (strings).
+
+    Args:
+      rows: certify rows, each with a "radius" and a "correct" entry.
+
+    Returns:
+      (radius, correct): a float NumPy array of the radii and a boolean one, True where
+      "correct" is 1.
+    """
     radius = np.array([float(r["radius"]) for r in rows])
     correct = np.array([int(r["correct"]) == 1 for r in rows])
     return radius, correct
@@ -103,15 +119,36 @@ def _smoothing_rows(indices, seed, images_per_step, label, on_row, evaluate):
     return rows
 
 
-def certify_rows(apply_fn, params, images, labels, indices, *, sigma, n0, n, alpha, batch_size,
-                 seed, noise="gaussian", target_radius=None, images_per_step=8, label="certify",
-                 on_row=None):  # fmt: skip
+def certify_rows(apply_fn: Callable, params: Any, images: np.ndarray, labels: np.ndarray,
+                 indices: Sequence[int] | np.ndarray, *, sigma: float, n0: int, n: int,
+                 alpha: float, batch_size: int | None, seed: int, noise: str = "gaussian",
+                 target_radius: float | None = None, images_per_step: int = 8,
+                 label: str = "certify", on_row: Callable[[dict], None] | None = None
+                 ) -> list[dict[str, Any]]:  # fmt: skip
     """CERTIFY images one group at a time (`jaxcert.smoothing.certify`), one row per image.
 
     The radius is in the norm of `noise` (l2 for gaussian, l1 for laplace and uniform);
     `on_row(row)` is called as each group finishes. With `target_radius`, sampling stops once
     the certificate at that radius is decided and the n column gives the estimation samples
     each image used.
+
+    Args:
+      apply_fn: the base classifier, `apply_fn(params, x) -> logits` on a batch.
+      params: its parameters.
+      images: the data set's images (N, ...).
+      labels: their integer labels (N,).
+      indices: the indices of the images to certify; image `idx` draws its noise from
+        `fold_in(key(seed), idx)`.
+      sigma, n0, n, alpha, batch_size, noise, target_radius: as in
+        `jaxcert.smoothing.certify`.
+      seed: the seed of the noise, written in each row.
+      images_per_step: images certified together.
+      label: the progress bar's label.
+      on_row: optional `on_row(row)`, called with each row as its group finishes.
+
+    Returns:
+      The rows, one dict per image with the `CERTIFY_COLUMNS` as keys, in the order of
+      `indices`.
     """
 
     def evaluate(group, keys):
@@ -140,10 +177,30 @@ def certify_rows(apply_fn, params, images, labels, indices, *, sigma, n0, n, alp
     return _smoothing_rows(indices, seed, images_per_step, label, on_row, evaluate)
 
 
-def predict_rows(apply_fn, params, images, labels, indices, *, sigma, n, alpha, batch_size,
-                 seed, noise="gaussian", images_per_step=8, on_row=None):  # fmt: skip
+def predict_rows(apply_fn: Callable, params: Any, images: np.ndarray, labels: np.ndarray,
+                 indices: Sequence[int] | np.ndarray, *, sigma: float, n: int, alpha: float,
+                 batch_size: int | None, seed: int, noise: str = "gaussian",
+                 images_per_step: int = 8, on_row: Callable[[dict], None] | None = None
+                 ) -> list[dict[str, Any]]:  # fmt: skip
     """PREDICT images one group at a time (`jaxcert.smoothing.predict`): Cohen et al.'s predict
-    columns plus the two top counts; `on_row(row)` as each group finishes."""
+    columns plus the two top counts; `on_row(row)` as each group finishes.
+
+    Args:
+      apply_fn: the base classifier, `apply_fn(params, x) -> logits` on a batch.
+      params: its parameters.
+      images: the data set's images (N, ...).
+      labels: their integer labels (N,).
+      indices: the indices of the images to classify; image `idx` draws its noise from
+        `fold_in(key(seed), idx)`.
+      sigma, n, alpha, batch_size, noise: as in `jaxcert.smoothing.predict`.
+      seed: the seed of the noise, written in each row.
+      images_per_step: images classified together.
+      on_row: optional `on_row(row)`, called with each row as its group finishes.
+
+    Returns:
+      The rows, one dict per image with the `PREDICT_COLUMNS` as keys, in the order of
+      `indices`.
+    """
 
     def evaluate(group, keys):
         began = time.perf_counter()
@@ -171,12 +228,33 @@ def predict_rows(apply_fn, params, images, labels, indices, *, sigma, n, alpha, 
     return _smoothing_rows(indices, seed, images_per_step, "predict", on_row, evaluate)
 
 
-def verify_rows(net, images, labels, group, *, eps, method, **milp_options):
+def verify_rows(
+    net: Network,
+    images: np.ndarray,
+    labels: np.ndarray,
+    group: Sequence[int] | np.ndarray,
+    *,
+    eps: float,
+    method: str,
+    **milp_options: Any,
+) -> list[dict[str, Any]]:
     """The verify rows of a group of images, verified together at l_inf radius `eps`.
 
     `method` "milp" decides each image by `jaxcert.exact.verify` (with `milp_options`: solver,
     time_limit, mode, attack_steps, tighten, seed); the bound methods of `jaxcert.bounds.margins`
     prove ("verified") or answer "unknown", and share their time equally among the images.
+
+    Args:
+      net: the traced classifier (`jaxcert.trace`).
+      images: the data set's images (N, ...), in [0, 1].
+      labels: their integer labels (N,).
+      group: the indices of the images to verify.
+      eps: the l_inf radius.
+      method: "milp", or a method of `jaxcert.bounds.margins`.
+      **milp_options: options of `jaxcert.exact.verify` (with "milp" only).
+
+    Returns:
+      The rows, one dict per image with the `VERIFY_COLUMNS` as keys, in the order of `group`.
     """
     x, y = images[group], labels[group].astype(int)
     spec = LinfBall(x, eps)

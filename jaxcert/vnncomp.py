@@ -36,16 +36,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ._onnx import from_onnx
 from ._table import ResumableTable
 from .exact import PropertyResult, check_property_options, verify_property
-from .graph import trace
+from .graph import Network, trace
 from .vnnlib import read_vnnlib
 
 RESULT_COLUMNS = ("onnx", "vnnlib", "result", "seconds")
@@ -61,7 +62,7 @@ class Instance(NamedTuple):
     timeout: float
 
 
-def load_network(path):
+def load_network(path: str | Path) -> Network:
     """An ONNX network, traced for the bound methods (`jaxcert.from_onnx`, then `trace`).
 
     Args:
@@ -79,7 +80,15 @@ def load_network(path):
     return trace(apply_fn, params, np.zeros((1, *apply_fn.input_shape), np.float32))
 
 
-def run_instance(net, vnnlib_path, *, timeout, solver="race", attack_steps=50, seed=0):
+def run_instance(
+    net: Network,
+    vnnlib_path: str | Path,
+    *,
+    timeout: float,
+    solver: str = "race",
+    attack_steps: int = 50,
+    seed: int = 0,
+) -> PropertyResult:
     """Decide one property file on a loaded network, in this process.
 
     The limit is kept between phases (`jaxcert.exact.verify_property`), not inside a compiled
@@ -109,7 +118,15 @@ def run_instance(net, vnnlib_path, *, timeout, solver="race", attack_steps=50, s
     return result._replace(seconds=time.perf_counter() - began)
 
 
-def run_isolated(onnx_path, vnnlib_path, *, timeout, solver="race", attack_steps=50, seed=0):
+def run_isolated(
+    onnx_path: str | Path,
+    vnnlib_path: str | Path,
+    *,
+    timeout: float,
+    solver: str = "race",
+    attack_steps: int = 50,
+    seed: int = 0,
+) -> PropertyResult:
     """Decide one instance in a worker process that is killed if it overruns the limit.
 
     Args:
@@ -135,7 +152,7 @@ def run_isolated(onnx_path, vnnlib_path, *, timeout, solver="race", attack_steps
     return outcome
 
 
-def result_text(result):
+def result_text(result: PropertyResult) -> str:
     """The VNN-COMP result file of a `PropertyResult`: the result, then any counterexample.
 
     Args:
@@ -153,7 +170,7 @@ def result_text(result):
     return "\n".join(lines) + "\n"
 
 
-def read_instances(csv_path):
+def read_instances(csv_path: str | Path) -> list[Instance]:
     """The instances of a benchmark's instances.csv, after checking that every file exists.
 
     Args:
@@ -194,17 +211,17 @@ def read_instances(csv_path):
 
 
 def run_benchmark(
-    csv_path,
-    results_path,
+    csv_path: str | Path,
+    results_path: str | Path,
     *,
-    timeout=None,
-    solver="race",
-    attack_steps=50,
-    seed=0,
-    counterexamples=None,
-    resume=False,
-    progress=None,
-):
+    timeout: float | None = None,
+    solver: str = "race",
+    attack_steps: int = 50,
+    seed: int = 0,
+    counterexamples: str | Path | None = None,
+    resume: bool = False,
+    progress: Callable[[Instance, str, str], None] | None = None,
+) -> list[dict[str, str]]:
     """Run every instance of a benchmark folder, one results row written per instance.
 
     Args:
@@ -269,7 +286,7 @@ def run_benchmark(
         return table.rows()
 
 
-def summary(rows):
+def summary(rows: Sequence[Mapping[str, str]]) -> dict[str, Any]:
     """Counts of each result and seconds of benchmark result rows, in all and per network.
 
     Args:
@@ -291,7 +308,7 @@ def summary(rows):
     return {**figures(rows), "networks": {k: figures(v) for k, v in networks.items()}}
 
 
-def summary_table(figures):
+def summary_table(figures: Mapping[str, Any]) -> str:
     """A markdown table of `summary`: one row per network and a total.
 
     Args:

@@ -131,7 +131,7 @@ def _atoms(expr, sizes):
     raise ValueError(f"unsupported assertion {head!r}; VNN-LIB uses and, or, <=, >=")
 
 
-def read_vnnlib(path):
+def read_vnnlib(path: str | Path) -> Property:
     """Read a VNN-LIB property file (``.vnnlib``, or gzip-compressed ``.vnnlib.gz``).
 
     Args:
@@ -169,7 +169,7 @@ def _read_text(path):
         raise ValueError(f"{path}: cannot read the VNN-LIB file: {reason}") from None
 
 
-def parse_vnnlib(text):
+def parse_vnnlib(text: str) -> Property:
     """Parse the text of a VNN-LIB property (see `read_vnnlib` for a file).
 
     An inequality whose variables all have coefficient zero is a constant comparison: always

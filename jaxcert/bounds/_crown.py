@@ -42,17 +42,20 @@ References:
   Massively Parallel Incomplete Verifiers", ICLR 2021.
 """
 
+from collections.abc import Sequence
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import ArrayLike
 
 from .._rounding import lowered
+from .._sets import InputSet
 from .._sharding import shard_batch, unpad
 from .._validate import check_choice, check_count
-from ..graph import read
+from ..graph import Network, read
 from ._ibp import RULES, ibp_environment
 from ._interval import Interval
 from ._linear import bias, transpose_rows
@@ -220,8 +223,15 @@ def _shape_result(net, bounds, C):
 
 
 def crown(
-    net, spec, C=None, *, relu="adaptive", intermediate="crown", chunk=None, lower_only=False
-):
+    net: Network,
+    spec: InputSet,
+    C: ArrayLike | None = None,
+    *,
+    relu: str = "adaptive",
+    intermediate: str | Sequence[Interval] = "crown",
+    chunk: int | None = None,
+    lower_only: bool = False,
+) -> Interval:
     """Linear relaxation bounds of the network's outputs (or of C @ outputs) over an input set.
 
     Args:
@@ -286,7 +296,9 @@ def _crown(net, spec, C, given, relu, intermediate, chunk, lower_only):
     return jax.vmap(one)(spec, C, given)
 
 
-def intermediate_bounds(net, spec, *, method="crown", relu="adaptive"):
+def intermediate_bounds(
+    net: Network, spec: InputSet, *, method: str = "crown", relu: str = "adaptive"
+) -> list[Interval]:
     """Bounds of every ReLU's input over an input set.
 
     Args:
@@ -320,8 +332,15 @@ def _intermediate(net, spec, method, relu):
 
 
 def alpha_crown(
-    net, spec, C=None, *, steps=20, optimizer=None, intermediate="crown", lower_only=False
-):
+    net: Network,
+    spec: InputSet,
+    C: ArrayLike | None = None,
+    *,
+    steps: int = 20,
+    optimizer: optax.GradientTransformation | None = None,
+    intermediate: str = "crown",
+    lower_only: bool = False,
+) -> Interval:
     """CROWN bounds with the lower slopes of unstable ReLUs optimised by gradient ascent.
 
     Every slope in [0, 1] gives a sound bound, so each output keeps the best bound seen; the

@@ -12,8 +12,11 @@ References:
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
+from .._sets import InputSet
 from .._sharding import shard_batch, unpad
+from ..graph import Network
 from ._interval import Interval, apply_spec, widened
 from ._linear import abs_linear, affine
 from ._spec import check_inputs
@@ -45,7 +48,7 @@ def ibp_environment(net, lower, upper):
     return net.interpret(Interval(lower, upper), RULES)[0]
 
 
-def ibp(net, spec, C=None):
+def ibp(net: Network, spec: InputSet, C: ArrayLike | None = None) -> Interval:
     """Interval bounds of the network's outputs (or of C @ outputs) over an input set.
 
     Args:

@@ -17,15 +17,18 @@ References:
   Adversarial Polytope", ICML 2018.
 """
 
+from collections.abc import Callable, Sequence
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 from ortools.math_opt.python import mathopt
 
 from .._rounding import lowered
-from .._sets import L1Ball, L2Ball
+from .._sets import InputSet, L1Ball, L2Ball
 from .._validate import check_choice
-from ..graph import read
+from ..graph import Network, Var, read
 from ._crown import intermediate_bounds
 from ._ibp import ibp_environment
 from ._interval import Interval
@@ -42,7 +45,14 @@ _SOLVERS = {"glop": mathopt.SolverType.GLOP, "highs": mathopt.SolverType.HIGHS}
 MARGIN = 1e-6
 
 
-def lp(net, spec, C=None, *, intermediate="ibp", solver="glop"):
+def lp(
+    net: Network,
+    spec: InputSet,
+    C: ArrayLike | None = None,
+    *,
+    intermediate: str | Sequence[Interval] = "ibp",
+    solver: str = "glop",
+) -> Interval:
     """Bounds of the network's outputs (or of C @ outputs) from the triangle LP relaxation.
 
     For each example and each row c_k of C, solves min and max of c_k^T f(z) over the LP
@@ -125,7 +135,13 @@ def triangle(model, v, lower, upper):
     return z
 
 
-def lp_model(net, example, relu_bounds, *, unstable_relu=triangle):
+def lp_model(
+    net: Network,
+    example: InputSet,
+    relu_bounds: Sequence[Interval] | None,
+    *,
+    unstable_relu: Callable = triangle,
+) -> tuple[mathopt.Model, dict[Var, list[mathopt.Variable]]]:
     """The MathOpt model of the network over one example's input set.
 
     Every scalar of every input-dependent value becomes a variable: a linear equation becomes
@@ -211,7 +227,9 @@ def _relu(model, v, bound, unstable_relu):
     return out
 
 
-def solve_rows(model, outputs, rows, solver):
+def solve_rows(
+    model: mathopt.Model, outputs: Sequence[mathopt.Variable], rows: ArrayLike, solver: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Safe lower and upper bounds of rows @ outputs over the model.
 
     `rows` is (K, len(outputs)); `solver` "glop" or "highs". Each LP is solved in float64, and
@@ -219,6 +237,18 @@ def solve_rows(model, outputs, rows, solver):
     let it err by far more than float32 rounding on networks with large weights): the bound is
     the Lagrangian bound of the solver's dual values, recomputed here (`_dual_bound`), then
     rounded outwards to float32.
+
+    Args:
+      model: the MathOpt model (`lp_model`); its objective is overwritten.
+      outputs: the model variables of the bounded values.
+      rows: the specification rows, shape (K, len(outputs)).
+      solver: "glop" or "highs".
+
+    Returns:
+      (lower, upper): NumPy arrays of shape (K,), float32 values held in float64.
+
+    Raises:
+      RuntimeError: when an LP does not terminate optimally (the reason is given).
     """
     constraints = _constraint_matrix(model)
     lower, upper = np.empty(len(rows)), np.empty(len(rows))

@@ -1,11 +1,16 @@
 """The margins of a classifier over an input set by any bound method, through one table."""
 
 from functools import partial
+from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
+from .._sets import InputSet
 from .._validate import check_choice
+from ..graph import Network
 from ._crown import alpha_crown, crown
 from ._ibp import ibp
 from ._lp import lp
@@ -22,7 +27,9 @@ _METHODS = {
 METHODS = tuple(_METHODS)
 
 
-def margins(net, spec, y, method="crown", **kw):
+def margins(
+    net: Network, spec: InputSet, y: ArrayLike, method: str = "crown", **kw: Any
+) -> jax.Array:
     """Lower bounds of the margins f_y(z) - f_j(z) over the input set, for every class j.
 
     Args:
@@ -65,7 +72,9 @@ def margins(net, spec, y, method="crown", **kw):
     return jnp.where(jnp.asarray(classes == y[:, None]), jnp.inf, lower)
 
 
-def certify(net, spec, y, method="crown", **kw):
+def certify(
+    net: Network, spec: InputSet, y: ArrayLike, method: str = "crown", **kw: Any
+) -> jax.Array:
     """Whether every input set is certified: all margin lower bounds are > 0.
 
     Args:

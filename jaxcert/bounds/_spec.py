@@ -1,8 +1,11 @@
 """Checks shared by the bound methods, and helpers for specification matrices."""
 
+import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from .._sets import InputSet
+from ..graph import Network
 
 
 def _identity(v):
@@ -25,8 +28,22 @@ def input_scale(example, a, window=_identity):
     return scale
 
 
-def check_inputs(net, spec, C=None):
-    """Validate the input set against the network, and C's shape (B, K, num_outputs)."""
+def check_inputs(net: Network, spec: InputSet, C: ArrayLike | None = None) -> None:
+    """Validate the input set against the network, and C's shape (B, K, num_outputs).
+
+    Args:
+      net: a traced network (`jaxcert.trace`).
+      spec: an input set over a batch of B inputs.
+      C: optional specification matrix (B, K, num_outputs).
+
+    Returns:
+      None.
+
+    Raises:
+      TypeError: `spec` is not an input set.
+      ValueError: the inputs of `spec` do not have the network's input shape, or C is not of
+        shape (B, K, num_outputs).
+    """
     if not isinstance(spec, InputSet):
         raise TypeError(
             f"spec must be an input set (LinfBall, L2Ball, L1Ball, Box), got {type(spec).__name__}"
@@ -62,8 +79,17 @@ def check_relu_bounds(net, spec, bounds):
             )
 
 
-def margin_matrix(y, num_classes):
-    """C with rows e_y - e_j for every j != y: shape (B, num_classes - 1, num_classes)."""
+def margin_matrix(y: ArrayLike, num_classes: int) -> jax.Array:
+    """C with rows e_y - e_j for every j != y: shape (B, num_classes - 1, num_classes).
+
+    Args:
+      y: the true classes, integers of shape (B,).
+      num_classes: number of classes.
+
+    Returns:
+      The specification matrix C, of shape (B, num_classes - 1, num_classes); the rows of each
+      image are in the order of the classes j != y, ascending.
+    """
     y = jnp.asarray(y)
     eye = jnp.eye(num_classes)
     others = jnp.array([[j for j in range(num_classes) if j != c] for c in range(num_classes)])

@@ -4,12 +4,17 @@ An exact verifier needs a binary variable for every unstable ReLU only, so these
 MILP time; training with `jaxcert.train.relu_stability` lowers them (Xiao et al., 2019).
 """
 
+import jax
 import jax.numpy as jnp
 
+from .._sets import InputSet
+from ..graph import Network
 from ._crown import intermediate_bounds
 
 
-def relu_counts(net, spec, *, method="crown"):
+def relu_counts(
+    net: Network, spec: InputSet, *, method: str = "crown"
+) -> list[dict[str, jax.Array]]:
     """Per ReLU layer and per input set: the numbers of active, inactive and unstable ReLUs.
 
     A ReLU is active when its input's lower bound is >= 0, inactive when otherwise the upper

@@ -1,11 +1,13 @@
 """The minimal l_inf distortion that changes a network's class, by bisection on eps."""
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from .._sets import LinfBall
+from ..graph import Network
 from ._verify import verify
 
 
@@ -27,7 +29,17 @@ class Distortion(NamedTuple):
     exact: bool
 
 
-def minimal_distortion(net, x, y, *, max_eps=1.0, tol=1e-3, lower=0.0, upper=1.0, **kwargs):
+def minimal_distortion(
+    net: Network,
+    x: ArrayLike,
+    y: ArrayLike,
+    *,
+    max_eps: float = 1.0,
+    tol: float = 1e-3,
+    lower: ArrayLike = 0.0,
+    upper: ArrayLike = 1.0,
+    **kwargs: Any,
+) -> list[Distortion]:
     """Bracket, per image, the smallest l_inf perturbation that changes the class y.
 
     Bisection on eps with `verify` (which decides each eps exactly): a verified eps raises the

@@ -39,6 +39,7 @@ from .._sets import Box, Property
 from .._validate import check_choice, check_count
 from ..attacks import pgd
 from ..bounds import Interval, crown, intermediate_bounds
+from ..graph import Network
 from ._encoding import milp_model
 from ._float64 import forward_float64
 from ._race import SOLVERS, Race, solve_here
@@ -62,8 +63,16 @@ class PropertyResult(NamedTuple):
     seconds: float
 
 
-def check_property_options(solver, time_limit, attack_steps):
+def check_property_options(solver: str, time_limit: float | None, attack_steps: int) -> None:
     """Refuse options of `verify_property` before any work (time_limit None: not checked).
+
+    Args:
+      solver: "race", "highs" or "scip".
+      time_limit: seconds (> 0), or None to leave it unchecked.
+      attack_steps: PGD steps (an integer >= 0).
+
+    Returns:
+      None.
 
     Raises:
       ValueError: a solver other than "race", "highs" or "scip", a time_limit that is not > 0, or
@@ -91,7 +100,15 @@ def tolerance(C, d, magnitude, dtype):
     return np.asarray(allowance(scale, dtype), np.float64) + FEASIBILITY
 
 
-def verify_property(net, prop, *, solver="race", time_limit=60.0, attack_steps=50, seed=0):
+def verify_property(
+    net: Network,
+    prop: Property,
+    *,
+    solver: str = "race",
+    time_limit: float = 60.0,
+    attack_steps: int = 50,
+    seed: int = 0,
+) -> PropertyResult:
     """Decide a `jaxcert.vnnlib.Property` on a traced network.
 
     For each case (an input box and its unsafe region): one CROWN pass bounds every row of every

@@ -30,13 +30,15 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 from ortools.math_opt.python import mathopt
 
 from .._rounding import allowance, rounded_box
-from .._sets import Box, L1Ball, LinfBall
+from .._sets import Box, InputSet, L1Ball, LinfBall
 from .._validate import check_choice, check_count
 from ..attacks import pgd
 from ..bounds import Interval, check_inputs, crown, intermediate_bounds, lp_model, margins
+from ..graph import Network
 from ._encoding import milp_model
 from ._encoding import tighten as tighten_bounds
 from ._float64 import forward_float64
@@ -84,19 +86,19 @@ class Verification(NamedTuple):
 
 
 def verify(
-    net,
-    spec,
-    y,
+    net: Network,
+    spec: InputSet,
+    y: ArrayLike,
     *,
-    solver="race",
-    time_limit=60.0,
-    bounds="crown",
-    threads=None,
-    mode="decide",
-    attack_steps=50,
-    tighten=False,
-    seed=0,
-):
+    solver: str = "race",
+    time_limit: float = 60.0,
+    bounds: str = "crown",
+    threads: int | None = None,
+    mode: str = "decide",
+    attack_steps: int = 50,
+    tighten: bool = False,
+    seed: int = 0,
+) -> list[Verification]:
     """Decide, image by image, whether any input in the set changes the network's class.
 
     Args:
@@ -226,7 +228,15 @@ def _attack(net, spec, y, steps, seed):
     return np.asarray(z), np.asarray(loss)
 
 
-def margin_optima(net, spec, y, *, solver="scip", time_limit=60.0, bounds="crown"):
+def margin_optima(
+    net: Network,
+    spec: InputSet,
+    y: ArrayLike,
+    *,
+    solver: str = "scip",
+    time_limit: float = 60.0,
+    bounds: str = "crown",
+) -> tuple[np.ndarray, np.ndarray]:
     """The LP relaxation's and the MILP's minimum of f_y - f_j, for every class j.
 
     Both use the same intermediate bounds, so LP <= MILP, and the MILP optimum is the exact

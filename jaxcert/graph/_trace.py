@@ -16,6 +16,7 @@ example at a time (the trace is taken with a batch of one), and vmap over images
 
 import itertools
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.extend import core
+from jax.typing import ArrayLike
 
 try:  # source lines for error messages; a private helper, so optional
     from jax._src import source_info_util as _source_info
@@ -155,7 +157,16 @@ class Graph:
     output_var: Var
 
 
-def read(env, ref):
+def read(env: Mapping[Var, Any], ref: Var | Literal) -> Any:
+    """The value of an equation's operand: a literal's value, or a variable's value in `env`.
+
+    Args:
+      env: the values of the variables, e.g. as `Network.interpret` builds them.
+      ref: an operand of an equation (`Equation.inputs`): a `Var` or a literal constant.
+
+    Returns:
+      The literal's value, or `env[ref]`.
+    """
     return ref.value if isinstance(ref, Literal) else env[ref]
 
 
@@ -164,7 +175,7 @@ def evaluate(eq, values):
     return bind(eq.primitive, values, eq.params)
 
 
-def bind(primitive, values, params):
+def bind(primitive: Any, values: Sequence[Any], params: Mapping[str, Any]) -> Any:
     """`primitive.bind(*values, **params)`, except that `reduce_window_sum` (average pooling)
     is computed as a sum of strided slices of the explicitly padded operand.
 
@@ -172,6 +183,15 @@ def bind(primitive, values, params):
     pooling with SAME padding, window 2x2, stride 2, on a 2x1 image: errors of order 1), and
     the bound methods evaluate the network's equations batched over images and vmapped; the
     slices give the same sums in every batch (`tests/test_ibp.py` rebuilds the case).
+
+    Args:
+      primitive: a JAX primitive (`Equation.primitive`).
+      values: its operands.
+      params: its parameters (`Equation.params`).
+
+    Returns:
+      The primitive's result: an array, or a list of arrays for a primitive with
+      `multiple_results`.
     """
     if primitive.name == "reduce_window_sum":
         return _window_sum(*values, **params)
@@ -194,7 +214,7 @@ def _window_sum(operand, window_dimensions, window_strides, padding, base_dilati
     return total
 
 
-def trace(apply_fn, params, x_example):
+def trace(apply_fn: Callable, params: Any, x_example: ArrayLike) -> Network:
     """Trace `apply_fn(params, x)` into a `Network` that the bound methods can read.
 
     Args:

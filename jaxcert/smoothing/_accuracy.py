@@ -4,11 +4,12 @@ import math
 from typing import NamedTuple
 
 import numpy as np
+from jax.typing import ArrayLike
 
 from .. import _validate
 
 
-def certified_accuracy(radius, correct, radii):
+def certified_accuracy(radius: ArrayLike, correct: ArrayLike, radii: ArrayLike) -> np.ndarray:
     """Fraction of test points certified correct at each radius.
 
     A point counts at radius r when its prediction equals its label and its certified radius is
@@ -30,7 +31,9 @@ def certified_accuracy(radius, correct, radii):
     return np.mean(correct[None, :] & (radius[None, :] >= radii[:, None]), axis=1)
 
 
-def certified_accuracy_lower_bound(accuracy, num_points, alpha, rho=0.001):
+def certified_accuracy_lower_bound(
+    accuracy: ArrayLike, num_points: int, alpha: float, rho: float = 0.001
+) -> np.ndarray:
     """A 1 - rho lower bound of the true certified accuracy, from the empirical one.
 
     Each certificate is wrong with probability at most alpha, independently across test points,
@@ -68,7 +71,9 @@ class AccuracyTable(NamedTuple):
     num_points: int
 
 
-def certified_accuracy_table(radius, correct, radii, *, alpha, rho=0.001):
+def certified_accuracy_table(
+    radius: ArrayLike, correct: ArrayLike, radii: ArrayLike, *, alpha: float, rho: float = 0.001
+) -> AccuracyTable:
     """`certified_accuracy` at each radius together with `certified_accuracy_lower_bound`.
 
     Args:

@@ -1,9 +1,11 @@
 """CERTIFY and PREDICT of Cohen, Rosenfeld and Kolter (2019), over a batch of images."""
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike, DTypeLike
 
 from .. import _validate
 from ..stats import binom_pvalue, lower_bound_pair
@@ -40,23 +42,23 @@ FIRST_LOOK = 100  # estimation samples at the first look of `certify(target_radi
 
 
 def certify(
-    apply_fn,
-    params,
-    x,
-    key,
+    apply_fn: Callable,
+    params: Any,
+    x: ArrayLike,
+    key: jax.Array,
     *,
-    sigma,
-    num_classes,
-    n0=100,
-    n=100_000,
-    alpha=0.001,
-    batch_size=None,
-    noise="gaussian",
-    pb_upper=False,
-    compute_dtype=None,
-    target_radius=None,
-    shared_noise=False,
-):
+    sigma: float,
+    num_classes: int,
+    n0: int = 100,
+    n: int = 100_000,
+    alpha: float = 0.001,
+    batch_size: int | None = None,
+    noise: str = "gaussian",
+    pb_upper: bool = False,
+    compute_dtype: DTypeLike | None = None,
+    target_radius: float | None = None,
+    shared_noise: bool = False,
+) -> Certificate:
     """Certify the smoothed classifier g(x) = argmax_c P(f(x + noise) = c) on a batch of images.
 
     For each image: the top class cA of n0 selection samples; then n fresh estimation samples
@@ -227,20 +229,20 @@ def _two_class_radius(counts, selected, n, alpha, sigma):
 
 
 def predict(
-    apply_fn,
-    params,
-    x,
-    key,
+    apply_fn: Callable,
+    params: Any,
+    x: ArrayLike,
+    key: jax.Array,
     *,
-    sigma,
-    num_classes,
-    n=1000,
-    alpha=0.001,
-    batch_size=None,
-    noise="gaussian",
-    compute_dtype=None,
-    shared_noise=False,
-):
+    sigma: float,
+    num_classes: int,
+    n: int = 1000,
+    alpha: float = 0.001,
+    batch_size: int | None = None,
+    noise: str = "gaussian",
+    compute_dtype: DTypeLike | None = None,
+    shared_noise: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     """PREDICT: the smoothed classifier's class, or ABSTAIN (-1) when the vote is too close.
 
     Counts n noisy samples per image; with top two counts nA > nB, returns the top class if the
@@ -294,7 +296,7 @@ def predict(
     return prediction, counts
 
 
-def radius_cap(sigma, n, alpha, noise="gaussian"):
+def radius_cap(sigma: float, n: int, alpha: float, noise: str = "gaussian") -> float:
     """The largest radius `certify` can return with n samples: every sample votes for cA.
 
     Then pA_lower = alpha^(1/n), so for Gaussian noise the cap is sigma * Phi^{-1}(alpha^(1/n)):

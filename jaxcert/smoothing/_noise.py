@@ -51,8 +51,18 @@ NOISES = {
 }
 
 
-def get_noise(name):
-    """The `Noise` called `name`, or a ValueError listing the choices."""
+def get_noise(name: str) -> Noise:
+    """The `Noise` called `name`, or a ValueError listing the choices.
+
+    Args:
+      name: "gaussian", "laplace" or "uniform" (a key of `NOISES`).
+
+    Returns:
+      The `Noise`.
+
+    Raises:
+      ValueError: an unknown name.
+    """
     if name not in NOISES:
         raise ValueError(f"noise must be one of {sorted(NOISES)}, got {name!r}")
     return NOISES[name]

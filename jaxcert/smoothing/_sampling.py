@@ -2,12 +2,15 @@
 
 import functools
 import math
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax.errors import FlaxError
 from jax import lax
 from jax.sharding import PartitionSpec as P
+from jax.typing import ArrayLike, DTypeLike
 
 from .. import _validate
 from .._sharding import check_same_on_all_processes, device_count, mesh
@@ -102,20 +105,20 @@ def chunk_size(batch_size, num_images, num):
 
 
 def sample_counts(
-    apply_fn,
-    params,
-    x,
-    key,
+    apply_fn: Callable,
+    params: Any,
+    x: ArrayLike,
+    key: jax.Array,
     *,
-    sigma,
-    num,
-    num_classes,
-    batch_size=None,
-    noise="gaussian",
-    compute_dtype=None,
-    start=0,
-    shared_noise=False,
-):
+    sigma: float,
+    num: int,
+    num_classes: int,
+    batch_size: int | None = None,
+    noise: str = "gaussian",
+    compute_dtype: DTypeLike | None = None,
+    start: int = 0,
+    shared_noise: bool = False,
+) -> jax.Array:
     """Count the base classifier's predictions on `num` noisy copies of each image.
 
     Noise generation and classifier evaluation are fused in one jitted function, vmapped over the

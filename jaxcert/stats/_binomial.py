@@ -17,6 +17,7 @@ import math
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.typing import ArrayLike
 
 from .. import _validate
 from ._beta import _bd0, _stirlerr, beta_tails
@@ -73,7 +74,7 @@ def _first_true(predicate, lo, hi):
     return lax.fori_loop(0, 64, body, (lo, hi + 1.0))[0]
 
 
-def binom_pvalue(k, n, p=0.5):
+def binom_pvalue(k: ArrayLike, n: ArrayLike, p: ArrayLike = 0.5) -> jax.Array:
     """Two-sided exact binomial test p-value of k successes in n trials against proportion p.
 
     Equal to `scipy.stats.binomtest(k, n, p).pvalue`, rounded up: never below the exact value.

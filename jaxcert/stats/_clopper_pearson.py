@@ -14,6 +14,7 @@ References:
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from .. import _validate
 from ._beta import beta_isf
@@ -21,7 +22,7 @@ from ._float64 import check_trials, down, in_float64, require_float64, slack, up
 
 
 @jax.jit
-def lower_bound_pair(k, n, alpha):
+def lower_bound_pair(k: ArrayLike, n: ArrayLike, alpha: ArrayLike) -> tuple[jax.Array, jax.Array]:
     """The one-sided 1 - alpha lower bound as a pair (p_lower, 1 - p_lower), in float64.
 
     Both members are accurate to their own relative precision: near 1 it is the complement
@@ -29,6 +30,17 @@ def lower_bound_pair(k, n, alpha):
     there). Both are rounded outward: p_lower never above the exact bound, the complement never
     below the exact complement. Pure JAX, no argument checks: jit-able and batched by
     broadcasting; needs x64 (TypeError otherwise).
+
+    Args:
+      k: successes, integer-valued array with 0 <= k <= n.
+      n: trials, integer-valued array with 1 <= n <= 2^53.
+      alpha: error level in (0, 1).
+
+    Returns:
+      `(p_lower, 1 - p_lower)`, float64 arrays of the broadcast shape of the arguments.
+
+    Raises:
+      TypeError: x64 is disabled.
     """
     require_float64()
     k, n, alpha = (jnp.asarray(v, jnp.float64) for v in (k, n, alpha))
@@ -51,7 +63,7 @@ def lower_bound_pair(k, n, alpha):
     return jnp.clip(lower, 0.0, 1.0), jnp.clip(complement, 0.0, 1.0)
 
 
-def lower_confidence_bound(k, n, alpha):
+def lower_confidence_bound(k: ArrayLike, n: ArrayLike, alpha: ArrayLike) -> jax.Array:
     """One-sided 1 - alpha Clopper-Pearson lower bound of a binomial proportion.
 
     This is Cohen et al.'s pA_lower (statsmodels `proportion_confint(k, n, alpha=2 * alpha,
@@ -83,7 +95,7 @@ def lower_confidence_bound(k, n, alpha):
     return in_float64(lambda *args: lower_bound_pair(*args)[:1], [-1], k, n, alpha)[0]
 
 
-def upper_confidence_bound(k, n, alpha):
+def upper_confidence_bound(k: ArrayLike, n: ArrayLike, alpha: ArrayLike) -> jax.Array:
     """One-sided 1 - alpha Clopper-Pearson upper bound of a binomial proportion.
 
     Computed as `lower_confidence_bound` is, and rounded up: never below the exact bound.
@@ -108,7 +120,7 @@ def upper_confidence_bound(k, n, alpha):
     return in_float64(upper, [1], k, n, alpha)[0]
 
 
-def clopper_pearson(k, n, alpha):
+def clopper_pearson(k: ArrayLike, n: ArrayLike, alpha: ArrayLike) -> tuple[jax.Array, jax.Array]:
     """Two-sided 1 - alpha Clopper-Pearson interval (each side at level alpha / 2).
 
     Computed as `lower_confidence_bound` is; the lower end rounded down, the upper end up.

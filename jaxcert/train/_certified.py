@@ -16,9 +16,13 @@ References:
   A. Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks", ICLR 2018.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike
 
 from .._sets import LinfBall
 from ..attacks import margin_loss, pgd
@@ -26,7 +30,7 @@ from ..bounds import crown, ibp, intermediate_bounds, margin_matrix
 from ..graph import trace
 
 
-def worst_case_logits(margin_lower, y, num_classes):
+def worst_case_logits(margin_lower: jax.Array, y: jax.Array, num_classes: int) -> jax.Array:
     """Logits z with z_y = 0 and z_j = -(lower bound of f_y - f_j) for j != y.
 
     Cross-entropy of these logits bounds the cross-entropy of every logit vector in the set
@@ -71,7 +75,17 @@ def _robust_loss(logits, margins, y, kappa, **verified):
     return kappa * clean + (1 - kappa) * robust, aux
 
 
-def ibp_loss(apply_fn, params, x, y, eps, kappa=0.5, *, lower=0.0, upper=1.0):
+def ibp_loss(
+    apply_fn: Callable,
+    params: Any,
+    x: jax.Array,
+    y: jax.Array,
+    eps: ArrayLike,
+    kappa: float = 0.5,
+    *,
+    lower: ArrayLike = 0.0,
+    upper: ArrayLike = 1.0,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """kappa * clean cross-entropy + (1 - kappa) * cross-entropy of the IBP worst-case logits.
 
     Pure, jit-able and differentiable in params (the model is traced inside the loss).
@@ -100,7 +114,18 @@ def ibp_loss(apply_fn, params, x, y, eps, kappa=0.5, *, lower=0.0, upper=1.0):
     return _robust_loss(logits, margins, y, kappa, ibp_verified=margins)
 
 
-def crown_ibp_loss(apply_fn, params, x, y, eps, kappa=0.0, beta=1.0, *, lower=0.0, upper=1.0):
+def crown_ibp_loss(
+    apply_fn: Callable,
+    params: Any,
+    x: jax.Array,
+    y: jax.Array,
+    eps: ArrayLike,
+    kappa: float = 0.0,
+    beta: float = 1.0,
+    *,
+    lower: ArrayLike = 0.0,
+    upper: ArrayLike = 1.0,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Robust cross-entropy on margin bounds beta * CROWN-IBP + (1 - beta) * IBP.
 
     CROWN-IBP bounds the margins by one CROWN backward pass from the output, with interval
@@ -132,7 +157,17 @@ def crown_ibp_loss(apply_fn, params, x, y, eps, kappa=0.0, beta=1.0, *, lower=0.
     )
 
 
-def dual_loss(apply_fn, params, x, y, eps, kappa=0.0, *, lower=0.0, upper=1.0):
+def dual_loss(
+    apply_fn: Callable,
+    params: Any,
+    x: jax.Array,
+    y: jax.Array,
+    eps: ArrayLike,
+    kappa: float = 0.0,
+    *,
+    lower: ArrayLike = 0.0,
+    upper: ArrayLike = 1.0,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Robust cross-entropy on the margin bounds of the dual network of Wong and Kolter.
 
     The dual network's objective equals CROWN with the upper line's slope as the lower slope
@@ -159,20 +194,20 @@ def dual_loss(apply_fn, params, x, y, eps, kappa=0.0, *, lower=0.0, upper=1.0):
 
 
 def pgd_loss(
-    apply_fn,
-    params,
-    x,
-    y,
-    key,
-    eps,
-    kappa=0.0,
+    apply_fn: Callable,
+    params: Any,
+    x: jax.Array,
+    y: jax.Array,
+    key: jax.Array,
+    eps: ArrayLike,
+    kappa: float = 0.0,
     *,
-    norm="linf",
-    steps=10,
-    step_size=None,
-    lower=0.0,
-    upper=1.0,
-):
+    norm: str = "linf",
+    steps: int = 10,
+    step_size: ArrayLike | None = None,
+    lower: ArrayLike = 0.0,
+    upper: ArrayLike = 1.0,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Cross-entropy at the points PGD finds by ascending it (adversarial training).
 
     The attack's points are constants for the gradient (Danskin's theorem, as in Madry et al.).
@@ -217,7 +252,16 @@ def pgd_loss(
     return kappa * clean + (1 - kappa) * adversarial, aux
 
 
-def relu_stability(apply_fn, params, x, eps, *, bounds="ibp", lower=0.0, upper=1.0):
+def relu_stability(
+    apply_fn: Callable,
+    params: Any,
+    x: jax.Array,
+    eps: ArrayLike,
+    *,
+    bounds: str = "ibp",
+    lower: ArrayLike = 0.0,
+    upper: ArrayLike = 1.0,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The ReLU-stability loss: mean over the batch of sum over ReLUs of -tanh(1 + l * u).
 
     l and u bound each ReLU's input over the l_inf ball; the loss rewards l * u > 0 (a stable
@@ -246,7 +290,7 @@ def relu_stability(apply_fn, params, x, eps, *, bounds="ibp", lower=0.0, upper=1
     return jnp.mean(loss), {"unstable": jnp.mean(unstable)}
 
 
-def l1_penalty(params):
+def l1_penalty(params: Any) -> jax.Array:
     """Sum of absolute weights over every parameter array with two or more axes (no biases).
 
     Xiao et al. (2019) pair it with `relu_stability`: sparse weights give tighter bounds.
@@ -261,7 +305,9 @@ def l1_penalty(params):
     return sum(jnp.sum(jnp.abs(w)) for w in leaves)
 
 
-def ramp_schedule(end_value, warmup_steps, ramp_steps, start_value=0.0):
+def ramp_schedule(
+    end_value: float, warmup_steps: int, ramp_steps: int, start_value: float = 0.0
+) -> optax.Schedule:
     """start_value for `warmup_steps`, then linear to end_value over `ramp_steps`, then flat.
 
     The eps and kappa schedule of Gowal et al. (2018).

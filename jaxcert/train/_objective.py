@@ -1,5 +1,10 @@
 """One training loss per method (with optional ReLU-stability and L1 terms) and its schedules."""
 
+from collections.abc import Callable
+
+import optax
+from jax.typing import ArrayLike
+
 from .. import _validate
 from ._certified import (
     crown_ibp_loss,
@@ -16,15 +21,15 @@ METHODS = ("standard", "gaussian", "pgd", "ibp", "crown-ibp", "dual")
 
 
 def training_loss(
-    method,
+    method: str,
     *,
-    relu_stability_weight=0.0,
-    l1_weight=0.0,
-    stability_bounds="ibp",
-    pgd_steps=10,
-    lower=0.0,
-    upper=1.0,
-):
+    relu_stability_weight: float = 0.0,
+    l1_weight: float = 0.0,
+    stability_bounds: str = "ibp",
+    pgd_steps: int = 10,
+    lower: ArrayLike = 0.0,
+    upper: ArrayLike = 1.0,
+) -> Callable:
     """The loss of a training method, ready for `fit` and `make_train_step`.
 
     Methods: "standard" (cross-entropy), "gaussian" (noise augmentation for randomized
@@ -82,7 +87,15 @@ def training_loss(
     return loss_fn
 
 
-def ramp_schedules(method, eps, total_steps, *, kappa=0.5, warmup=0.1, ramp=0.5):
+def ramp_schedules(
+    method: str,
+    eps: float,
+    total_steps: int,
+    *,
+    kappa: float = 0.5,
+    warmup: float = 0.1,
+    ramp: float = 0.5,
+) -> dict[str, float | optax.Schedule]:
     """The usual schedules of certified training, as `fit` keyword arguments.
 
     eps is 0 for the first `warmup` fraction of the steps, then grows linearly to its final value

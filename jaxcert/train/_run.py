@@ -2,7 +2,9 @@
 and the robust accuracies a run reports after each epoch."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -19,9 +21,12 @@ _CHECKPOINT = "checkpoint.msgpack"
 _CHECKPOINT_SETTINGS = "checkpoint.json"
 
 
-def train_model(train_x, train_y, *, spec, epochs, seed, batch_size=128, lr=1e-3, label="train",
-                loss_fn=gaussian_augmentation_loss, on_epoch=None, checkpoints=None,
-                settings=None, resume=False, **loss_kwargs):  # fmt: skip
+def train_model(train_x: np.ndarray, train_y: np.ndarray, *, spec: dict, epochs: int, seed: int,
+                batch_size: int = 128, lr: float = 1e-3, label: str = "train",
+                loss_fn: Callable = gaussian_augmentation_loss,
+                on_epoch: Callable[[int, Callable, Any, float, dict], str] | None = None,
+                checkpoints: str | Path | None = None, settings: dict | None = None,
+                resume: bool = False, **loss_kwargs: Any) -> tuple[Callable, Any]:  # fmt: skip
     """Initialise a model from its architecture dict `spec` (`jaxcert.models.init_model`) and
     train it with Adam (Gaussian augmentation by default), with a progress bar.
 
@@ -73,8 +78,15 @@ def train_model(train_x, train_y, *, spec, epochs, seed, batch_size=128, lr=1e-3
     return apply_fn, params
 
 
-def has_checkpoint(directory):
-    """Whether `directory` holds the checkpoint of a run (`train_model(checkpoints=...)`)."""
+def has_checkpoint(directory: str | Path) -> bool:
+    """Whether `directory` holds the checkpoint of a run (`train_model(checkpoints=...)`).
+
+    Args:
+      directory: the run's checkpoint directory.
+
+    Returns:
+      True when the directory holds a checkpoint's settings file.
+    """
     return (Path(directory) / _CHECKPOINT_SETTINGS).is_file()
 
 
@@ -95,8 +107,23 @@ def _load_checkpoint(directory, settings, params, optimizer):
     return state["params"], state["opt_state"], epoch + 1
 
 
-def robust_accuracies(apply_fn, params, x, y, eps):
-    """Clean, PGD (20 steps, Madry et al.) and IBP-verified accuracy at l_inf radius eps."""
+def robust_accuracies(
+    apply_fn: Callable, params: Any, x: np.ndarray, y: np.ndarray, eps: float
+) -> tuple[float, float, float]:
+    """Clean, PGD (20 steps, Madry et al.) and IBP-verified accuracy at l_inf radius eps.
+
+    Args:
+      apply_fn: the classifier, `apply_fn(params, x) -> logits`, built from layers that
+        `jaxcert.trace` supports.
+      params: its parameters.
+      x: inputs (B, ...), in [0, 1].
+      y: integer labels (B,).
+      eps: the l_inf radius (>= 0).
+
+    Returns:
+      (clean, pgd, verified): the fractions of the inputs classified correctly, that the PGD
+      attack fails to misclassify, and that IBP verifies.
+    """
     net = graph.trace(apply_fn, params, x[:1])
     _, attack = attacks.pgd(apply_fn, params, x, y, jax.random.key(0), eps, steps=20)
     verified = bounds.certify(net, LinfBall(x, eps), y, method="ibp")
