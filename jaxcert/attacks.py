@@ -44,23 +44,10 @@ def margin_loss(logits: jax.Array, y: jax.Array) -> jax.Array:
     return jnp.max(others, axis=1) - own
 
 
-def pgd(
-    apply_fn: Callable,
-    params: Any,
-    x: ArrayLike,
-    y: ArrayLike,
-    key: jax.Array,
-    eps: ArrayLike,
-    *,
-    norm: str = "linf",
-    steps: int = 40,
-    step_size: ArrayLike | None = None,
-    restarts: int = 1,
-    objective: str = "margin",
-    random_start: bool = False,
-    lower: ArrayLike = 0.0,
-    upper: ArrayLike = 1.0,
-) -> tuple[jax.Array, jax.Array]:
+def pgd(apply_fn: Callable, params: Any, x: ArrayLike, y: ArrayLike, key: jax.Array,
+        eps: ArrayLike, *, norm: str = "linf", steps: int = 40, step_size: ArrayLike | None = None,
+        restarts: int = 1, objective: str = "margin", random_start: bool = False,
+        lower: ArrayLike = 0.0, upper: ArrayLike = 1.0) -> tuple[jax.Array, jax.Array]:  # fmt: skip
     """The worst inputs PGD finds in {z : ||z - x|| <= eps, lower <= z <= upper}.
 
     Args:

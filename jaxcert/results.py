@@ -103,15 +103,24 @@ def radius_and_correct(rows: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, n
     return radius, correct
 
 
-def _smoothing_rows(indices, seed, images_per_step, label, on_row, evaluate):
-    """Run `evaluate(group, keys)` -> rows over groups of image indices, with a progress bar."""
+def _smoothing_rows(labels, indices, seed, images_per_step, label, on_row, evaluate):
+    """Rows over groups of image indices, with a progress bar: `evaluate(group, keys)` gives
+    the group's predictions and each image's own columns; every row also gets idx, label,
+    predict, correct, time (the group's seconds per image) and seed."""
     root = jax.random.key(seed)
     rows = []
     with Progress(len(indices), label) as bar:
         for start in range(0, len(indices), images_per_step):
             group = np.asarray(indices[start : start + images_per_step])
             keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(root, group)
-            for row in evaluate(group, keys):
+            began = time.perf_counter()
+            predictions, columns = evaluate(group, keys)
+            predictions = np.asarray(predictions)
+            seconds = (time.perf_counter() - began) / len(group)
+            for idx, p, own in zip(group, predictions, columns):
+                row = {"idx": int(idx), "label": int(labels[idx]), "predict": int(p),
+                       "correct": int(p == labels[idx]), "time": repr(float(seconds)), **own,
+                       "seed": seed}  # fmt: skip
                 rows.append(row)
                 if on_row is not None:
                     on_row(row)
@@ -152,29 +161,22 @@ def certify_rows(apply_fn: Callable, params: Any, images: np.ndarray, labels: np
     """
 
     def evaluate(group, keys):
-        began = time.perf_counter()
         cert = smoothing.certify(apply_fn, params, images[group], keys, sigma=sigma,
                                  num_classes=data.num_classes, n0=n0, n=n, alpha=alpha,
                                  batch_size=batch_size, noise=noise,
                                  target_radius=target_radius)  # fmt: skip
-        seconds = (time.perf_counter() - began) / len(group)
-        return [
+        columns = [
             {
-                "idx": int(idx),
-                "label": int(labels[idx]),
-                "predict": int(cert.prediction[j]),
                 "radius": repr(float(cert.radius[j])),
-                "correct": int(cert.prediction[j] == labels[idx]),
-                "time": repr(float(seconds)),
                 "nA": int(cert.counts[j, cert.selected[j]]),
                 "n": int(cert.num_samples[j]) - n0,
                 "pA_lower": repr(float(cert.p_lower[j])),
-                "seed": seed,
             }
-            for j, idx in enumerate(group)
+            for j in range(len(group))
         ]
+        return cert.prediction, columns
 
-    return _smoothing_rows(indices, seed, images_per_step, label, on_row, evaluate)
+    return _smoothing_rows(labels, indices, seed, images_per_step, label, on_row, evaluate)
 
 
 def predict_rows(apply_fn: Callable, params: Any, images: np.ndarray, labels: np.ndarray,
@@ -186,12 +188,8 @@ def predict_rows(apply_fn: Callable, params: Any, images: np.ndarray, labels: np
     columns plus the two top counts; `on_row(row)` as each group finishes.
 
     Args:
-      apply_fn: the base classifier, `apply_fn(params, x) -> logits` on a batch.
-      params: its parameters.
-      images: the data set's images (N, ...).
-      labels: their integer labels (N,).
-      indices: the indices of the images to classify; image `idx` draws its noise from
-        `fold_in(key(seed), idx)`.
+      apply_fn, params, images, labels, indices: as in `certify_rows` (the indices of the
+        images to classify).
       sigma, n, alpha, batch_size, noise: as in `jaxcert.smoothing.predict`.
       seed: the seed of the noise, written in each row.
       images_per_step: images classified together.
@@ -203,29 +201,14 @@ def predict_rows(apply_fn: Callable, params: Any, images: np.ndarray, labels: np
     """
 
     def evaluate(group, keys):
-        began = time.perf_counter()
         prediction, counts = smoothing.predict(apply_fn, params, images[group], keys,
                                                sigma=sigma, num_classes=data.num_classes, n=n,
                                                alpha=alpha, batch_size=batch_size,
                                                noise=noise)  # fmt: skip
-        seconds = (time.perf_counter() - began) / len(group)
-        top = np.sort(counts, axis=1)[:, ::-1]
-        return [
-            {
-                "idx": int(idx),
-                "label": int(labels[idx]),
-                "predict": int(prediction[j]),
-                "correct": int(prediction[j] == labels[idx]),
-                "time": repr(float(seconds)),
-                "nA": int(top[j, 0]),
-                "nB": int(top[j, 1]),
-                "n": n,
-                "seed": seed,
-            }
-            for j, idx in enumerate(group)
-        ]
+        top = np.sort(np.asarray(counts), axis=1)[:, ::-1]
+        return prediction, [{"nA": int(a), "nB": int(b), "n": n} for a, b in top[:, :2]]
 
-    return _smoothing_rows(indices, seed, images_per_step, "predict", on_row, evaluate)
+    return _smoothing_rows(labels, indices, seed, images_per_step, "predict", on_row, evaluate)
 
 
 def verify_rows(

@@ -80,15 +80,8 @@ def load_network(path: str | Path) -> Network:
     return trace(apply_fn, params, np.zeros((1, *apply_fn.input_shape), np.float32))
 
 
-def run_instance(
-    net: Network,
-    vnnlib_path: str | Path,
-    *,
-    timeout: float,
-    solver: str = "race",
-    attack_steps: int = 50,
-    seed: int = 0,
-) -> PropertyResult:
+def run_instance(net: Network, vnnlib_path: str | Path, *, timeout: float, solver: str = "race",
+                 attack_steps: int = 50, seed: int = 0) -> PropertyResult:  # fmt: skip
     """Decide one property file on a loaded network, in this process.
 
     The limit is kept between phases (`jaxcert.exact.verify_property`), not inside a compiled
@@ -118,15 +111,9 @@ def run_instance(
     return result._replace(seconds=time.perf_counter() - began)
 
 
-def run_isolated(
-    onnx_path: str | Path,
-    vnnlib_path: str | Path,
-    *,
-    timeout: float,
-    solver: str = "race",
-    attack_steps: int = 50,
-    seed: int = 0,
-) -> PropertyResult:
+def run_isolated(onnx_path: str | Path, vnnlib_path: str | Path, *, timeout: float,
+                 solver: str = "race", attack_steps: int = 50, seed: int = 0
+                 ) -> PropertyResult:  # fmt: skip
     """Decide one instance in a worker process that is killed if it overruns the limit.
 
     Args:

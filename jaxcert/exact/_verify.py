@@ -85,20 +85,10 @@ class Verification(NamedTuple):
     binaries: int
 
 
-def verify(
-    net: Network,
-    spec: InputSet,
-    y: ArrayLike,
-    *,
-    solver: str = "race",
-    time_limit: float = 60.0,
-    bounds: str = "crown",
-    threads: int | None = None,
-    mode: str = "decide",
-    attack_steps: int = 50,
-    tighten: bool = False,
-    seed: int = 0,
-) -> list[Verification]:
+def verify(net: Network, spec: InputSet, y: ArrayLike, *, solver: str = "race",
+           time_limit: float = 60.0, bounds: str = "crown", threads: int | None = None,
+           mode: str = "decide", attack_steps: int = 50, tighten: bool = False, seed: int = 0
+           ) -> list[Verification]:  # fmt: skip
     """Decide, image by image, whether any input in the set changes the network's class.
 
     Args:
@@ -228,15 +218,9 @@ def _attack(net, spec, y, steps, seed):
     return np.asarray(z), np.asarray(loss)
 
 
-def margin_optima(
-    net: Network,
-    spec: InputSet,
-    y: ArrayLike,
-    *,
-    solver: str = "scip",
-    time_limit: float = 60.0,
-    bounds: str = "crown",
-) -> tuple[np.ndarray, np.ndarray]:
+def margin_optima(net: Network, spec: InputSet, y: ArrayLike, *, solver: str = "scip",
+                  time_limit: float = 60.0, bounds: str = "crown"
+                  ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """The LP relaxation's and the MILP's minimum of f_y - f_j, for every class j.
 
     Both use the same intermediate bounds, so LP <= MILP, and the MILP optimum is the exact

@@ -41,24 +41,11 @@ class Certificate(NamedTuple):
 FIRST_LOOK = 100  # estimation samples at the first look of `certify(target_radius=...)`
 
 
-def certify(
-    apply_fn: Callable,
-    params: Any,
-    x: ArrayLike,
-    key: jax.Array,
-    *,
-    sigma: float,
-    num_classes: int,
-    n0: int = 100,
-    n: int = 100_000,
-    alpha: float = 0.001,
-    batch_size: int | None = None,
-    noise: str = "gaussian",
-    pb_upper: bool = False,
-    compute_dtype: DTypeLike | None = None,
-    target_radius: float | None = None,
-    shared_noise: bool = False,
-) -> Certificate:
+def certify(apply_fn: Callable, params: Any, x: ArrayLike, key: jax.Array, *, sigma: float,
+            num_classes: int, n0: int = 100, n: int = 100_000, alpha: float = 0.001,
+            batch_size: int | None = None, noise: str = "gaussian", pb_upper: bool = False,
+            compute_dtype: DTypeLike | None = None, target_radius: float | None = None,
+            shared_noise: bool = False) -> Certificate:  # fmt: skip
     """Certify the smoothed classifier g(x) = argmax_c P(f(x + noise) = c) on a batch of images.
 
     For each image: the top class cA of n0 selection samples; then n fresh estimation samples
@@ -228,21 +215,10 @@ def _two_class_radius(counts, selected, n, alpha, sigma):
     return np.asarray(p_lower), np.asarray(radius), np.asarray(p_lower > p_b)
 
 
-def predict(
-    apply_fn: Callable,
-    params: Any,
-    x: ArrayLike,
-    key: jax.Array,
-    *,
-    sigma: float,
-    num_classes: int,
-    n: int = 1000,
-    alpha: float = 0.001,
-    batch_size: int | None = None,
-    noise: str = "gaussian",
-    compute_dtype: DTypeLike | None = None,
-    shared_noise: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
+def predict(apply_fn: Callable, params: Any, x: ArrayLike, key: jax.Array, *, sigma: float,
+            num_classes: int, n: int = 1000, alpha: float = 0.001, batch_size: int | None = None,
+            noise: str = "gaussian", compute_dtype: DTypeLike | None = None,
+            shared_noise: bool = False) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """PREDICT: the smoothed classifier's class, or ABSTAIN (-1) when the vote is too close.
 
     Counts n noisy samples per image; with top two counts nA > nB, returns the top class if the

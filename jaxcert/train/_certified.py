@@ -75,17 +75,9 @@ def _robust_loss(logits, margins, y, kappa, **verified):
     return kappa * clean + (1 - kappa) * robust, aux
 
 
-def ibp_loss(
-    apply_fn: Callable,
-    params: Any,
-    x: jax.Array,
-    y: jax.Array,
-    eps: ArrayLike,
-    kappa: float = 0.5,
-    *,
-    lower: ArrayLike = 0.0,
-    upper: ArrayLike = 1.0,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
+def ibp_loss(apply_fn: Callable, params: Any, x: jax.Array, y: jax.Array, eps: ArrayLike,
+             kappa: float = 0.5, *, lower: ArrayLike = 0.0, upper: ArrayLike = 1.0
+             ) -> tuple[jax.Array, dict[str, jax.Array]]:  # fmt: skip
     """kappa * clean cross-entropy + (1 - kappa) * cross-entropy of the IBP worst-case logits.
 
     Pure, jit-able and differentiable in params (the model is traced inside the loss).
@@ -114,18 +106,9 @@ def ibp_loss(
     return _robust_loss(logits, margins, y, kappa, ibp_verified=margins)
 
 
-def crown_ibp_loss(
-    apply_fn: Callable,
-    params: Any,
-    x: jax.Array,
-    y: jax.Array,
-    eps: ArrayLike,
-    kappa: float = 0.0,
-    beta: float = 1.0,
-    *,
-    lower: ArrayLike = 0.0,
-    upper: ArrayLike = 1.0,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
+def crown_ibp_loss(apply_fn: Callable, params: Any, x: jax.Array, y: jax.Array, eps: ArrayLike,
+                   kappa: float = 0.0, beta: float = 1.0, *, lower: ArrayLike = 0.0,
+                   upper: ArrayLike = 1.0) -> tuple[jax.Array, dict[str, jax.Array]]:  # fmt: skip
     """Robust cross-entropy on margin bounds beta * CROWN-IBP + (1 - beta) * IBP.
 
     CROWN-IBP bounds the margins by one CROWN backward pass from the output, with interval
@@ -157,17 +140,9 @@ def crown_ibp_loss(
     )
 
 
-def dual_loss(
-    apply_fn: Callable,
-    params: Any,
-    x: jax.Array,
-    y: jax.Array,
-    eps: ArrayLike,
-    kappa: float = 0.0,
-    *,
-    lower: ArrayLike = 0.0,
-    upper: ArrayLike = 1.0,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
+def dual_loss(apply_fn: Callable, params: Any, x: jax.Array, y: jax.Array, eps: ArrayLike,
+              kappa: float = 0.0, *, lower: ArrayLike = 0.0, upper: ArrayLike = 1.0
+              ) -> tuple[jax.Array, dict[str, jax.Array]]:  # fmt: skip
     """Robust cross-entropy on the margin bounds of the dual network of Wong and Kolter.
 
     The dual network's objective equals CROWN with the upper line's slope as the lower slope
@@ -193,21 +168,10 @@ def dual_loss(
     return _robust_loss(logits, margins, y, kappa, dual_verified=margins)
 
 
-def pgd_loss(
-    apply_fn: Callable,
-    params: Any,
-    x: jax.Array,
-    y: jax.Array,
-    key: jax.Array,
-    eps: ArrayLike,
-    kappa: float = 0.0,
-    *,
-    norm: str = "linf",
-    steps: int = 10,
-    step_size: ArrayLike | None = None,
-    lower: ArrayLike = 0.0,
-    upper: ArrayLike = 1.0,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
+def pgd_loss(apply_fn: Callable, params: Any, x: jax.Array, y: jax.Array, key: jax.Array,
+             eps: ArrayLike, kappa: float = 0.0, *, norm: str = "linf", steps: int = 10,
+             step_size: ArrayLike | None = None, lower: ArrayLike = 0.0, upper: ArrayLike = 1.0
+             ) -> tuple[jax.Array, dict[str, jax.Array]]:  # fmt: skip
     """Cross-entropy at the points PGD finds by ascending it (adversarial training).
 
     The attack's points are constants for the gradient (Danskin's theorem, as in Madry et al.).
@@ -252,16 +216,9 @@ def pgd_loss(
     return kappa * clean + (1 - kappa) * adversarial, aux
 
 
-def relu_stability(
-    apply_fn: Callable,
-    params: Any,
-    x: jax.Array,
-    eps: ArrayLike,
-    *,
-    bounds: str = "ibp",
-    lower: ArrayLike = 0.0,
-    upper: ArrayLike = 1.0,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
+def relu_stability(apply_fn: Callable, params: Any, x: jax.Array, eps: ArrayLike, *,
+                   bounds: str = "ibp", lower: ArrayLike = 0.0, upper: ArrayLike = 1.0
+                   ) -> tuple[jax.Array, dict[str, jax.Array]]:  # fmt: skip
     """The ReLU-stability loss: mean over the batch of sum over ReLUs of -tanh(1 + l * u).
 
     l and u bound each ReLU's input over the l_inf ball; the loss rewards l * u > 0 (a stable
