@@ -26,8 +26,8 @@ from _common import machine
 from ortools.math_opt.python import mathopt
 
 import jaxcert as jc
-from jaxcert.bounds._interval import Interval
-from jaxcert.bounds._lp import build_model
+from jaxcert.bounds import Interval
+from jaxcert.exact._encoding import milp_model
 from jaxcert.exact._verify import MARGIN, _solve
 
 EPSILONS = (0.01, 0.02, 0.05)
@@ -41,7 +41,7 @@ def naive(net, spec, y, time_limit):
         began = time.perf_counter()
         example = jax.tree.map(lambda a, b=b: a[b], spec)
         bounds = [Interval(r.lower[b], r.upper[b]) for r in relu_bounds]
-        model, _, outputs, _ = build_model(net, example, bounds, exact=True)
+        model, _, outputs, _ = milp_model(net, example, bounds)
         status, label = "verified", int(y[b])
         for j in range(len(outputs)):
             if j == label:

@@ -91,3 +91,16 @@ def test_bench_errors_are_one_line(tmp_path, capsys):
     assert main(["bench", "--dir", str(tmp_path), "--only", "nope"]) == 2
     err = [e for e in capsys.readouterr().err.splitlines() if e.startswith("jaxcert bench:")]
     assert len(err) == 2 and "bounds_throughput.py not found" in err[0] and "nope" in err[1]
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in BENCHMARKS.glob("[!_]*.py")))
+def test_every_benchmark_script_imports(script):
+    """Each script's imports resolve against the library as it is (a moved private helper once
+    broke `bench` while every other test passed): `--help` imports everything, then exits."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "usage" in done.stdout
