@@ -206,8 +206,8 @@ def _decide(net, prop, solver, attack_steps, seed, clock):
         rows = np.concatenate([C for C, _ in unsafe])
         relu_bounds = intermediate_bounds(net, box)
         clock.check()
-        spec = np.concatenate([rows, np.eye(n_out)])[None]  # the disjuncts' rows, then each output
-        bounds = crown(net, box, jnp.asarray(spec, dtype), intermediate=relu_bounds)
+        C_all = np.concatenate([rows, np.eye(n_out)])[None]  # the disjuncts' rows, then each output
+        bounds = crown(net, box, jnp.asarray(C_all, dtype), intermediate=relu_bounds)
         low, high = (np.asarray(b[0], np.float64) for b in bounds)
         magnitude = np.maximum(np.abs(low[len(rows) :]), np.abs(high[len(rows) :]))
         took_bounds = time.perf_counter() - started
