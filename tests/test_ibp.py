@@ -106,8 +106,9 @@ def test_zero_width_set_gives_the_forward_pass():
     np.testing.assert_allclose(bounds.upper, out, rtol=1e-3, atol=1e-3)
 
 
-def test_specification_matrix():
-    apply_fn, params = NETWORKS["mlp"]
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_specification_matrix(name):
+    apply_fn, params = NETWORKS[name]
     x = jax.random.uniform(jax.random.key(5), (2, 4, 4, 1))
     net = jc.trace(apply_fn, params, x)
     C = jnp.array([[[1.0, -1.0, 0.0, 0.0]], [[0.0, 0.0, 2.0, -1.0]]])
@@ -119,6 +120,35 @@ def test_specification_matrix():
         )
         assert np.all(out >= np.asarray(bounds.lower[i]) - 1e-5)
         assert np.all(out <= np.asarray(bounds.upper[i]) + 1e-5)
+
+
+def test_specification_folded_into_the_last_layer_by_hand():
+    rng = np.random.default_rng(7)
+    w1, b1 = rng.normal(size=(3, 5)), rng.normal(size=5)
+    w2, b2 = rng.normal(size=(5, 4)), rng.normal(size=4)
+    params = [jnp.asarray(p, jnp.float32) for p in (w1, b1, w2, b2)]
+
+    def mlp(p, x):
+        return jax.nn.relu(x @ p[0] + p[1]) @ p[2] + p[3]
+
+    x = np.array([[0.2, 0.4, 0.7]])
+    net = jc.trace(mlp, params, x)
+    C = np.array([[1.0, -1.0, 0.0, 0.0], [0.0, 2.0, 0.0, -1.0]])
+    bounds = jc.bounds.ibp(net, jc.LinfBall(jnp.asarray(x, jnp.float32), 0.1), C=C[None])
+    # By hand: the ReLU outputs' intervals, then C folded into the last layer, C W2 and C b2.
+    w1, b1, w2, b2 = (np.asarray(p, np.float64) for p in params)
+    center, radius = x[0] @ w1 + b1, 0.1 * np.abs(w1).sum(0)
+    h_low, h_high = np.maximum(center - radius, 0), np.maximum(center + radius, 0)
+    cw, cb = C @ w2.T, C @ b2
+    lower = np.maximum(cw, 0) @ h_low + np.minimum(cw, 0) @ h_high + cb
+    upper = np.maximum(cw, 0) @ h_high + np.minimum(cw, 0) @ h_low + cb
+    # Bounding the logits first and applying C is looser on this network.
+    logits = jc.bounds.ibp(net, jc.LinfBall(jnp.asarray(x, jnp.float32), 0.1))
+    loose = np.maximum(C, 0) @ np.asarray(logits.lower[0]) + np.minimum(C, 0) @ np.asarray(
+        logits.upper[0]
+    )
+    assert np.all(loose <= lower) and np.any(loose < lower - 0.05)
+    _assert_widened(bounds, lower[None], upper[None], magnitude=100)
 
 
 def test_bad_input():

@@ -55,10 +55,10 @@ from .._rounding import lowered
 from .._sets import InputSet
 from .._sharding import shard_batch, unpad
 from .._validate import check_choice, check_count
-from ..graph import Network, read
+from ..graph import Network
 from ._ibp import RULES, ibp_environment
 from ._interval import Interval
-from ._linear import bias, transpose_rows
+from ._linear import backward_step, dot_rows
 from ._patches import conv_chain, patch_bounds
 from ._spec import check_inputs, check_relu_bounds, input_scale
 
@@ -95,12 +95,6 @@ def _relaxation(bound, lower_slope):
     return jnp.where(unstable, lower_slope, exact), slope, intercept
 
 
-def _dot(rows, value):
-    """<row_k, value> and <|row_k|, |value|> for each row, value broadcast against one row."""
-    products = (rows * value).reshape(rows.shape[0], -1)
-    return jnp.sum(products, axis=1), jnp.sum(jnp.abs(products), axis=1)
-
-
 def _relu_input(eq):
     return eq.inputs[eq.variable.index(True)]
 
@@ -127,13 +121,10 @@ def _backward(net, env, example, target, rows, relax):
             continue
         a = coefficients.pop(eq.outputs[0])
         if eq.kind == "linear":
-            values = [read(env, v) for v in eq.inputs]
-            term, magnitude = _dot(a, bias(eq, values))
-            inputs = [v for v, var in zip(eq.inputs, eq.variable) if var]
-            grads = transpose_rows(eq, values)(a)
+            term, magnitude, inputs, grads = backward_step(eq, env, a)
         else:
             lower_slope, slope, intercept = relax(eq)
-            term, magnitude = _dot(jnp.minimum(a, 0), intercept)
+            term, magnitude = dot_rows(jnp.minimum(a, 0), intercept)
             inputs = [_relu_input(eq)]
             grads = [a * jnp.where(a >= 0, lower_slope, slope)]
         constant, scale = constant + term, scale + magnitude

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ..graph import bind
+from ..graph import bind, read
 
 _MULTIPLICATIVE = {"mul", "dot_general", "conv_general_dilated", "div"}
 
@@ -37,6 +37,30 @@ def zeros_for(eq):
 def bias(eq, values):
     """f(0): the constant part of the affine map."""
     return affine(eq, values)(*zeros_for(eq))
+
+
+def dot_rows(rows, value):
+    """<row_k, value> and <|row_k|, |value|> for each row, value broadcast against one row."""
+    products = (rows * value).reshape(rows.shape[0], -1)
+    return jnp.sum(products, axis=1), jnp.sum(jnp.abs(products), axis=1)
+
+
+def backward_step(eq, env, rows):
+    """A linear equation in a backward pass: rows on its output -> rows on its inputs.
+
+    Args:
+      eq: a linear equation.
+      env: the values of its constant operands (e.g. from `ibp_environment`).
+      rows: (K, *output shape), the coefficients of linear functions of the output.
+
+    Returns:
+      (term, magnitude, inputs, grads): <row_k, bias> and <|row_k|, |bias|> (shape (K,)), the
+      input-dependent operands, and the rows on each of them, L^T rows.
+    """
+    values = [read(env, v) for v in eq.inputs]
+    term, magnitude = dot_rows(rows, bias(eq, values))
+    inputs = [v for v, var in zip(eq.inputs, eq.variable) if var]
+    return term, magnitude, inputs, transpose_rows(eq, values)(rows)
 
 
 def transpose(eq, values):
