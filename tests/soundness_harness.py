@@ -742,7 +742,7 @@ def check_architecture(seed, *, full=False, with_lp=None):
     rng = np.random.default_rng([seed, 1])
     try:
         net = jc.trace(arch.apply, arch.params, arch.x)
-        report["relus"] = int(sum(math.prod(e.inputs[0].shape) for e in net.relus()))
+        report["relus"] = int(sum(math.prod(e.inputs[0].shape) for e in net.activations()))
     except Exception as e:  # noqa: BLE001 - every failure is reported with its seed
         report["errors"].append({"seed": seed, "method": "trace", "error": _brief(e)})
         return _finish(report, began)

@@ -176,13 +176,13 @@ def _ibp_intermediate(net, spec):
     for b in range(spec.batch_size):
         lower, upper = (a[b][None] for a in spec.box())
         env = ibp_environment(net, lower, upper)
-        per_example.append([env[eq.inputs[0]] for eq in net.relus()])
+        per_example.append([env[eq.inputs[0]] for eq in net.activations()])
     return [
         Interval(
             jnp.concatenate([e[i].lower for e in per_example]),
             jnp.concatenate([e[i].upper for e in per_example]),
         )
-        for i in range(len(net.relus()))
+        for i in range(len(net.activations()))
     ]
 
 

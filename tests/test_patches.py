@@ -83,18 +83,18 @@ def test_patch_bounds_equal_the_full_sized_backward_pass(name, kind):
     x = jax.random.uniform(jax.random.key(5), (3, *shape))
     net = jc.trace(apply_fn, params, x[:1])
     spec = SETS[kind](x)
-    chained = [eq for eq in net.relus() if conv_chain(net, _crown._relu_input(eq))]
+    chained = [eq for eq in net.activations() if conv_chain(net, eq.inputs[0])]
     assert len(chained) >= 2  # both convolution ReLUs go through patches
 
     def both(example):
-        env, bounds = _crown._relu_bounds(net, example, "adaptive", "ibp", None)
+        env, bounds = _crown._activation_bounds(net, example, "adaptive", "ibp", None)
 
         def relax(eq):
-            return _crown._relaxation(bounds[eq], _crown._lower_slope("adaptive", bounds[eq]))
+            return _crown.relaxation(eq, bounds[eq], env, "adaptive")
 
         out = []
         for eq in chained:
-            var = _crown._relu_input(eq)
+            var = eq.inputs[0]
             n = int(np.prod(var.shape))
             eye = jnp.eye(n, dtype=var.dtype).reshape(n, *var.shape)
             full = _crown._two_sided(
@@ -112,7 +112,7 @@ def test_patch_bounds_equal_the_full_sized_backward_pass(name, kind):
 def test_only_convolution_chains_take_patches():
     apply_fn, params, shape = _networks()["nchw"]
     net = jc.trace(apply_fn, params, jnp.zeros((1, *shape)))
-    first, second, scaled = (_crown._relu_input(eq) for eq in net.relus())
+    first, second, scaled = (eq.inputs[0] for eq in net.activations())
     assert conv_chain(net, first) and conv_chain(net, second) and conv_chain(net, scaled)
     assert conv_chain(net, net.graph.output_var) is None  # a dense layer and a reshape
 
@@ -122,7 +122,7 @@ def test_only_convolution_chains_take_patches():
         return jax.nn.relu(h + x).reshape(x.shape[0], -1)
 
     net = jc.trace(residual, jnp.ones((3, 3, 2, 2)), jnp.zeros((1, 4, 4, 2)))
-    assert conv_chain(net, _crown._relu_input(net.relus()[0])) is None
+    assert conv_chain(net, net.activations()[0].inputs[0]) is None
 
 
 def _two_convolutions(p, x):

@@ -13,4 +13,5 @@ from ._methods import certify as certify
 from ._methods import margins as margins
 from ._spec import check_inputs as check_inputs
 from ._spec import margin_matrix as margin_matrix
+from ._stability import breakpoints as breakpoints
 from ._stability import relu_counts as relu_counts

@@ -1,31 +1,36 @@
 """Linear relaxation bounds (CROWN and its relatives) by backward propagation.
 
-Each unstable ReLU (l < 0 < u on its input z) is enclosed by two lines,
-alpha * z <= relu(z) <= u (z - l) / (u - l) with alpha in [0, 1]; stable ReLUs are exact. To
-lower-bound <c, f(z)> over an input set, the coefficients c travel backwards through the traced
-equations: a linear equation passes its transpose (a vector-Jacobian product, so convolutions
-need no dense matrix) and adds <c, bias>; a ReLU picks, per coefficient, the line that keeps the
-bound valid (the lower line for a coefficient >= 0, the upper one otherwise). Where a variable
+Each activation on [l, u] (bounds of its input z) is enclosed by two lines from its registry
+entry (`jaxcert._activations`), lower_slope * z + lower_intercept <= f(z) <= upper_slope * z +
+upper_intercept; for an unstable ReLU (l < 0 < u) they are alpha * z <= relu(z) <= u (z - l) /
+(u - l) with alpha in [0, 1], and stable ReLUs are exact. To lower-bound <c, f(z)> over an input
+set, the coefficients c travel backwards through the traced equations: a linear equation passes
+its transpose (a vector-Jacobian product, so convolutions need no dense matrix) and adds
+<c, bias>; an activation picks, per coefficient, the line that keeps the bound valid (the lower
+line for a coefficient >= 0, the upper one otherwise) and adds its intercept. Where a variable
 feeds several equations (a residual add) the coefficients add up. At the input the linear
 function is minimised over the set (`InputSet.minimum`). Upper bounds are lower bounds of -c.
 
-The lower slope alpha of unstable ReLUs is the `relu` option:
+The free slope of piecewise-linear activations (alpha of unstable ReLUs) is the `relu` option:
 
-* "adaptive": 1 where u > -l, else 0 (CROWN, DeepPoly);
-* "same-slope": u / (u - l), the slope of the upper line (Fast-Lin, which equals the dual
-  network of Wong and Kolter);
-* "zero", "one": always 0 or 1.
+* "adaptive": the slope of the longer side, 1 where u > -l, else 0 for ReLU (CROWN, DeepPoly);
+* "same-slope": the chord's, u / (u - l) for ReLU (Fast-Lin, which equals the dual network of
+  Wong and Kolter);
+* "zero", "one": the least or the greatest slope allowed (0 or 1 for ReLU).
+
+Sigmoid and tanh take their tangent lines whatever the option (Zhang et al., 2018).
 
 Every bound is rounding-safe (`jaxcert._rounding`): the backward pass also sums the magnitudes
-of the terms of each bound, |a|.|bias| per linear equation, |min(a, 0)|.intercept per ReLU and,
+of the terms of each bound, |a|.|bias| per linear equation, |a|.|intercept| per activation and,
 at the input set, |a|.max(|l|, |u|) plus the dual-norm term of a ball, and lowers the bound by
 `allowance(magnitude, dtype)`. Intermediate bounds (full CROWN, patch mode and IBP alike) are
 widened the same way before they decide anything, so a neuron counts as stable only when its
 bound clears the allowance; `margins` and `certify` inherit the rule.
 
-The bounds l, u of each ReLU's input come from the same backward pass started at that input
-with one row per neuron (full CROWN, intersected with interval bounds), or from interval bound
-propagation (CROWN-IBP). `alpha_crown` optimises the lower slopes by gradient ascent instead.
+The bounds l, u of each activation's input come from the same backward pass started at that
+input with one row per neuron (full CROWN, intersected with interval bounds), or from interval
+bound propagation (CROWN-IBP). `alpha_crown` optimises the lines' parameters (the ReLU lower
+slopes, the sigmoid/tanh tangent points) by gradient ascent instead.
 
 References:
   H. Zhang, T.-W. Weng, P.-Y. Chen, C.-J. Hsieh and L. Daniel, "Efficient Neural Network
@@ -51,18 +56,18 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
+from .._activations import SLOPE_OPTIONS
 from .._rounding import lowered
 from .._sets import InputSet
 from .._sharding import shard_batch, unpad
 from .._validate import check_choice, check_count
-from ..graph import Network
+from ..graph import Network, read
 from ._ibp import RULES, ibp_environment
 from ._interval import Interval
 from ._linear import backward_step, dot_rows
 from ._patches import conv_chain, patch_bounds
-from ._spec import check_inputs, check_relu_bounds, input_scale
+from ._spec import check_activation_bounds, check_inputs, input_scale
 
-RELU_SLOPES = ("adaptive", "same-slope", "zero", "one")
 INTERMEDIATE = ("crown", "ibp")
 
 
@@ -71,32 +76,23 @@ def _check_chunk(chunk):
         check_count("chunk", chunk)
 
 
-def _lower_slope(relu, bound):
-    """The lower line's slope for unstable neurons under the `relu` option."""
-    lower, upper = bound
-    if relu == "adaptive":
-        return (upper > -lower).astype(lower.dtype)
-    if relu == "same-slope":
-        return upper / jnp.where(upper > lower, upper - lower, 1)
-    return jnp.full_like(lower, 1.0 if relu == "one" else 0.0)
+def relaxation(eq, bound, env, option, params=None):
+    """The lines of an activation equation on its input's bounds (`jaxcert._activations`).
 
-
-def _relaxation(bound, lower_slope):
-    """Lines lower_slope * z <= relu(z) <= slope * z + intercept on [l, u].
+    Args:
+      eq: an activation equation.
+      bound: the Interval of its input.
+      env: the constant values (its constants are `eq.inputs[1:]`).
+      option: the slope option (`crown`'s `relu`), used where `params` is None.
+      params: the lines' parameters (alpha-CROWN's), or None for the option's.
 
     Returns:
-      (lower slope, upper slope, upper intercept); stable neurons get the exact line.
+      `Lines` (lower slope, lower intercept, upper slope, upper intercept).
     """
-    lower, upper = bound
-    unstable = (lower < 0) & (upper > 0)
-    exact = (lower >= 0).astype(lower.dtype)
-    slope = jnp.where(unstable, upper / jnp.where(unstable, upper - lower, 1), exact)
-    intercept = jnp.where(unstable, -slope * lower, 0)
-    return jnp.where(unstable, lower_slope, exact), slope, intercept
-
-
-def _relu_input(eq):
-    return eq.inputs[eq.variable.index(True)]
+    constants = [read(env, v) for v in eq.inputs[1:]]
+    if params is None:
+        params = eq.activation.params(bound.lower, bound.upper, *constants, option=option)
+    return eq.activation.lines(bound.lower, bound.upper, *constants, params=params)
 
 
 def _backward(net, env, example, target, rows, relax):
@@ -108,7 +104,7 @@ def _backward(net, env, example, target, rows, relax):
       example: the input set of one example.
       target: the variable bounded; `rows` has shape (K, *target.shape).
       rows: the linear functions to bound.
-      relax: maps a ReLU equation to its (lower slope, upper slope, upper intercept).
+      relax: maps an activation equation to its `Lines`.
 
     Returns:
       The K lower bounds, each lowered by the allowance of its terms (module docstring).
@@ -123,10 +119,12 @@ def _backward(net, env, example, target, rows, relax):
         if eq.kind == "linear":
             term, magnitude, inputs, grads = backward_step(eq, env, a)
         else:
-            lower_slope, slope, intercept = relax(eq)
-            term, magnitude = dot_rows(jnp.minimum(a, 0), intercept)
-            inputs = [_relu_input(eq)]
-            grads = [a * jnp.where(a >= 0, lower_slope, slope)]
+            lines = relax(eq)
+            term, magnitude = dot_rows(jnp.minimum(a, 0), lines.upper_intercept)
+            below, below_magnitude = dot_rows(jnp.maximum(a, 0), lines.lower_intercept)
+            term, magnitude = term + below, magnitude + below_magnitude
+            inputs = [eq.inputs[0]]
+            grads = [a * jnp.where(a >= 0, lines.lower_slope, lines.upper_slope)]
         constant, scale = constant + term, scale + magnitude
         for v, g in zip(inputs, grads):
             coefficients[v] = coefficients[v] + g if v in coefficients else g
@@ -156,30 +154,31 @@ def _two_sided(fn, rows, chunk, lower_only=False):
     return Interval(lows[:k], -lows[k:])
 
 
-def _relu_bounds(net, example, relu, intermediate, chunk):
-    """Constant values and the input bounds of every ReLU, for one example.
+def _activation_bounds(net, example, relu, intermediate, chunk):
+    """Constant values and the input bounds of every activation, for one example.
 
     Returns:
-      (env, bounds): env as from `ibp_environment`, bounds a dict from each ReLU equation to the
-      Interval of its input (shape (1, ...)).
+      (env, bounds): env as from `ibp_environment`, bounds a dict from each activation equation
+      to the Interval of its input (shape (1, ...)).
     """
     lower, upper = example.box()
     box = Interval(lower[None], upper[None])
     env = ibp_environment(net, *box)
-    if not isinstance(intermediate, str):  # given bounds, one Interval per ReLU
+    activations = net.activations()
+    if not isinstance(intermediate, str):  # given bounds, one Interval per activation
         return env, {
-            eq: Interval(b.lower[None], b.upper[None]) for eq, b in zip(net.relus(), intermediate)
+            eq: Interval(b.lower[None], b.upper[None]) for eq, b in zip(activations, intermediate)
         }
     if intermediate == "ibp":
-        return env, {eq: env[_relu_input(eq)] for eq in net.relus()}
+        return env, {eq: env[eq.inputs[0]] for eq in activations}
     bounds = {}
 
     def relax(eq):
-        return _relaxation(bounds[eq], _lower_slope(relu, bounds[eq]))
+        return relaxation(eq, bounds[eq], env, relu)
 
-    def relu_rule(eq, values):
-        by_intervals = values[eq.variable.index(True)]
-        var = _relu_input(eq)
+    def activation_rule(eq, values):
+        by_intervals = values[0]
+        var = eq.inputs[0]
         chain = conv_chain(net, var)
         if chain is not None:
             by_crown = patch_bounds(net, env, example, *chain, relax)
@@ -192,9 +191,9 @@ def _relu_bounds(net, example, relu, intermediate, chunk):
             jnp.minimum(by_intervals.upper, by_crown.upper.reshape(var.shape)),
         )
         bounds[eq] = bound
-        return Interval(jnp.maximum(bound.lower, 0), jnp.maximum(bound.upper, 0))
+        return RULES["activation"](eq, [bound, *values[1:]])
 
-    net.interpret(box, {**RULES, "relu": relu_rule})
+    net.interpret(box, {**RULES, "activation": activation_rule})
     return env, bounds
 
 
@@ -253,12 +252,12 @@ def crown(
       Neural Networks", 2020.
     """
     check_inputs(net, spec, C)
-    check_choice("relu", relu, RELU_SLOPES)
+    check_choice("relu", relu, SLOPE_OPTIONS)
     given = None
     if isinstance(intermediate, str):
         check_choice("intermediate", intermediate, INTERMEDIATE)
     else:
-        check_relu_bounds(net, spec, intermediate)
+        check_activation_bounds(net, spec, intermediate)
         given, intermediate = list(intermediate), "given"
     _check_chunk(chunk)
     (spec, C, given), batch = shard_batch((spec, C, given))
@@ -269,12 +268,12 @@ def crown(
 @partial(jax.jit, static_argnums=(4, 5, 6, 7))
 def _crown(net, spec, C, given, relu, intermediate, chunk, lower_only):
     def one(example, c, given):
-        env, bounds = _relu_bounds(
+        env, bounds = _activation_bounds(
             net, example, relu, intermediate if given is None else given, chunk
         )
 
         def relax(eq):
-            return _relaxation(bounds[eq], _lower_slope(relu, bounds[eq]))
+            return relaxation(eq, bounds[eq], env, relu)
 
         target = net.graph.output_var
         return _two_sided(
@@ -308,7 +307,7 @@ def intermediate_bounds(
     """
     check_inputs(net, spec)
     check_choice("method", method, INTERMEDIATE)
-    check_choice("relu", relu, RELU_SLOPES)
+    check_choice("relu", relu, SLOPE_OPTIONS)
     spec, batch = shard_batch(spec)
     return unpad(_intermediate(net, spec, method, relu), batch)
 
@@ -316,8 +315,8 @@ def intermediate_bounds(
 @partial(jax.jit, static_argnums=(2, 3))
 def _intermediate(net, spec, method, relu):
     def one(example):
-        _, bounds = _relu_bounds(net, example, relu, method, None)
-        return [Interval(bounds[eq].lower[0], bounds[eq].upper[0]) for eq in net.relus()]
+        _, bounds = _activation_bounds(net, example, relu, method, None)
+        return [Interval(bounds[eq].lower[0], bounds[eq].upper[0]) for eq in net.activations()]
 
     return jax.vmap(one)(spec)
 
@@ -367,41 +366,52 @@ def alpha_crown(
 @partial(jax.jit, static_argnums=(3, 4, 5, 6))
 def _alpha_crown(net, spec, C, steps, optimizer, intermediate, lower_only):
     optimizer = optax.adam(0.1) if optimizer is None else optimizer
-    relus = net.relus()
+    activations = net.activations()
 
     def one(example, c):
-        env, bounds = _relu_bounds(net, example, "adaptive", intermediate, None)
+        env, bounds = _activation_bounds(net, example, "adaptive", intermediate, None)
         spec_rows = _output_rows(net, c)
         rows = spec_rows if lower_only else jnp.concatenate([spec_rows, -spec_rows])
 
-        def lower_bounds(slopes):
+        def lower_bounds(params):
             def relax(eq):
-                return _relaxation(bounds[eq], slopes[relus.index(eq)])
+                return relaxation(eq, bounds[eq], env, None, params[activations.index(eq)])
 
             return _backward(net, env, example, net.graph.output_var, rows, relax)
 
-        def loss(slopes):
-            values = lower_bounds(slopes)
+        def loss(params):
+            values = lower_bounds(params)
             return -jnp.sum(values), values
 
-        def step(carry, _):
-            slopes, state, best = carry
-            (_, values), grads = jax.value_and_grad(loss, has_aux=True)(slopes)
-            updates, state = optimizer.update(grads, state, slopes)
-            slopes = jax.tree.map(lambda s: jnp.clip(s, 0, 1), optax.apply_updates(slopes, updates))
-            return (slopes, state, _better(best, values)), None
-
-        start = [
-            jnp.broadcast_to(
-                _lower_slope("adaptive", bounds[eq]), (rows.shape[0], *eq.inputs[0].shape)
+        ranges = []  # per activation, a (low, high) box for each of its parameters
+        start = []  # the slope option "adaptive"'s parameters, one copy per row
+        for eq in activations:
+            constants = [read(env, v) for v in eq.inputs[1:]]
+            low, high = bounds[eq]
+            ranges.append(eq.activation.param_range(low, high, *constants))
+            start.append(
+                tuple(
+                    jnp.broadcast_to(p, (rows.shape[0], *eq.inputs[0].shape))
+                    for p in eq.activation.params(low, high, *constants, option="adaptive")
+                )
             )
-            for eq in relus
-        ]
+
+        def step(carry, _):
+            params, state, best = carry
+            (_, values), grads = jax.value_and_grad(loss, has_aux=True)(params)
+            updates, state = optimizer.update(grads, state, params)
+            params = jax.tree.map(
+                lambda p, r: jnp.clip(p, *r),
+                optax.apply_updates(params, updates),
+                ranges,
+            )
+            return (params, state, _better(best, values)), None
+
         best = jnp.full(rows.shape[0], -jnp.inf, rows.dtype)
-        (slopes, _, best), _ = jax.lax.scan(
+        (params, _, best), _ = jax.lax.scan(
             step, (start, optimizer.init(start), best), length=steps
         )
-        lows = _better(best, lower_bounds(slopes))
+        lows = _better(best, lower_bounds(params))
         if lower_only:
             return Interval(lows, jnp.full_like(lows, jnp.inf))
         k = spec_rows.shape[0]

@@ -42,12 +42,13 @@ def _linear(eq, values):
     return widened(Interval(center - radius, center + radius), scale)
 
 
-def _relu(eq, values):
+def _activation(eq, values):
+    """The activation's range over its input's interval (`jaxcert._activations`)."""
     bounds = values[0]
-    return Interval(jnp.maximum(bounds.lower, 0), jnp.maximum(bounds.upper, 0))
+    return Interval(*eq.activation.interval(bounds.lower, bounds.upper, *values[1:]))
 
 
-RULES = {"linear": _linear, "relu": _relu}
+RULES = {"linear": _linear, "activation": _activation}
 
 
 def ibp_environment(net, lower, upper):

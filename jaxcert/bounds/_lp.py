@@ -1,12 +1,15 @@
-"""The triangle linear-programming (LP) relaxation of a ReLU network, solved exactly per bound.
+"""The triangle linear-programming (LP) relaxation of a network, solved exactly per bound.
 
 Every scalar entry of every input-dependent value of the network becomes one LP variable. A
 linear equation becomes equality constraints out = L(in) + b, with the matrix of L read off the
 traced equation by forward-mode differentiation (dense, so meant for small networks). A ReLU
 z = relu(v) with pre-activation bounds l <= v <= u becomes z = v when l >= 0, z = 0 when u <= 0,
 and otherwise the triangle z >= 0, z >= v, z <= u (v - l) / (u - l), its convex hull on [l, u].
-For a fixed set of intermediate bounds this is the tightest bound that treats every ReLU on its
-own, so it is the reference that single-neuron relaxations such as CROWN are compared against.
+Every piecewise-linear activation with one breakpoint t is f(t) + left (v - t) + (right - left)
+relu(v - t) (`jaxcert._activations`), so it gets the same triangle, again its convex hull; a
+smooth one (sigmoid, tanh) is held between its two CROWN lines. For a fixed set of intermediate
+bounds this is the tightest bound that treats every ReLU on its own, so it is the reference that
+single-neuron relaxations such as CROWN are compared against.
 
 The LPs are solved on the host with OR-Tools MathOpt, one model per example and two solves (min
 and max) per specification row; nothing here is jitted or differentiable.
@@ -33,7 +36,7 @@ from ._crown import intermediate_bounds
 from ._ibp import ibp_environment
 from ._interval import Interval
 from ._linear import affine, bias, zeros_for
-from ._spec import check_inputs, check_relu_bounds
+from ._spec import check_activation_bounds, check_inputs
 
 # Simplex solvers: their optimum is a vertex, feasible and optimal up to tolerances of ~1e-7 to
 # 1e-6 (PDLP, a first-order method, is accurate only to a much looser tolerance and is refused).
@@ -68,10 +71,11 @@ def lp(
         `L1Ball` (auxiliary variables t >= |z - x| with sum(t) <= eps), each intersected with
         the data box. `L2Ball` is not polyhedral and raises ValueError.
       C: optional specification matrix (B, K, num_outputs); without it, the outputs are bounded.
-      intermediate: the pre-activation bounds of the ReLUs: "ibp" (interval bound propagation),
-        "crown" (`intermediate_bounds(net, spec, method="crown")`), or a list with one `Interval`
-        per ReLU in `net.relus()` order, each of shape (B, *pre-activation shape without the
-        leading 1). They must be valid over `spec`; tighter ones give a tighter LP.
+      intermediate: the pre-activation bounds of the activations: "ibp" (interval bound
+        propagation), "crown" (`intermediate_bounds(net, spec, method="crown")`), or a list with
+        one `Interval` per activation in `net.activations()` order, each of shape (B,
+        *pre-activation shape without the leading 1). They must be valid over `spec`; tighter
+        ones give a tighter LP.
       solver: "glop" (OR-Tools' simplex, default) or "highs" (HiGHS through MathOpt).
 
     Returns:
@@ -120,7 +124,7 @@ def _intermediate_bounds(net, spec, intermediate):
         raise ValueError(
             f"intermediate must be 'ibp', 'crown' or a list of Intervals, got {intermediate!r}"
         )
-    check_relu_bounds(net, spec, intermediate)
+    check_activation_bounds(net, spec, intermediate)
     return intermediate
 
 
@@ -147,23 +151,25 @@ def lp_model(
     Every scalar of every input-dependent value becomes a variable: a linear equation becomes
     equality constraints, an active ReLU (lower >= 0) is its input, an inactive one (upper <= 0)
     the constant 0, and an unstable one whatever `unstable_relu(model, v, lower, upper)` returns
-    (the triangle relaxation by default; `jaxcert.exact` passes its exact big-M encoding).
+    (the triangle relaxation by default; `jaxcert.exact` passes its exact big-M encoding); other
+    piecewise-linear activations go through the same ReLU encoding (module docstring), smooth
+    ones are held between their CROWN lines.
 
     Args:
       net: the traced network.
       example: the input set of one example.
-      relu_bounds: one Interval per ReLU's input for this example, or None for IBP's.
+      relu_bounds: one Interval per activation's input for this example, or None for IBP's.
       unstable_relu: the encoding of an unstable ReLU.
 
     Returns:
       (model, lp_vars): lp_vars maps each network variable (`net.graph.input_var`,
-      `net.graph.output_var`, each ReLU's input, ...) to its flat list of model variables, in
+      `net.graph.output_var`, each activation's input, ...) to its flat list of model variables, in
       row-major order.
     """
     lower, upper = example.box()
     env = ibp_environment(net, lower[None], upper[None])  # constants and IBP bounds
     if relu_bounds is None:
-        relu_bounds = [env[eq.inputs[0]] for eq in net.relus()]
+        relu_bounds = [env[eq.inputs[0]] for eq in net.activations()]
     relu_bounds = iter(relu_bounds)
     model = mathopt.Model()
     # The set's box was rounded to the network's dtype: one step outwards holds the exact box.
@@ -184,9 +190,13 @@ def lp_model(
         if eq.kind == "linear":
             values = [read(env, v) for v in eq.inputs]
             lp_vars[eq.outputs[0]] = _linear(model, eq, values, lp_vars, env[eq.outputs[0]])
-        elif eq.kind == "relu":
+        elif eq.kind == "activation":
             bound = next(relu_bounds)
-            lp_vars[eq.outputs[0]] = _relu(model, lp_vars[eq.inputs[0]], bound, unstable_relu)
+            constants = [read(env, v) for v in eq.inputs[1:]]
+            encode = _kink if eq.activation.kink is not None else _between_lines
+            lp_vars[eq.outputs[0]] = encode(
+                model, eq, lp_vars[eq.inputs[0]], bound, constants, unstable_relu
+            )
     return model, lp_vars
 
 
@@ -212,18 +222,69 @@ def _linear(model, eq, values, lp_vars, bounds):
     return out
 
 
-def _relu(model, v, bound, unstable_relu):
-    """Variables for relu(v): v itself if active, 0 if inactive, else `unstable_relu`'s."""
+def _kink(model, eq, v, bound, constants, unstable_relu):
+    """Variables for f(v) = f(t) + left (v - t) + (right - left) relu(v - t): stable neurons
+    (u <= t or l >= t) are affine in v, unstable ones take `unstable_relu` of v - t. A ReLU
+    gets v itself when active, the constant 0 when inactive, and the encoding's variable."""
+    shape = eq.inputs[0].shape
+    t, left, right, ft = (
+        np.broadcast_to(np.asarray(c, np.float64), shape).ravel()
+        for c in eq.activation.kink(*constants)
+    )
     lower = np.asarray(bound.lower, np.float64).ravel()
     upper = np.asarray(bound.upper, np.float64).ravel()
+    f_lower = ft + np.where(lower < t, left, right) * (lower - t)
+    f_upper = ft + np.where(upper < t, left, right) * (upper - t)
+    inside = (lower < t) & (t < upper)
+    low = np.minimum(np.minimum(f_lower, f_upper), np.where(inside, ft, np.inf))
+    high = np.maximum(np.maximum(f_lower, f_upper), np.where(inside, ft, -np.inf))
+    slack = 1e-12 * (1 + np.maximum(np.abs(low), np.abs(high)))  # float64 rounding of the range
     out = []
-    for vi, lo, hi in zip(v, lower, upper):
-        if lo >= 0:
-            out.append(vi)
-        elif hi <= 0:
-            out.append(model.add_variable(lb=0.0, ub=0.0))
-        else:
-            out.append(unstable_relu(model, vi, lo, hi))
+    for i, vi in enumerate(v):
+        range_ = (low[i] - slack[i], high[i] + slack[i])
+        if upper[i] <= t[i] or lower[i] >= t[i]:
+            slope = left[i] if upper[i] <= t[i] else right[i]
+            out.append(_affine(model, ft[i] - slope * t[i], [(slope, vi)], range_))
+            continue
+        shifted = vi if t[i] == 0 else vi - t[i]
+        z = unstable_relu(model, shifted, lower[i] - t[i], upper[i] - t[i])
+        terms = [(left[i], vi), (right[i] - left[i], z)]
+        out.append(_affine(model, ft[i] - left[i] * t[i], terms, range_))
+    return out
+
+
+def _affine(model, constant, terms, range_):
+    """A variable equal to constant + sum of coefficient * variable over `terms`, within
+    `range_`: the variable itself for 1 * v, a fixed variable for a constant, else a new one
+    tied by an equality."""
+    terms = [(c, v) for c, v in terms if c != 0]
+    if constant == 0 and len(terms) == 1 and terms[0][0] == 1:
+        return terms[0][1]
+    if not terms:
+        return model.add_variable(lb=constant, ub=constant)
+    y = model.add_variable(lb=range_[0], ub=range_[1])
+    model.add_linear_constraint(y - mathopt.fast_sum(c * v for c, v in terms) == constant)
+    return y
+
+
+def _between_lines(model, eq, v, bound, constants, unstable_relu):
+    """Variables for a smooth activation: each between its CROWN lines and in its range (the
+    default option's lines, rounding-safe as `jaxcert._activations` builds them)."""
+    del unstable_relu  # a smooth activation has no exact encoding
+    low, high = bound
+    lines = eq.activation.lines(
+        low, high, *constants, params=eq.activation.params(low, high, *constants)
+    )
+    ls, li, us, ui = (np.asarray(a, np.float64).ravel() for a in lines)
+    f_low, f_high = (
+        np.asarray(a, np.float64).ravel() for a in eq.activation.interval(low, high, *constants)
+    )
+    out = []
+    for i, vi in enumerate(v):
+        y = model.add_variable(lb=f_low[i], ub=f_high[i])
+        model.add_linear_constraint(y - ls[i] * vi >= li[i])
+        model.add_linear_constraint(y - us[i] * vi <= ui[i])
+        out.append(y)
     return out
 
 

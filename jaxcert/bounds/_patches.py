@@ -2,10 +2,10 @@
 
 Full CROWN bounds every neuron of every ReLU input with one backward row per neuron. When a
 ReLU's input is computed from the network input by a chain of convolutions, elementwise affine
-maps (bias, scale, normalisation) and ReLUs, the row of a neuron is non-zero only on the
+maps (bias, scale, normalisation) and activations, the row of a neuron is non-zero only on the
 neuron's receptive field, so each row is kept as a window (a "patch") of every layer around
 that field rather than a full-sized array: a convolution's transpose maps a patch of size P to
-one of size (P - 1) * stride + kernel, and elementwise factors (ReLU slopes, scales, biases) are
+one of size (P - 1) * stride + kernel, and elementwise factors (slopes, scales, biases) are
 cut out of their full maps at each neuron's window, zero outside the layer so padding drops
 out; after each convolution's transpose the coefficients of window positions outside the layer
 (its padding) are zeroed, as padding holds constants, not values of the layer below. The bounds
@@ -55,7 +55,7 @@ def conv_chain(net, var):
     """The equations computing `var` from the input, last first, if they form a patch chain.
 
     A patch chain is a sequence of plain convolutions (`is_plain_conv`), elementwise affine maps
-    and ReLUs, each with one input-dependent operand, with at least one convolution and one
+    and activations, each with one input-dependent operand, with at least one convolution and one
     layout throughout. Returns (equations, layout), or None when `var` is computed otherwise
     (dense layers, reshapes, residual additions...).
     """
@@ -77,7 +77,7 @@ def conv_chain(net, var):
 
 
 def _in_chain(eq, operand):
-    if eq.kind == "relu" or is_plain_conv(eq):
+    if eq.kind == "activation" or is_plain_conv(eq):
         return True
     return eq.primitive.name in _ELEMENTWISE and eq.outputs[0].shape == operand.shape
 
@@ -162,7 +162,7 @@ def patch_bounds(net, env, example, chain, layout, relax):
       env: constant values of the equations (from `ibp_environment`).
       example: the input set of one example.
       chain, layout: from `conv_chain`.
-      relax: maps a ReLU equation to its (lower slope, upper slope, upper intercept).
+      relax: maps an activation equation to its `Lines`.
 
     Returns:
       An Interval of the shape of the chain's output variable.
@@ -204,11 +204,12 @@ def _lower_bounds(env, example, chain, layout, relax, sign):
 
     for eq in chain:
         values = [read(env, v) for v in eq.inputs]
-        if eq.kind == "relu":
-            lower_slope, slope, intercept = (cut(a) for a in relax(eq))
-            term, magnitude = dot(jnp.minimum(rows, 0), intercept)
-            constant, scale = constant + term, scale + magnitude
-            rows = rows * jnp.where(rows >= 0, lower_slope, slope)
+        if eq.kind == "activation":
+            lower_slope, lower_intercept, upper_slope, upper_intercept = map(cut, relax(eq))
+            term, magnitude = dot(jnp.minimum(rows, 0), upper_intercept)
+            below, below_magnitude = dot(jnp.maximum(rows, 0), lower_intercept)
+            constant, scale = constant + term + below, scale + magnitude + below_magnitude
+            rows = rows * jnp.where(rows >= 0, lower_slope, upper_slope)
         elif eq.primitive.name == "conv_general_dilated":
             kernel = canonical_kernel(eq, values[1])
             strides, padding = eq.params["window_strides"], eq.params["padding"]

@@ -62,15 +62,17 @@ def check_inputs(net: Network, spec: InputSet, C: ArrayLike | None = None) -> No
             )
 
 
-def check_relu_bounds(net, spec, bounds):
-    """Validate given pre-activation bounds: one Interval per ReLU in `net.relus()` order, each
-    of shape (B, *that ReLU's input shape without the leading 1)."""
-    relus = net.relus()
-    if len(bounds) != len(relus):
+def check_activation_bounds(net, spec, bounds):
+    """Validate given pre-activation bounds: one Interval per activation in
+    `net.activations()` order, each of shape (B, *that activation's input shape without the
+    leading 1)."""
+    activations = net.activations()
+    if len(bounds) != len(activations):
         raise ValueError(
-            f"intermediate holds {len(bounds)} bounds, the network has {len(relus)} ReLUs"
+            f"intermediate holds {len(bounds)} bounds, the network has {len(activations)} "
+            "activation layers (ReLUs and the like)"
         )
-    for i, (bound, eq) in enumerate(zip(bounds, relus)):
+    for i, (bound, eq) in enumerate(zip(bounds, activations)):
         want = (spec.batch_size, *eq.inputs[0].shape[1:])
         if tuple(bound.lower.shape) != want or tuple(bound.upper.shape) != want:
             raise ValueError(

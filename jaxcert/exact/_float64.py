@@ -26,6 +26,9 @@ def forward_float64(net, x):
         env[net.graph.input_var] = wide(np.reshape(x, (1, *net.input_shape)))
         for eq in net.equations:
             values = [wide(read(env, v)) for v in eq.inputs]
+            if eq.kind == "activation":
+                env[eq.outputs[0]] = eq.activation.apply(*values)
+                continue
             params = {k: wide_param(v) for k, v in eq.params.items()}
             outs = bind(eq.primitive, values, params)
             env.update(zip(eq.outputs, outs if eq.primitive.multiple_results else [outs]))

@@ -40,7 +40,7 @@ from .._validate import check_choice, check_count
 from ..attacks import pgd
 from ..bounds import Interval, crown, intermediate_bounds
 from ..graph import Network
-from ._encoding import milp_model
+from ._encoding import milp_model, smooth_activations
 from ._float64 import forward_float64
 from ._race import SOLVERS, Race, solve_here
 
@@ -194,6 +194,8 @@ def _decide(net, prop, solver, attack_steps, seed, clock):
     n_out = int(np.prod(net.output_shape))
     took_bounds, took_search = 0.0, None  # the last measured duration of each phase
     milps = []  # (scaled gap left by CROWN, the case's MILP, C, d, tol)
+    exact = not smooth_activations(net)  # else no MILP: bounds and the search answer alone
+    status = "unsat"
     for number, (lower, upper, unsafe) in enumerate(prop.cases):
         clock.check(took_bounds)  # e.g. a property split into very many boxes
         started = time.perf_counter()
@@ -227,11 +229,13 @@ def _decide(net, prop, solver, attack_steps, seed, clock):
             took_search = time.perf_counter() - started
             if found is not None:
                 return "sat", found
+        if not exact:
+            status = "unknown"
+            continue
         milp = _CaseMILP(net, box, inner, relu_bounds)
         milps += [(gap, milp, C, d, tol) for gap, C, d, tol in disjuncts]
     # The disjuncts furthest from a proof first, as they are likelier to hold a counterexample;
     # each MILP may use all the time left (solvers overrun short limits, so no shares).
-    status = "unsat"
     race = solver == "race" and milps  # the race's workers start only when a MILP is needed
     with Race() if race else contextlib.nullcontext(solver) as engine:
         for _, milp, C, d, tol in sorted(milps, key=lambda m: m[0]):

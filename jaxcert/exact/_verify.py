@@ -39,7 +39,7 @@ from .._validate import check_choice, check_count
 from ..attacks import pgd
 from ..bounds import Interval, check_inputs, crown, intermediate_bounds, lp_model, margins
 from ..graph import Network
-from ._encoding import milp_model
+from ._encoding import check_piecewise_linear, milp_model
 from ._encoding import tighten as tighten_bounds
 from ._float64 import forward_float64
 from ._race import SOLVERS, Race, solve_here
@@ -139,6 +139,7 @@ def verify(net: Network, spec: InputSet, y: ArrayLike, *, solver: str = "race",
       Tjeng, Xiao, Tedrake, ICLR 2019.
     """
     check_inputs(net, spec)
+    check_piecewise_linear(net)
     if str(solver).lower().replace("-", "").replace("_", "") == "cpsat":
         raise ValueError(
             "solver 'cp-sat' is refused: it restricts real-valued variables to a finite grid, "

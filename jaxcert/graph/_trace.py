@@ -1,4 +1,4 @@
-"""Tracing a JAX classifier into a network of linear operations and ReLUs.
+"""Tracing a JAX classifier into a network of linear operations and activations.
 
 `trace` reads the jaxpr of `apply_fn(params, x)`, inlines nested `jit` and `custom_jvp_call`
 (that is how `jax.nn.relu` traces) and sorts every equation into one of three kinds:
@@ -6,7 +6,10 @@
 * "const": depends only on the parameters (evaluated as is, so gradients reach the weights);
 * "linear": affine in the input-dependent operands, e.g. a dense layer, a convolution, a bias
   add, a reshape, average pooling, batch norm in inference mode, a residual add;
-* "relu": `max(v, 0)` or `max(0, v)`, recorded with the input-dependent operand first.
+* "activation": an elementwise function of one input-dependent operand that the activation
+  registry (`jaxcert._activations`) matches, by primitive (`max(v, c)`, `min(v, c)`, `abs`,
+  `logistic`, `tanh`) or by the name of a jitted library function (`jax.nn.leaky_relu`,
+  `jax.nn.hard_tanh`), recorded as `f(v, *constants)` with its entry in `Equation.activation`.
 
 Anything else that touches the input raises an error naming the primitive and the line of user
 code it came from, as does any non-floating value on the input's path (a cast to an integer
@@ -26,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core
 from jax.typing import ArrayLike
+
+from .._activations import ACTIVATIONS, CALLS, PRIMITIVES
 
 try:  # source lines for error messages; a private helper, so optional
     from jax._src import source_info_util as _source_info
@@ -51,7 +56,11 @@ class Literal:
 
 @dataclass(frozen=True, eq=False)
 class Equation:
-    """One primitive application. `variable[i]` tells whether input i depends on the input x."""
+    """One primitive application. `variable[i]` tells whether input i depends on the input x.
+
+    An activation's input-dependent operand is `inputs[0]`, and `activation` its entry in the
+    registry (`jaxcert._activations`); None for other kinds.
+    """
 
     primitive: Any
     inputs: tuple
@@ -60,6 +69,7 @@ class Equation:
     kind: str
     variable: tuple
     source: str
+    activation: Any = None
 
 
 # Linear in their input-dependent operands whatever the other operands are.
@@ -102,14 +112,14 @@ class Network:
     def output_shape(self):
         return self.graph.output_var.shape[1:]
 
-    def relus(self):
-        """The ReLU equations, in order; their input variables carry intermediate bounds."""
-        return [e for e in self.equations if e.kind == "relu"]
+    def activations(self):
+        """The activation equations, in order; their input variables carry intermediate bounds."""
+        return [e for e in self.equations if e.kind == "activation"]
 
     def interpret(self, x, rules):
         """Run the equations on one example `x` (shape (1, ...)).
 
-        Constant equations are evaluated as they are; a linear or ReLU equation calls
+        Constant equations are evaluated as they are; a linear or activation equation calls
         `rules[kind](equation, values)` with `values` holding arrays for constant inputs and
         whatever the rules produce (intervals, ...) for input-dependent ones.
 
@@ -124,13 +134,13 @@ class Network:
                 outs = bind(eq.primitive, values, eq.params)
             else:
                 outs = rules[eq.kind](eq, values)
-            outs = outs if eq.primitive.multiple_results else [outs]
-            env.update(zip(eq.outputs, outs))
+            single = eq.kind == "activation" or not eq.primitive.multiple_results
+            env.update(zip(eq.outputs, [outs] if single else outs))
         return env, env[self.graph.output_var]
 
     def __call__(self, x):
         """Evaluate the network on a batch: equals `apply_fn(params, x)`."""
-        rules = {"linear": evaluate, "relu": lambda eq, v: jnp.maximum(v[0], 0)}
+        rules = {"linear": evaluate, "activation": evaluate}
 
         def one(xi):
             return self.interpret(xi[None], rules)[1][0]
@@ -171,7 +181,9 @@ def read(env: Mapping[Var, Any], ref: Var | Literal) -> Any:
 
 
 def evaluate(eq, values):
-    """Apply an equation's primitive to concrete values."""
+    """Apply an equation to concrete values (an activation through its registry entry)."""
+    if eq.kind == "activation":
+        return eq.activation.apply(*values)
     return bind(eq.primitive, values, eq.params)
 
 
@@ -228,8 +240,8 @@ def trace(apply_fn: Callable, params: Any, x_example: ArrayLike) -> Network:
       A `Network`; `net(x)` equals `apply_fn(params, x)`.
 
     Raises:
-      UnsupportedOperation: naming a primitive on the input's path that is not linear or a ReLU,
-        and the line of code it came from.
+      UnsupportedOperation: naming a primitive on the input's path that is neither linear nor a
+        registered activation, and the line of code it came from.
     """
     x_example = jnp.asarray(x_example)
     if x_example.ndim < 1:
@@ -278,6 +290,9 @@ class _Builder:
             inputs = tuple(self.ref(env, a) for a in eqn.invars)
             variable = tuple(isinstance(r, Var) and r in self.variable for r in inputs)
             sub = _subjaxpr(eqn)
+            if name in _INLINE and eqn.params.get("name") in CALLS and any(variable):
+                self.call(eqn, inputs, variable, env)
+                continue
             if name in _INLINE and sub is not None and any(variable):
                 inner, consts = sub
                 inner_env = dict(zip(inner.invars, inputs))
@@ -290,13 +305,45 @@ class _Builder:
             kind = "const" if not any(variable) else _classify(eqn, inputs, variable)
             if kind != "const":
                 self.variable.update(outputs)
-            if kind == "relu" and not variable[0]:  # max(0, v) = max(v, 0): the variable first
-                inputs, variable = inputs[::-1], variable[::-1]
+            activation = None
+            if kind == "activation":
+                activation = ACTIVATIONS[PRIMITIVES[name]]
+                if not variable[0]:  # max(c, v) = max(v, c): the variable first
+                    inputs, variable = inputs[::-1], variable[::-1]
             self.equations.append(
                 Equation(
-                    eqn.primitive, inputs, outputs, dict(eqn.params), kind, variable, _where(eqn)
+                    eqn.primitive, inputs, outputs, dict(eqn.params), kind, variable,
+                    _where(eqn), activation,
                 )
-            )
+            )  # fmt: skip
+
+    def call(self, eqn, inputs, variable, env):
+        """A jitted library activation (`CALLS`): one equation per activation it applies."""
+        if variable[0] is not True or any(variable[1:]):
+            _unsupported(eqn, "an activation of more than one input-dependent value")
+        constants = [r.value for r in inputs[1:] if isinstance(r, Literal)]
+        if len(constants) != len(inputs) - 1:
+            _unsupported(eqn, "an activation whose constants depend on the parameters")
+        sub, consts = _subjaxpr(eqn)
+        dtype = inputs[0].dtype
+
+        def probe(value):
+            point = jnp.full(inputs[0].shape, value, dtype)
+            out = jax.core.eval_jaxpr(sub, consts, point, *constants)[0]
+            return np.asarray(out, dtype).ravel()[0]
+
+        v = inputs[0]
+        for name, constant in CALLS[eqn.params["name"]](probe):
+            out = Var(v.shape, v.dtype)
+            self.equations.append(
+                Equation(
+                    eqn.primitive, (v, Literal(np.asarray(constant, dtype))), (out,), {},
+                    "activation", (True, False), _where(eqn), ACTIVATIONS[name],
+                )
+            )  # fmt: skip
+            self.variable.add(out)
+            v = out
+        env[eqn.outvars[0]] = v
 
 
 def _subjaxpr(eqn):
@@ -310,18 +357,13 @@ def _subjaxpr(eqn):
     return None
 
 
-def _is_zero(ref):
-    if not isinstance(ref, Literal):
-        return False
-    value = np.asarray(ref.value)
-    return value.size > 0 and not np.any(value)
-
-
 def _classify(eqn, inputs, variable):
     name = eqn.primitive.name
     _check_floating(eqn, inputs, variable)
-    if name == "max" and sum(variable) == 1 and _is_zero(inputs[variable.index(False)]):
-        return "relu"
+    if name in PRIMITIVES:
+        if sum(variable) == 1:
+            return "activation"
+        _unsupported(eqn, "an activation of more than one input-dependent value")
     if name in _STRUCTURAL:
         if name == "pad" and variable[1]:
             _unsupported(eqn, "a padding value that depends on the input")
@@ -332,7 +374,7 @@ def _classify(eqn, inputs, variable):
         _unsupported(eqn, "a product of two input-dependent values")
     if name == "div" and variable == (True, False):
         return "linear"
-    _unsupported(eqn, "an operation that is neither linear nor a ReLU")
+    _unsupported(eqn, "an operation that is neither linear nor a registered activation")
 
 
 def _check_floating(eqn, inputs, variable):
@@ -386,5 +428,6 @@ def _unsupported(eqn, why):
     raise UnsupportedOperation(
         f"cannot bound primitive '{eqn.primitive.name}' ({why}) at {_where(eqn)}; supported "
         "on the input's path: dense layers, convolutions, additions, reshapes, average pooling, "
-        "inference-mode batch norm and max(x, 0) ReLUs"
+        f"inference-mode batch norm and the activations {', '.join(sorted(ACTIVATIONS))} "
+        "(as max(x, c), min(x, c), abs, jax.nn.sigmoid, tanh, jax.nn.leaky_relu, hard_tanh)"
     )

@@ -26,7 +26,7 @@ from jax.typing import ArrayLike
 
 from .._sets import LinfBall
 from ..attacks import margin_loss, pgd
-from ..bounds import crown, ibp, intermediate_bounds, margin_matrix
+from ..bounds import breakpoints, crown, ibp, intermediate_bounds, margin_matrix
 from ..graph import trace
 
 
@@ -240,8 +240,10 @@ def relu_stability(apply_fn: Callable, params: Any, x: jax.Array, eps: ArrayLike
     net = trace(apply_fn, params, x[:1])
     layers = intermediate_bounds(net, LinfBall(x, eps, lower, upper), method=bounds)
     loss = unstable = 0.0
-    for b in layers:
-        product = (b.lower * b.upper).reshape(x.shape[0], -1)
+    for b, t in zip(layers, breakpoints(net)):
+        if t is None:  # a smooth activation: no breakpoint to keep inputs away from
+            continue
+        product = ((b.lower - t[0]) * (b.upper - t[0])).reshape(x.shape[0], -1)
         loss = loss - jnp.sum(jnp.tanh(1 + product), axis=1)
         unstable = unstable + jnp.sum(product < 0, axis=1)
     return jnp.mean(loss), {"unstable": jnp.mean(unstable)}
