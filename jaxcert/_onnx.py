@@ -2,9 +2,11 @@
 
 `from_onnx` turns an ONNX graph into ``apply_fn(params, x)`` written with `jax.numpy` and
 `jax.lax`, so `jaxcert.trace` and every bound method read it like a Flax model. The operators
-are those of feed-forward verification benchmarks (dense and convolutional ReLU networks with
-input normalisation); shape arithmetic that exporters emit (``x.view(x.size(0), -1)`` becomes
-Shape, Gather, Unsqueeze, Concat, Reshape) is folded to constants while the graph is run.
+are those of feed-forward verification benchmarks (dense and convolutional networks with
+input normalisation and the activations `jaxcert.trace` reads: Relu, LeakyRelu, Sigmoid, Tanh,
+Clip, Abs, MaxPool, Max/Min); shape arithmetic that exporters emit (``x.view(x.size(0), -1)``
+becomes Shape, Gather, Unsqueeze, Concat, Reshape) is folded to constants while the graph is
+run.
 
 VNN-COMP networks usually fix the batch dimension at 1, so `apply_fn` runs the graph on one
 example at a time under `jax.vmap`: reshapes to ``[1, -1]`` stay correct for any batch.
@@ -16,6 +18,7 @@ References:
   https://github.com/ChristopherBrix/vnncomp_benchmarks.
 """
 
+import functools
 import gzip
 import math
 import zlib
@@ -374,6 +377,33 @@ def _relu(node, x):
     return np.maximum(x, 0) if _xp(x) is np else jax.nn.relu(x)
 
 
+def _leaky_relu(node, x):
+    alpha = float(node.get("alpha", 0.01))
+    return np.where(x >= 0, x, alpha * x) if _xp(x) is np else jax.nn.leaky_relu(x, alpha)
+
+
+def _clip(node, x, low=None, high=None):
+    """Bounds as optional inputs (opset >= 11) or as attributes min/max (before)."""
+    low = node.get("min") if low is None else low
+    high = node.get("max") if high is None else high
+    xp = _xp(x)
+    if low is not None:
+        x = xp.maximum(x, xp.asarray(low, x.dtype))
+    if high is not None:
+        x = xp.minimum(x, xp.asarray(high, x.dtype))
+    return x
+
+
+def _elementwise(function):
+    """A variadic elementwise node (Max, Min): `function` folded over its inputs."""
+
+    def apply(node, *values):
+        xp = _xp(*values)
+        return functools.reduce(getattr(xp, function), values)
+
+    return apply
+
+
 def _gather(node, data, indices):
     axis = node.get("axis", 0) % np.ndim(data)
     if _xp(data, indices) is np or not isinstance(indices, np.ndarray | np.generic):
@@ -405,10 +435,12 @@ def _transpose(node, x):
 
 
 _OPS = {
+    "Abs": lambda node, x: _xp(x).abs(x),
     "Add": lambda node, a, b: a + b,
     "AveragePool": _average_pool,
     "BatchNormalization": _batch_norm,
     "Cast": _cast,
+    "Clip": _clip,
     "Concat": _concat,
     "Constant": _constant,
     "Conv": _conv,
@@ -418,18 +450,23 @@ _OPS = {
     "Gather": _gather,
     "Gemm": _gemm,
     "Identity": lambda node, x: x,
+    "LeakyRelu": _leaky_relu,
     "MatMul": lambda node, a, b: _xp(a, b).matmul(a, b),
+    "Max": _elementwise("maximum"),
+    "Min": _elementwise("minimum"),
     "Mul": lambda node, a, b: a * b,
     "Neg": lambda node, x: -x,
     "Pad": _pad,
     "Relu": _relu,
     "Reshape": _reshape,
+    "Sigmoid": lambda node, x: 1 / (1 + np.exp(-x)) if _xp(x) is np else jax.nn.sigmoid(x),
     "Shape": lambda node, x: np.asarray(np.shape(x), np.int64)[
         slice(node.get("start", 0), node.get("end"))
     ],
     "Slice": _slice,
     "Squeeze": _squeeze,
     "Sub": lambda node, a, b: a - b,
+    "Tanh": lambda node, x: _xp(x).tanh(x),
     "Transpose": _transpose,
     "Unsqueeze": _unsqueeze,
 }

@@ -20,28 +20,38 @@ from flax import nnx, serialization
 _SPEC_FILE = "model.json"
 _PARAMS_FILE = "params.msgpack"
 
+ACTIVATIONS = {
+    "relu": jax.nn.relu,
+    "leaky-relu": jax.nn.leaky_relu,
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+}
+"""The hidden activations the models offer, by the name a spec or `--activation` gives."""
+
 
 class MLP(nn.Module):
-    """Fully connected ReLU network on flattened inputs.
+    """Fully connected network on flattened inputs.
 
     Attributes:
         hidden: widths of the hidden layers (empty for a linear classifier).
         num_classes: number of output logits.
+        activation: the hidden activation, a key of `ACTIVATIONS`.
     """
 
     hidden: tuple[int, ...]
     num_classes: int = 10
+    activation: str = "relu"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x.reshape(x.shape[0], -1)
         for width in self.hidden:
-            x = jax.nn.relu(nn.Dense(width)(x))
+            x = ACTIVATIONS[self.activation](nn.Dense(width)(x))
         return nn.Dense(self.num_classes)(x)
 
 
 class CNN(nn.Module):
-    """Convolutional ReLU network on NHWC images.
+    """Convolutional network on NHWC images.
 
     Each convolution has a square kernel (3x3 by default), stride 2 and ``"SAME"`` padding, so it
     halves the height
@@ -53,20 +63,23 @@ class CNN(nn.Module):
         dense: width of the hidden dense layer.
         kernel: side of the convolution kernels.
         num_classes: number of output logits.
+        activation: the hidden activation, a key of `ACTIVATIONS`.
     """
 
     channels: tuple[int, ...] = (16, 32)
     dense: int = 100
     kernel: int = 3
     num_classes: int = 10
+    activation: str = "relu"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        act = ACTIVATIONS[self.activation]
         for features in self.channels:
             x = nn.Conv(features, (self.kernel, self.kernel), strides=(2, 2), padding="SAME")(x)
-            x = jax.nn.relu(x)
+            x = act(x)
         x = x.reshape(x.shape[0], -1)
-        x = jax.nn.relu(nn.Dense(self.dense)(x))
+        x = act(nn.Dense(self.dense)(x))
         return nn.Dense(self.num_classes)(x)
 
 
@@ -88,7 +101,8 @@ def build_model(spec: dict) -> nn.Module:
     """Builds a linen module from a JSON-able architecture spec.
 
     Specs are ``{"kind": "mlp", "hidden": [64, 64], "num_classes": 10}`` or
-    ``{"kind": "cnn", "channels": [16, 32], "dense": 100, "num_classes": 10}``; every field other
+    ``{"kind": "cnn", "channels": [16, 32], "dense": 100, "num_classes": 10}``, either with an
+    optional ``"activation"`` (a key of `ACTIVATIONS`, default ``"relu"``); every field other
     than ``kind`` and the MLP's ``hidden`` is optional and defaults as in `MLP` and `CNN`.
 
     Args:
@@ -102,8 +116,8 @@ def build_model(spec: dict) -> nn.Module:
     kind = spec.get("kind")
     fields = {k: v for k, v in spec.items() if k != "kind"}
     allowed = {
-        "mlp": {"hidden", "num_classes"},
-        "cnn": {"channels", "dense", "kernel", "num_classes"},
+        "mlp": {"hidden", "num_classes", "activation"},
+        "cnn": {"channels", "dense", "kernel", "num_classes", "activation"},
     }
     if kind not in allowed:
         raise ValueError(f"spec field 'kind' must be 'mlp' or 'cnn', got {kind!r}")
@@ -115,6 +129,11 @@ def build_model(spec: dict) -> nn.Module:
         )
     if "num_classes" in fields:
         fields["num_classes"] = _positive_int(fields["num_classes"], "num_classes")
+    if fields.get("activation", "relu") not in ACTIVATIONS:
+        raise ValueError(
+            f"spec field 'activation' must be one of {sorted(ACTIVATIONS)}, "
+            f"got {fields['activation']!r}"
+        )
     if kind == "mlp":
         if "hidden" not in fields:
             raise ValueError("spec field 'hidden' is required for kind 'mlp'")

@@ -298,3 +298,18 @@ def test_the_milp_refuses_a_smooth_activation_by_name_and_properties_answer_with
     assert answer(center[0] + 1e-3) == "sat"  # the centre itself reaches it
     assert answer((low + center[0]) / 2) in ("unknown", "sat")  # the bounds cannot refute it
     assert np.isfinite(high)
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky-relu", "tanh", "sigmoid"])
+def test_model_zoo_offers_each_activation(activation):
+    for spec in ({"kind": "mlp", "hidden": [6], "num_classes": 3, "activation": activation},
+                 {"kind": "cnn", "channels": [2], "dense": 4, "num_classes": 3,
+                  "activation": activation}):  # fmt: skip
+        apply_fn, params = jc.models.init_model(spec, jax.random.key(0), (4, 4, 1))
+        x = jax.random.uniform(jax.random.key(1), (2, 4, 4, 1))
+        net = jc.trace(apply_fn, params, x[:1])
+        np.testing.assert_allclose(net(x), apply_fn(params, x), rtol=1e-6, atol=1e-6)
+        loss, _ = jc.train.ibp_loss(apply_fn, params, x, jnp.array([0, 1]), 0.05)
+        assert np.isfinite(float(loss))
+    with pytest.raises(ValueError, match="activation"):
+        jc.models.build_model({"kind": "mlp", "hidden": [2], "activation": "gelu"})

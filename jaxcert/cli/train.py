@@ -31,6 +31,10 @@ def add_parser(subparsers):
     tr.add_argument("--model", choices=("mlp", "cnn"), default="mlp", help="architecture")
     tr.add_argument("--hidden", type=ints, default=(256, 256), help="MLP hidden widths")
     tr.add_argument(
+        "--activation", choices=tuple(models.ACTIVATIONS), default="relu",
+        help="hidden activation (the MILP of `verify` needs relu or leaky-relu)",
+    )  # fmt: skip
+    tr.add_argument(
         "--method",
         choices=training.METHODS,
         default="gaussian",
@@ -122,6 +126,8 @@ def run(args):
         spec = {"kind": "mlp", "hidden": list(args.hidden), "num_classes": data.num_classes}
     else:
         spec = {"kind": "cnn", "num_classes": data.num_classes}
+    if args.activation != "relu":  # the default stays out of model.json, as before
+        spec["activation"] = args.activation
     loss_fn = training.training_loss(
         args.method, relu_stability_weight=args.relu_stability, l1_weight=args.l1
     )
