@@ -4,6 +4,7 @@ enumeration of the pieces, and the refusal of smooth activations by the MILP."""
 
 import itertools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -151,7 +152,7 @@ SPEC_ROWS = jnp.broadcast_to(jnp.array([[1.0, -1.0, 0.0], [0.0, 1.0, -1.0]]), (2
     "name, kind",
     [
         ("mlp", "linf"),
-        ("cnn", "l2"),
+        pytest.param("cnn", "l2", marks=pytest.mark.slow),
         pytest.param("mlp", "l2", marks=pytest.mark.slow),
         pytest.param("cnn", "linf", marks=pytest.mark.slow),
     ],
@@ -183,6 +184,7 @@ def test_every_method_contains_every_sampled_output(name, kind):
         np.testing.assert_allclose(b.upper, out, atol=1e-2, err_msg=method)
 
 
+@pytest.mark.slow
 def test_lp_is_at_least_as_tight_as_crown_with_the_same_intermediate_bounds():
     apply_fn, params = NETWORKS["mlp"]
     x = jax.random.uniform(jax.random.key(2), (1, 4, 4, 1), minval=0.2, maxval=0.8)
@@ -250,7 +252,8 @@ def _enumerated_minimum(p, lower, upper, y):
     return best
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow),
+                                  pytest.param(2, marks=pytest.mark.slow)])  # fmt: skip
 def test_milp_with_leaky_relu_abs_and_clip_agrees_with_enumeration(seed):
     rng = np.random.default_rng(seed)
     shapes = [(2, 2), (2,), (2, 2), (2,), (2, 2), (2,), (2, 3), (3,)]
@@ -300,7 +303,9 @@ def test_the_milp_refuses_a_smooth_activation_by_name_and_properties_answer_with
     assert np.isfinite(high)
 
 
-@pytest.mark.parametrize("activation", ["relu", "leaky-relu", "tanh", "sigmoid"])
+@pytest.mark.parametrize("activation", ["leaky-relu", "sigmoid",
+                                        pytest.param("tanh", marks=pytest.mark.slow),
+                                        pytest.param("relu", marks=pytest.mark.slow)])  # fmt: skip
 def test_model_zoo_offers_each_activation(activation):
     for spec in ({"kind": "mlp", "hidden": [6], "num_classes": 3, "activation": activation},
                  {"kind": "cnn", "channels": [2], "dense": 4, "num_classes": 3,
@@ -313,3 +318,82 @@ def test_model_zoo_offers_each_activation(activation):
         assert np.isfinite(float(loss))
     with pytest.raises(ValueError, match="activation"):
         jc.models.build_model({"kind": "mlp", "hidden": [2], "activation": "gelu"})
+
+
+# --------------------------------------------------------------------- maxima as ReLU trees
+
+
+def _pooled(p, x):
+    dims = ("NHWC", "HWIO", "NHWC")
+    h = jax.lax.conv_general_dilated(x, p[0], (1, 1), "SAME", dimension_numbers=dims)
+    h = nn.max_pool(h, (2, 2), strides=(2, 2), padding="SAME")  # 5x5 -> 3x3: padded windows
+    h = nn.max_pool(h, (2, 2), strides=(1, 1))  # kernel != stride
+    h = jnp.max(h, axis=-1).reshape(h.shape[0], -1) @ p[1]
+    return jnp.minimum(jnp.maximum(h[:, :3], h[:, 3:]), h[:, :3] + 0.5)
+
+
+@pytest.mark.parametrize("methods", ["ibp", pytest.param("linear", marks=pytest.mark.slow)])
+def test_max_pooling_and_maxima_are_traced_exactly_and_bounded_soundly(methods):
+    rng = np.random.default_rng(8)
+    p = [jnp.asarray(rng.normal(size=(3, 3, 1, 2)), jnp.float32),
+         jnp.asarray(rng.normal(size=(4, 6)), jnp.float32)]  # fmt: skip
+    x = jax.random.uniform(jax.random.key(3), (2, 5, 5, 1), minval=0.2, maxval=0.8)
+    net = jc.trace(_pooled, p, x[:1])
+    np.testing.assert_allclose(net(x), _pooled(p, x), rtol=1e-6, atol=1e-6)
+    spec = jc.LinfBall(x, 0.05)
+    if methods == "ibp":  # the linear ones compile for about 90 s: the slow set runs them
+        bounds = {"ibp": jc.bounds.ibp(net, spec)}
+    else:
+        bounds = {
+            "crown": jc.bounds.crown(net, spec),
+            "crown-ibp": jc.bounds.crown(net, spec, intermediate="ibp"),
+            "alpha-crown": jc.bounds.alpha_crown(net, spec, steps=5),
+        }
+    for i in range(2):
+        out = np.asarray(_pooled(p, sample_set("linf", x[i], 0.05, 10_000, seed=i)))
+        for method, b in bounds.items():
+            assert np.all(out >= np.asarray(b.lower[i]) - 1e-6), method
+            assert np.all(out <= np.asarray(b.upper[i]) + 1e-6), method
+
+
+def _pair_max(p, x):
+    h = (x @ p[0] + p[1]).reshape(x.shape[0], 2, 2)
+    return jnp.max(h, axis=-1) @ p[2] + p[3]
+
+
+def _pair_max_minimum(p, lower, upper, y):
+    """min over the box of min_j f_y - f_j, one LP per choice of the larger of each pair."""
+    w1, b1, w2, b2 = (np.asarray(a, np.float64) for a in p)
+    best = np.inf
+    for choice in itertools.product([0, 1], repeat=2):
+        picked = [2 * k + c for k, c in enumerate(choice)]
+        others = [2 * k + 1 - c for k, c in enumerate(choice)]
+        rows = [w1[:, o] - w1[:, q] for q, o in zip(picked, others)]  # other <= picked
+        rhs = [b1[q] - b1[o] for q, o in zip(picked, others)]
+        G, h = w1[:, picked], b1[picked]
+        for j in range(w2.shape[1]):
+            if j != y:
+                d = w2[:, y] - w2[:, j]
+                res = linprog(G @ d, A_ub=np.array(rows), b_ub=np.array(rhs),
+                              bounds=list(zip(lower, upper)), method="highs")  # fmt: skip
+                if res.status == 0:
+                    best = min(best, res.fun + h @ d + b2[y] - b2[j])
+    return best
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_milp_of_a_maximum_agrees_with_enumeration(seed):
+    rng = np.random.default_rng(seed + 10)
+    p = [jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((3, 4), (4,), (2, 3), (3,))]
+    x = jnp.asarray(rng.uniform(0.3, 0.7, (1, 3)), jnp.float32)
+    y = int(jnp.argmax(_pair_max(p, x)))
+    net = jc.trace(_pair_max, p, x)
+    spec = jc.LinfBall(x, 0.3)
+    (result,) = jc.exact.verify(net, spec, jnp.array([y]), solver="highs", mode="minimum",
+                                bounds="ibp", attack_steps=0)  # fmt: skip
+    lower, upper = (np.asarray(b, np.float64)[0] for b in spec.box())
+    exact = _pair_max_minimum(p, lower, upper, y)
+    assert result.margin_lower <= exact + 1e-5 and exact <= result.margin_upper + 1e-5
+    if result.binaries:
+        assert result.margin_upper - result.margin_lower < 1e-3

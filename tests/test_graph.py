@@ -92,8 +92,8 @@ def test_float64_models_stay_float64(x64):
 @pytest.mark.parametrize(
     "fn, primitive",
     [
-        (lambda p, x: nn.max_pool(x @ p, (2,), strides=(2,)), "reduce_window_max"),
-        (lambda p, x: jax.nn.softmax(x @ p), "reduce_max"),
+        (lambda p, x: jnp.sin(x @ p), "sin"),
+        (lambda p, x: jax.nn.softmax(x @ p), "stop_gradient"),
         (lambda p, x: jnp.exp(x @ p), "exp"),
         (lambda p, x: (x @ p) * (x @ p), "mul"),
     ],

@@ -11,12 +11,17 @@
   `logistic`, `tanh`) or by the name of a jitted library function (`jax.nn.leaky_relu`,
   `jax.nn.hard_tanh`), recorded as `f(v, *constants)` with its entry in `Equation.activation`.
 
+Maxima of input-dependent values (max pooling, `jnp.max`, `jnp.maximum`/`jnp.minimum` of two
+such values) are traced as trees of ReLUs, max(a, b) = b + relu(a - b), exact in real
+arithmetic, so every method (the MILP included) reads them with no rule of its own.
+
 Anything else that touches the input raises an error naming the primitive and the line of user
 code it came from, as does any non-floating value on the input's path (a cast to an integer
 type, a comparison). The bound methods in `jaxcert.bounds` interpret this list of equations, one
 example at a time (the trace is taken with a batch of one), and vmap over images.
 """
 
+import functools
 import itertools
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -290,6 +295,10 @@ class _Builder:
             inputs = tuple(self.ref(env, a) for a in eqn.invars)
             variable = tuple(isinstance(r, Var) and r in self.variable for r in inputs)
             sub = _subjaxpr(eqn)
+            pairwise = name in ("max", "min")  # with one constant operand: an activation
+            if name in _BY_RELUS and any(variable) and (not pairwise or all(variable)):
+                self.by_relus(eqn, inputs, env)
+                continue
             if name in _INLINE and eqn.params.get("name") in CALLS and any(variable):
                 self.call(eqn, inputs, variable, env)
                 continue
@@ -316,6 +325,20 @@ class _Builder:
                     _where(eqn), activation,
                 )
             )  # fmt: skip
+
+    def by_relus(self, eqn, inputs, env):
+        """A maximum of input-dependent values, traced as ReLUs and linear maps (`_BY_RELUS`)."""
+        _check_floating(eqn, inputs, [isinstance(r, Var) for r in inputs])
+        rewrite = functools.partial(_BY_RELUS[eqn.primitive.name], **eqn.params)
+        avals = [jax.ShapeDtypeStruct(a.aval.shape, a.aval.dtype) for a in eqn.invars]
+        try:
+            closed = jax.make_jaxpr(rewrite)(*avals)
+        except _Refused as why:
+            _unsupported(eqn, str(why))
+        inner_env = dict(zip(closed.jaxpr.invars, inputs))
+        inner_env.update({v: Literal(c) for v, c in zip(closed.jaxpr.constvars, closed.consts)})
+        self.inline(closed.jaxpr, inner_env)
+        env.update(zip(eqn.outvars, (self.ref(inner_env, o) for o in closed.jaxpr.outvars)))
 
     def call(self, eqn, inputs, variable, env):
         """A jitted library activation (`CALLS`): one equation per activation it applies."""
@@ -344,6 +367,86 @@ class _Builder:
             self.variable.add(out)
             v = out
         env[eqn.outvars[0]] = v
+
+
+
+# ---------------------------------------------------------------- maxima as trees of ReLUs
+# max(a, b) = b + relu(a - b): a maximum between input-dependent values (max pooling, jnp.max,
+# jnp.maximum of two variables) is traced as ReLUs and linear maps, exact in real arithmetic
+# (so for the MILP), and every bound method reads it with no rule of its own.
+
+
+def _max_pool_by_relus(x, *, window_dimensions, window_strides, padding, base_dilation,
+                       window_dilation):  # fmt: skip
+    """`reduce_window_max` as a tree of ReLUs over the window offsets (`_tree_max`).
+
+    Each offset o gives the strided slice x_o of the zero-padded input; where it reads padding,
+    which a maximum ignores, it is replaced (through a constant 0/1 mask) by the slice of an
+    offset that reads the input at every output position.
+    """
+    if any(d != 1 for d in base_dilation):
+        raise _Refused("max pooling with base dilation")
+    padded = jax.lax.pad(x, jnp.zeros((), x.dtype), [(lo, hi, 0) for lo, hi in padding])
+    spans = [(w - 1) * d + 1 for w, d in zip(window_dimensions, window_dilation)]
+    sizes = [(n - span) // s + 1 for n, span, s in zip(padded.shape, spans, window_strides)]
+    slices, masks = [], []
+    for offset in itertools.product(*(range(0, sp, d) for sp, d in zip(spans, window_dilation))):
+        limit = [o + (m - 1) * s + 1 for o, m, s in zip(offset, sizes, window_strides)]
+        slices.append(jax.lax.slice(padded, offset, limit, window_strides))
+        inside = [
+            (lo <= o + np.arange(m) * s) & (o + np.arange(m) * s < lo + n)
+            for o, m, s, (lo, _), n in zip(offset, sizes, window_strides, padding, x.shape)
+        ]
+        masks.append(functools.reduce(np.multiply.outer, inside).astype(x.dtype))
+    anchor = next((part for part, mask in zip(slices, masks) if mask.all()), None)
+    if anchor is None:
+        raise _Refused("max pooling whose windows share no position inside the input")
+    values = [
+        part if mask.all() else part * mask + anchor * (1 - mask)
+        for part, mask in zip(slices, masks)
+        if mask.any()
+    ]
+    return _tree_max(values)
+
+
+def _tree_max(values):
+    """The elementwise maximum of equally shaped arrays, by pairs in one ReLU per level: the
+    pairs of a level are stacked, so k arrays take ceil(log2 k) ReLU equations."""
+    while len(values) > 1:
+        half = len(values) // 2
+        a, b = jnp.stack(values[:half]), jnp.stack(values[half : 2 * half])
+        top = _max_by_relu(a, b)
+        rest = values[2 * half :]  # an odd one out waits for the next level
+        values = [jax.lax.index_in_dim(top, i, 0, keepdims=False) for i in range(half)] + rest
+    return values[0]
+
+
+def _reduce_max_by_relus(x, *, axes, **_):
+    """`reduce_max` (`jnp.max`) as a tree of ReLUs over each reduced axis."""
+    for axis in sorted(axes, reverse=True):
+        x = _tree_max([jax.lax.index_in_dim(x, i, axis, False) for i in range(x.shape[axis])])
+    return x
+
+
+def _max_by_relu(a, b):
+    return b + jax.nn.relu(a - b)
+
+
+def _min_by_relu(a, b):
+    return a - jax.nn.relu(a - b)
+
+
+# Primitives rewritten into ReLUs when their operands (all of them, for max/min) depend on x.
+_BY_RELUS = {
+    "reduce_window_max": _max_pool_by_relus,
+    "reduce_max": _reduce_max_by_relus,
+    "max": _max_by_relu,
+    "min": _min_by_relu,
+}
+
+
+class _Refused(Exception):
+    """A rewrite that does not apply, with the reason for the error message."""
 
 
 def _subjaxpr(eqn):
@@ -427,7 +530,8 @@ def _where(eqn):
 def _unsupported(eqn, why):
     raise UnsupportedOperation(
         f"cannot bound primitive '{eqn.primitive.name}' ({why}) at {_where(eqn)}; supported "
-        "on the input's path: dense layers, convolutions, additions, reshapes, average pooling, "
-        f"inference-mode batch norm and the activations {', '.join(sorted(ACTIVATIONS))} "
-        "(as max(x, c), min(x, c), abs, jax.nn.sigmoid, tanh, jax.nn.leaky_relu, hard_tanh)"
+        "on the input's path: dense layers, convolutions, additions, reshapes, average and max "
+        "pooling, maxima, inference-mode batch norm and the activations "
+        f"{', '.join(sorted(ACTIVATIONS))} (as max(x, c), min(x, c), abs, jax.nn.sigmoid, tanh, "
+        "jax.nn.leaky_relu, hard_tanh)"
     )
