@@ -190,6 +190,10 @@ def _check_supported(nodes):
             problems.append(f"AveragePool with ceil_mode=1 (node {node.name!r})")
         elif node.op == "AveragePool" and any(d != 1 for d in node.get("dilations", [])):
             problems.append(f"AveragePool with dilations (node {node.name!r})")
+        elif node.op == "MaxPool" and node.get("ceil_mode", 0):
+            problems.append(f"MaxPool with ceil_mode=1 (node {node.name!r})")
+        elif node.op == "MaxPool" and len(node.outputs) > 1:
+            problems.append(f"MaxPool with an Indices output (node {node.name!r})")
         elif node.op == "Pad" and node.get("mode", "constant") != "constant":
             problems.append(f"Pad with mode={node.get('mode')} (node {node.name!r})")
         elif node.op == "BatchNormalization" and node.get("training_mode", 0):
@@ -350,6 +354,18 @@ def _average_pool(node, x):
     return sums / counts
 
 
+def _max_pool(node, x):
+    n = x.ndim - 2
+    kernel = node.get("kernel_shape")
+    strides = node.get("strides", [1] * n)
+    dilations = node.get("dilations", [1] * n)
+    pads = _pads(node, x.shape[2:], kernel, strides, dilations)
+    return lax.reduce_window(
+        x, -jnp.inf, lax.max, (1, 1, *kernel), (1, 1, *strides), ((0, 0), (0, 0), *pads),
+        window_dilation=(1, 1, *dilations),
+    )  # fmt: skip
+
+
 def _slice(node, x, starts=None, ends=None, axes=None, steps=None):
     """Static slicing; starts/ends/axes are attributes before opset 10, inputs after."""
     starts = node.get("starts") if starts is None else np.ravel(starts)
@@ -453,6 +469,7 @@ _OPS = {
     "LeakyRelu": _leaky_relu,
     "MatMul": lambda node, a, b: _xp(a, b).matmul(a, b),
     "Max": _elementwise("maximum"),
+    "MaxPool": _max_pool,
     "Min": _elementwise("minimum"),
     "Mul": lambda node, a, b: a * b,
     "Neg": lambda node, x: -x,

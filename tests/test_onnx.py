@@ -546,6 +546,18 @@ def _clip_opset_6_attributes_and_default_leaky_slope(rng):
     return _make_model(nodes, [1, 5], opset=6), 1e-5
 
 
+def _max_pool(rng):
+    """Padded, strided max pooling with kernel != stride, and a dilated one, after a Conv."""
+    nodes = [
+        helper.make_node("Conv", ["x", "W"], ["h"], pads=[1, 1, 1, 1]),
+        helper.make_node("MaxPool", ["h"], ["p"], kernel_shape=[3, 3], strides=[2, 2],
+                         pads=[1, 0, 1, 1]),
+        helper.make_node("MaxPool", ["p"], ["y"], kernel_shape=[2, 2], dilations=[1, 2],
+                         pads=[0, 1, 1, 1]),
+    ]  # fmt: skip
+    return _make_model(nodes, [1, 1, 6, 7], {"W": _w(rng, 2, 1, 3, 3)}), 1e-5
+
+
 def _concat_with_a_constant(rng):
     nodes = [
         helper.make_node("MatMul", ["x", "W"], ["h"]),
@@ -675,6 +687,7 @@ CASES = {
     "pad_constant_and_crop_then_conv": _pad_constant_and_crop,
     "pad_opset_2_attributes": _pad_opset_2_attributes,
     "activations": _activations,
+    "max_pool": _max_pool,
     "clip_opset_6_attributes_and_default_leaky_slope": (
         _clip_opset_6_attributes_and_default_leaky_slope
     ),
@@ -807,7 +820,6 @@ def test_a_tensor_that_no_node_defines_is_named():
     [
         ("Erf", {}),
         ("Softmax", {"axis": 1}),
-        ("MaxPool", {"kernel_shape": [2, 2]}),
     ],
 )
 def test_unsupported_operator_is_named(op, attrs):

@@ -381,8 +381,8 @@ def _max_pool_by_relus(x, *, window_dimensions, window_strides, padding, base_di
     """`reduce_window_max` as a tree of ReLUs over the window offsets (`_tree_max`).
 
     Each offset o gives the strided slice x_o of the zero-padded input; where it reads padding,
-    which a maximum ignores, it is replaced (through a constant 0/1 mask) by the slice of an
-    offset that reads the input at every output position.
+    which a maximum ignores, it is replaced (through constant 0/1 masks) by the window's first
+    entry inside the input.
     """
     if any(d != 1 for d in base_dilation):
         raise _Refused("max pooling with base dilation")
@@ -398,9 +398,15 @@ def _max_pool_by_relus(x, *, window_dimensions, window_strides, padding, base_di
             for o, m, s, (lo, _), n in zip(offset, sizes, window_strides, padding, x.shape)
         ]
         masks.append(functools.reduce(np.multiply.outer, inside).astype(x.dtype))
-    anchor = next((part for part, mask in zip(slices, masks) if mask.all()), None)
-    if anchor is None:
-        raise _Refused("max pooling whose windows share no position inside the input")
+    anchor, taken = None, np.zeros_like(masks[0])  # per position, its first offset inside
+    for part, mask in zip(slices, masks):
+        first = mask * (1 - taken)
+        if first.any():
+            term = part if first.all() else part * first
+            anchor = term if anchor is None else anchor + term
+        taken = np.maximum(taken, mask)
+    if not taken.all():
+        raise _Refused("max pooling with a window that lies in the padding only")
     values = [
         part if mask.all() else part * mask + anchor * (1 - mask)
         for part, mask in zip(slices, masks)
