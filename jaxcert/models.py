@@ -53,9 +53,9 @@ class MLP(nn.Module):
 class CNN(nn.Module):
     """Convolutional network on NHWC images.
 
-    Each convolution has a square kernel (3x3 by default), stride 2 and ``"SAME"`` padding, so it
-    halves the height
-    and width (rounding up): two layers map 8x8 digits to 2x2 and 28x28 MNIST to 7x7. The
+    Each convolution has a square kernel (3x3 by default) and ``"SAME"`` padding, and halves the
+    height and width (rounding up), by its stride of 2 or, with ``pool="max"``, by a 2x2 max
+    pooling after it (stride 1): two layers map 8x8 digits to 2x2 and 28x28 MNIST to 7x7. The
     feature map is then flattened and passed through one hidden dense layer.
 
     Attributes:
@@ -64,6 +64,7 @@ class CNN(nn.Module):
         kernel: side of the convolution kernels.
         num_classes: number of output logits.
         activation: the hidden activation, a key of `ACTIVATIONS`.
+        pool: how each layer halves the feature map: "stride" or "max" (2x2 max pooling).
     """
 
     channels: tuple[int, ...] = (16, 32)
@@ -71,13 +72,17 @@ class CNN(nn.Module):
     kernel: int = 3
     num_classes: int = 10
     activation: str = "relu"
+    pool: str = "stride"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         act = ACTIVATIONS[self.activation]
+        stride = 2 if self.pool == "stride" else 1
         for features in self.channels:
-            x = nn.Conv(features, (self.kernel, self.kernel), strides=(2, 2), padding="SAME")(x)
+            x = nn.Conv(features, (self.kernel, self.kernel), strides=stride, padding="SAME")(x)
             x = act(x)
+            if self.pool == "max":
+                x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
         x = x.reshape(x.shape[0], -1)
         x = act(nn.Dense(self.dense)(x))
         return nn.Dense(self.num_classes)(x)
@@ -117,7 +122,7 @@ def build_model(spec: dict) -> nn.Module:
     fields = {k: v for k, v in spec.items() if k != "kind"}
     allowed = {
         "mlp": {"hidden", "num_classes", "activation"},
-        "cnn": {"channels", "dense", "kernel", "num_classes", "activation"},
+        "cnn": {"channels", "dense", "kernel", "num_classes", "activation", "pool"},
     }
     if kind not in allowed:
         raise ValueError(f"spec field 'kind' must be 'mlp' or 'cnn', got {kind!r}")
@@ -129,6 +134,8 @@ def build_model(spec: dict) -> nn.Module:
         )
     if "num_classes" in fields:
         fields["num_classes"] = _positive_int(fields["num_classes"], "num_classes")
+    if fields.get("pool", "stride") not in ("stride", "max"):
+        raise ValueError(f"spec field 'pool' must be 'stride' or 'max', got {fields['pool']!r}")
     if fields.get("activation", "relu") not in ACTIVATIONS:
         raise ValueError(
             f"spec field 'activation' must be one of {sorted(ACTIVATIONS)}, "

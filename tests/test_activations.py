@@ -318,6 +318,21 @@ def test_model_zoo_offers_each_activation(activation):
         assert np.isfinite(float(loss))
     with pytest.raises(ValueError, match="activation"):
         jc.models.build_model({"kind": "mlp", "hidden": [2], "activation": "gelu"})
+    with pytest.raises(ValueError, match="pool"):
+        jc.models.build_model({"kind": "cnn", "pool": "average"})
+
+
+def test_the_cnn_offers_max_pooling():
+    spec = {"kind": "cnn", "channels": [2, 2], "dense": 4, "num_classes": 3, "pool": "max"}
+    apply_fn, params = jc.models.init_model(spec, jax.random.key(0), (8, 8, 1))
+    x = jax.random.uniform(jax.random.key(1), (2, 8, 8, 1))
+    net = jc.trace(apply_fn, params, x[:1])
+    assert apply_fn(params, x).shape == (2, 3)
+    np.testing.assert_allclose(net(x), apply_fn(params, x), rtol=1e-5, atol=1e-6)
+    bounds = jc.bounds.ibp(net, jc.LinfBall(x, 0.02))
+    out = np.asarray(apply_fn(params, sample_set("linf", x[0], 0.02, 2000)))
+    assert np.all(out >= np.asarray(bounds.lower[0]) - 1e-6)
+    assert np.all(out <= np.asarray(bounds.upper[0]) + 1e-6)
 
 
 # --------------------------------------------------------------------- maxima as ReLU trees

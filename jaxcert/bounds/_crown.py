@@ -298,7 +298,7 @@ def intermediate_bounds(
       relu: lower slope of unstable ReLUs in the backward passes (see `crown`).
 
     Returns:
-      A list with one `Interval` per ReLU in `net.relus()` order, each of shape
+      A list with one `Interval` per activation in `net.activations()` order, each of shape
       (B, *input shape of that ReLU without the leading 1).
 
     References:

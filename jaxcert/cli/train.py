@@ -35,6 +35,10 @@ def add_parser(subparsers):
         help="hidden activation (the MILP of `verify` needs relu or leaky-relu)",
     )  # fmt: skip
     tr.add_argument(
+        "--pool", choices=("stride", "max"), default="stride",
+        help="CNN: halve each feature map by a stride of 2 or by 2x2 max pooling",
+    )  # fmt: skip
+    tr.add_argument(
         "--method",
         choices=training.METHODS,
         default="gaussian",
@@ -100,6 +104,8 @@ def _check(args):
         raise UserError(
             f"--noise {args.noise} is the noise of --method gaussian, not of --method {args.method}"
         )
+    if args.pool != "stride" and args.model != "cnn":
+        raise UserError("--pool applies to --model cnn")
     widths = ",".join(map(str, args.hidden))
     require(all(w >= 1 for w in args.hidden), "hidden", "widths >= 1", widths)
     check_data_options(args)
@@ -126,8 +132,10 @@ def run(args):
         spec = {"kind": "mlp", "hidden": list(args.hidden), "num_classes": data.num_classes}
     else:
         spec = {"kind": "cnn", "num_classes": data.num_classes}
-    if args.activation != "relu":  # the default stays out of model.json, as before
+    if args.activation != "relu":  # the defaults stay out of model.json, as before
         spec["activation"] = args.activation
+    if args.pool != "stride":
+        spec["pool"] = args.pool
     loss_fn = training.training_loss(
         args.method, relu_stability_weight=args.relu_stability, l1_weight=args.l1
     )
