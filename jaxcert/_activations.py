@@ -76,8 +76,10 @@ def _kink(name, apply, kink):
         return ft + jnp.where(v < t, left, right) * (v - t)
 
     def interval(lower, upper, *constants):
-        t, _, _, ft = kink(*constants)
+        t, left, right, ft = kink(*constants)
         f_l, f_u = apply(lower, *constants), apply(upper, *constants)  # as the network rounds
+        if _where((left >= 0) & (right >= 0), True, False) is True:  # non-decreasing
+            return f_l, f_u
         inside = (lower < t) & (t < upper)
         low = jnp.where(inside, jnp.minimum(jnp.minimum(f_l, f_u), ft), jnp.minimum(f_l, f_u))
         high = jnp.where(inside, jnp.maximum(jnp.maximum(f_l, f_u), ft), jnp.maximum(f_l, f_u))
@@ -106,29 +108,34 @@ def _kink(name, apply, kink):
         f_l, f_u = value(lower, t, left, right, ft), value(upper, t, left, right, ft)
         unstable = (lower < t) & (upper > t)
         chord = jnp.where(unstable, (f_u - f_l) / jnp.where(unstable, upper - lower, 1), 0)
-        chord_intercept = f_l - chord * lower
-        through_kink = ft - slope * t  # the line through (t, f(t)) with the parameter's slope
         exact = jnp.where(lower >= t, right, left)  # a stable neuron: f is linear on [l, u]
-        exact_intercept = ft - exact * t
-        convex = left <= right  # the kink line below, the chord above; the mirror if concave
-        # The intercepts cancel large terms unless f(l) = f(t) = t = 0 (ReLU): their rounding,
-        # a few epsilons of those terms, moves them outwards (nothing for ReLU).
+        # Each intercept cancels terms as large as |f(l)| (the chord's) or |f(t)| (the lines
+        # through the kink): their rounding, a few epsilons of those, moves it outwards. Where
+        # they are zero by construction (ReLU: t = f(t) = left = 0) nothing is computed, and a
+        # zero intercept is the number 0.0, which the backward passes skip.
         eps = _KINK_SLACK * float(np.finfo(np.dtype(lower.dtype)).eps)
-        chord_intercept_slack = eps * (jnp.abs(f_l) + jnp.abs(chord * lower))
-        kink_slack = eps * (jnp.abs(ft) + jnp.abs(slope * t))
-        exact_slack = eps * (jnp.abs(ft) + jnp.abs(exact * t))
-        lower_slack = jnp.where(unstable, jnp.where(convex, kink_slack, chord_intercept_slack),
-                                exact_slack)  # fmt: skip
-        upper_slack = jnp.where(unstable, jnp.where(convex, chord_intercept_slack, kink_slack),
-                                exact_slack)  # fmt: skip
+        origin = is_zero(t) and is_zero(ft)
+        kink_intercept = 0.0 if origin else ft - slope * t
+        exact_intercept = 0.0 if origin else ft - exact * t
+        kink_slack = 0.0 if origin else eps * jnp.abs(ft)
+        chord_slack = 0.0 if origin and is_zero(left) else eps * jnp.abs(f_l)
+        chord_intercept = f_l - chord * lower
+        convex = left <= right  # the kink line below, the chord above; the mirror if concave
+
+        def line(kink_side, on_kink, on_chord, exact_value):
+            value = _where(kink_side, on_kink, on_chord)
+            if is_zero(value) and is_zero(exact_value):
+                return 0.0
+            return jnp.where(unstable, value, exact_value)
+
         return _broadcast(
             Lines(
-                jnp.where(unstable, jnp.where(convex, slope, chord), exact),
-                jnp.where(unstable, jnp.where(convex, through_kink, chord_intercept),
-                          exact_intercept) - lower_slack,
-                jnp.where(unstable, jnp.where(convex, chord, slope), exact),
-                jnp.where(unstable, jnp.where(convex, chord_intercept, through_kink),
-                          exact_intercept) + upper_slack,
+                line(convex, slope, chord, exact),
+                line(convex, _minus(kink_intercept, kink_slack),
+                     _minus(chord_intercept, chord_slack), _minus(exact_intercept, kink_slack)),
+                line(_not(convex), slope, chord, exact),
+                line(_not(convex), _plus(kink_intercept, kink_slack),
+                     _plus(chord_intercept, chord_slack), _plus(exact_intercept, kink_slack)),
             ),  # fmt: skip
             lower.shape,
         )
@@ -137,9 +144,37 @@ def _kink(name, apply, kink):
 
 
 def _broadcast(lines, shape):
-    """Every line array at the common shape of the lines and `shape` (the bounds')."""
+    """Every line array at the common shape of the lines and `shape` (the bounds'); a zero
+    intercept stays the number 0.0."""
     shape = jnp.broadcast_shapes(shape, *(jnp.shape(x) for x in lines))
-    return Lines(*(jnp.broadcast_to(x, shape) for x in lines))
+    return Lines(*(x if is_zero(x) else jnp.broadcast_to(x, shape) for x in lines))
+
+
+def is_zero(x) -> bool:
+    """Whether x is a constant known, while tracing, to be zero everywhere (a number or a
+    concrete array, not a traced value)."""
+    return isinstance(x, int | float | np.ndarray | np.generic) and not np.any(x)
+
+
+def _where(condition, a, b):
+    """jnp.where, or the branch itself when the condition is a constant."""
+    if isinstance(condition, bool | np.bool_):
+        return a if condition else b
+    if isinstance(condition, np.ndarray) and condition.ndim == 0:
+        return a if bool(condition) else b
+    return jnp.where(condition, a, b)
+
+
+def _not(condition):
+    return not condition if isinstance(condition, bool | np.bool_) else ~condition
+
+
+def _minus(a, b):
+    return a if is_zero(b) else a - b
+
+
+def _plus(a, b):
+    return a if is_zero(b) else a + b
 
 
 # ------------------------------------------------------------------- S-shaped: sigmoid and tanh

@@ -53,6 +53,9 @@ IMAGE_SIDES = (5, 8)
 IMAGE_CHANNELS = (1, 3)
 WIDTHS = (3, 6, 10)  # of dense layers
 RELU_FORMS = ("nn", "max", "max0first")  # jax.nn.relu(h), jnp.maximum(h, 0), jnp.maximum(0, h)
+# Other activations, each one activation equation (so intermediate bounds stay aligned): drawn
+# for about a third of the architectures (not the exact cases, whose oracle enumerates ReLUs).
+ACTIVATION_FORMS = ("leaky", "leaky-steep", "sigmoid", "tanh", "abs", "max-c", "min-c")
 RELU_OPTIONS = tuple(itertools.product(("adaptive", "same-slope", "zero", "one"), ("crown", "ibp")))
 SET_KINDS = ("linf", "l2", "l1")
 MARGIN_METHODS = ("ibp", "crown", "crown-ibp", "alpha-crown", "lp")
@@ -79,7 +82,8 @@ class Architecture:
         self.num_classes, self.layout, self.flax_model = num_classes, layout, flax_model
 
     def apply(self, params, x, relu=None):
-        """The logits; `relu(index, h)`, if given, replaces every ReLU (index in trace order)."""
+        """The logits; `relu(index, h, form)`, if given, replaces every activation (index in
+        trace order)."""
         if self.flax_model is not None:
             return self.flax_model.apply(params, x)
         return _run(self.ops, params, x, self.layout, relu)
@@ -114,6 +118,18 @@ def _channel_shape(layout, ndim, c):
 
 
 def _relu(form, h):
+    """The activation of a "relu" op (named for the ReLU forms, the most common)."""
+    others = {
+        "leaky": lambda: jax.nn.leaky_relu(h, 0.1),
+        "leaky-steep": lambda: jax.nn.leaky_relu(h, 1.7),  # concave
+        "sigmoid": lambda: jax.nn.sigmoid(h),
+        "tanh": lambda: jnp.tanh(h),
+        "abs": lambda: jnp.abs(h),
+        "max-c": lambda: jnp.maximum(h, 0.3),
+        "min-c": lambda: jnp.minimum(h, 0.5),
+    }
+    if form in others:
+        return others[form]()
     if form == "nn":
         return jax.nn.relu(h)
     if form == "max":
@@ -150,7 +166,7 @@ def _run(ops, params, x, layout, relu=None, start=0):
             h = h * p["s"]
         elif kind == "relu":
             index = next(count)
-            h = _relu(attrs["form"], h) if relu is None else relu(index, h)
+            h = _relu(attrs["form"], h) if relu is None else relu(index, h, attrs["form"])
         elif kind == "add":
             h = h + values[src[1] - start]
         elif kind == "pool":
@@ -341,6 +357,8 @@ def generate(seed, *, exact=False):
     rng = np.random.default_rng(seed)
     num_classes = int(rng.choice(CLASSES))
     forms = RELU_FORMS if rng.random() < 0.15 else RELU_FORMS[:2]
+    if not exact and rng.random() < 0.35:
+        forms = (*forms, *ACTIVATION_FORMS)
     if exact:
         family = str(rng.choice(["mlp", "cnn"]))
         budget = 12
@@ -594,9 +612,9 @@ def _float64_forward(arch, points):
         def one(z):
             pre = []
 
-            def hook(index, h):
+            def hook(index, h, form):
                 pre.append(h[0])
-                return jnp.maximum(h, 0.0)
+                return _relu(form, h)
 
             if arch.flax_model is not None:
                 return arch.apply(params, z[None])[0], []

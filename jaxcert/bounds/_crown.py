@@ -56,7 +56,7 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
-from .._activations import SLOPE_OPTIONS
+from .._activations import SLOPE_OPTIONS, is_zero
 from .._rounding import lowered
 from .._sets import InputSet
 from .._sharding import shard_batch, unpad
@@ -120,9 +120,12 @@ def _backward(net, env, example, target, rows, relax):
             term, magnitude, inputs, grads = backward_step(eq, env, a)
         else:
             lines = relax(eq)
-            term, magnitude = dot_rows(jnp.minimum(a, 0), lines.upper_intercept)
-            below, below_magnitude = dot_rows(jnp.maximum(a, 0), lines.lower_intercept)
-            term, magnitude = term + below, magnitude + below_magnitude
+            term = magnitude = 0.0
+            for part, intercept in ((jnp.minimum(a, 0), lines.upper_intercept),
+                                    (jnp.maximum(a, 0), lines.lower_intercept)):  # fmt: skip
+                if not is_zero(intercept):  # e.g. ReLU's lower line
+                    t, m = dot_rows(part, intercept)
+                    term, magnitude = term + t, magnitude + m
             inputs = [eq.inputs[0]]
             grads = [a * jnp.where(a >= 0, lines.lower_slope, lines.upper_slope)]
         constant, scale = constant + term, scale + magnitude

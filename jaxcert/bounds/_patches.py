@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._activations import is_zero
 from .._rounding import lowered
 from ..graph import read
 from ._interval import Interval
@@ -205,10 +206,13 @@ def _lower_bounds(env, example, chain, layout, relax, sign):
     for eq in chain:
         values = [read(env, v) for v in eq.inputs]
         if eq.kind == "activation":
-            lower_slope, lower_intercept, upper_slope, upper_intercept = map(cut, relax(eq))
-            term, magnitude = dot(jnp.minimum(rows, 0), upper_intercept)
-            below, below_magnitude = dot(jnp.maximum(rows, 0), lower_intercept)
-            constant, scale = constant + term + below, scale + magnitude + below_magnitude
+            lines = relax(eq)
+            for part, intercept in ((jnp.minimum(rows, 0), lines.upper_intercept),
+                                    (jnp.maximum(rows, 0), lines.lower_intercept)):  # fmt: skip
+                if not is_zero(intercept):  # e.g. ReLU's lower line
+                    term, magnitude = dot(part, cut(intercept))
+                    constant, scale = constant + term, scale + magnitude
+            lower_slope, upper_slope = cut(lines.lower_slope), cut(lines.upper_slope)
             rows = rows * jnp.where(rows >= 0, lower_slope, upper_slope)
         elif eq.primitive.name == "conv_general_dilated":
             kernel = canonical_kernel(eq, values[1])
