@@ -252,6 +252,23 @@ def _enumerated_minimum(p, lower, upper, y):
     return best
 
 
+def _milp_brackets(apply_fn, p, x, eps, enumerated):
+    """exact.verify (mode "minimum", the MILP reached through IBP) brackets the minimum margin
+    that `enumerated(p, lower, upper, y)` finds over the l_inf ball; returns (result, minimum,
+    y)."""
+    y = int(jnp.argmax(apply_fn(p, x)))
+    net = jc.trace(apply_fn, p, x)
+    spec = jc.LinfBall(x, eps)
+    (result,) = jc.exact.verify(net, spec, jnp.array([y]), solver="highs", mode="minimum",
+                                bounds="ibp", attack_steps=0)  # fmt: skip
+    lower, upper = (np.asarray(b, np.float64)[0] for b in spec.box())
+    exact = enumerated(p, lower, upper, y)
+    assert result.margin_lower <= exact + 1e-5 and exact <= result.margin_upper + 1e-5
+    if result.binaries:  # the MILP ran: it brackets the minimum
+        assert result.margin_upper - result.margin_lower < 1e-3
+    return result, exact, y
+
+
 @pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow),
                                   pytest.param(2, marks=pytest.mark.slow)])  # fmt: skip
 def test_milp_with_leaky_relu_abs_and_clip_agrees_with_enumeration(seed):
@@ -259,16 +276,7 @@ def test_milp_with_leaky_relu_abs_and_clip_agrees_with_enumeration(seed):
     shapes = [(2, 2), (2,), (2, 2), (2,), (2, 2), (2,), (2, 3), (3,)]
     p = [jnp.asarray(rng.normal(size=s), jnp.float32) for s in shapes]
     x = jnp.asarray(rng.uniform(0.3, 0.7, (1, 2)), jnp.float32)
-    y = int(jnp.argmax(_pwl(p, x)))
-    net = jc.trace(_pwl, p, x)
-    spec = jc.LinfBall(x, 0.25)
-    (result,) = jc.exact.verify(net, spec, jnp.array([y]), solver="highs", mode="minimum",
-                                bounds="ibp", attack_steps=0)  # fmt: skip
-    lower, upper = (np.asarray(b, np.float64)[0] for b in spec.box())
-    exact = _enumerated_minimum(p, lower, upper, y)
-    assert result.margin_lower <= exact + 1e-5 and exact <= result.margin_upper + 1e-5
-    if result.binaries:  # the MILP ran: it brackets the minimum
-        assert result.margin_upper - result.margin_lower < 1e-3
+    result, exact, y = _milp_brackets(_pwl, p, x, 0.25, _enumerated_minimum)
     assert result.status == ("verified" if exact > 1e-3 else "falsified" if exact < -1e-3 else
                              result.status)  # fmt: skip
     if result.status == "falsified":
@@ -402,13 +410,4 @@ def test_milp_of_a_maximum_agrees_with_enumeration(seed):
     rng = np.random.default_rng(seed + 10)
     p = [jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((3, 4), (4,), (2, 3), (3,))]
     x = jnp.asarray(rng.uniform(0.3, 0.7, (1, 3)), jnp.float32)
-    y = int(jnp.argmax(_pair_max(p, x)))
-    net = jc.trace(_pair_max, p, x)
-    spec = jc.LinfBall(x, 0.3)
-    (result,) = jc.exact.verify(net, spec, jnp.array([y]), solver="highs", mode="minimum",
-                                bounds="ibp", attack_steps=0)  # fmt: skip
-    lower, upper = (np.asarray(b, np.float64)[0] for b in spec.box())
-    exact = _pair_max_minimum(p, lower, upper, y)
-    assert result.margin_lower <= exact + 1e-5 and exact <= result.margin_upper + 1e-5
-    if result.binaries:
-        assert result.margin_upper - result.margin_lower < 1e-3
+    _milp_brackets(_pair_max, p, x, 0.3, _pair_max_minimum)
