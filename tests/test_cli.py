@@ -304,6 +304,27 @@ def test_resume_refuses_another_model_at_the_same_path(model_dir, tmp_path, caps
     assert "recorded no hash" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--activation", "sigmoid"],
+        pytest.param(["--model", "cnn", "--pool", "max", "--activation", "tanh"],
+                     marks=pytest.mark.slow),
+    ],
+)  # fmt: skip
+def test_train_offers_activations_and_max_pooling(tmp_path, extra):
+    out = tmp_path / "model"
+    args = ["train", "--epochs", "1", "--hidden", "8", "--eval-images", "10", "--out", str(out)]
+    assert main([*args, *extra]) == 0
+    apply_fn, params, info = jc.models.load_model(out)
+    spec = json.loads((out / "model.json").read_text())["spec"]
+    assert spec["activation"] == extra[extra.index("--activation") + 1]
+    assert spec.get("pool", "stride") == ("max" if "--pool" in extra else "stride")
+    net = jc.trace(apply_fn, params, jc.data.load_digits("test")[0][:1])
+    names = {eq.activation.name for eq in net.activations()}
+    assert names == ({"tanh", "relu"} if "--pool" in extra else {"sigmoid"})  # pools: ReLU trees
+
+
 @pytest.mark.slow
 def test_train_refuses_a_non_empty_out_unless_overwrite(model_dir, tmp_path, capsys):
     out = tmp_path / "model"
@@ -346,6 +367,7 @@ def test_demo_prints_the_table(capsys):
         (["train", "--method", "ibp", "--kappa", "1.5", "--out", "x"], "--kappa"),
         (["train", "--method", "pgd", "--eps", "-0.1", "--out", "x"], "--eps"),
         (["train", "--relu-stability", "-1", "--out", "x"], "--relu-stability"),
+        (["train", "--pool", "max", "--out", "x"], "--pool"),
         (["certify", "--model", "does-not-exist", "--out", "x.tsv"], "model.json"),
         (
             ["verify", "--model", "m", "--eps", "0.1", "--attack-steps", "-1", "--out", "x.tsv"],
