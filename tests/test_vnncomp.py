@@ -146,15 +146,15 @@ def test_the_unsat_threshold_needs_the_milp_and_a_tiny_budget_times_out(bench_fo
 
 def test_an_unreadable_instance_is_an_error_row_and_the_run_goes_on(bench_folder, tmp_path, capsys):
     folder, _ = bench_folder
-    (folder / "onnx/sigmoid.onnx").write_bytes(_sigmoid_model())
+    (folder / "onnx/erf.onnx").write_bytes(_unsupported_model())
     csv_path = folder / "mixed.csv"
     csv_path.write_text(
-        "onnx/sigmoid.onnx,vnnlib/robust.vnnlib,10\nonnx/identity.onnx,vnnlib/robust.vnnlib,10\n"
+        "onnx/erf.onnx,vnnlib/robust.vnnlib,10\nonnx/identity.onnx,vnnlib/robust.vnnlib,10\n"
     )
     out = tmp_path / "mixed_results.csv"
     assert main(["vnncomp", str(csv_path), "--out", str(out)]) == 0
     assert [r["result"] for r in read_results(out)] == ["error", "unsat"]
-    assert "Sigmoid" in capsys.readouterr().err
+    assert "Erf" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -238,18 +238,19 @@ def test_vnnlib_command_keeps_its_limit_and_reports_an_unreadable_network(tmp_pa
     out, err = capsys.readouterr()
     assert out == "timeout\n"
     assert 1.0 <= float(re.search(r"timeout in ([0-9.]+) s", err).group(1)) < 2.0
-    (folder / "onnx/sigmoid.onnx").write_bytes(_sigmoid_model())
-    argv[1] = str(folder / "onnx/sigmoid.onnx")
+    (folder / "onnx/erf.onnx").write_bytes(_unsupported_model())
+    argv[1] = str(folder / "onnx/erf.onnx")
     assert main(argv) == 2
-    assert "Sigmoid" in capsys.readouterr().err
+    assert "Erf" in capsys.readouterr().err
 
 
-def _sigmoid_model():
+def _unsupported_model():
+    """A network with an operator the importer does not read (Erf)."""
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("Sigmoid", ["x"], ["y"])],
-        "sigmoid",
+        [helper.make_node("Erf", ["x"], ["y"])],
+        "erf",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
     )
