@@ -2,6 +2,7 @@
 intervals, sampled soundness of every bound method on networks that mix them, the MILP against
 enumeration of the pieces, and the refusal of smooth activations by the MILP."""
 
+import functools
 import itertools
 
 import flax.linen as nn
@@ -387,16 +388,21 @@ def _pair_max(p, x):
     return jnp.max(h, axis=-1) @ p[2] + p[3]
 
 
-def _pair_max_minimum(p, lower, upper, y):
-    """min over the box of min_j f_y - f_j, one LP per choice of the larger of each pair."""
+def _pooled_max(p, x):
+    h = (x @ p[0] + p[1]).reshape(x.shape[0], 2, 2, 2)  # two 2x2 channels
+    h = nn.max_pool(h, (2, 2), strides=(2, 2)).reshape(x.shape[0], 2)
+    return h @ p[2] + p[3]
+
+
+def _group_max_minimum(p, lower, upper, y, groups):
+    """min over the box of min_j f_y - f_j for f = max over each group of hidden units, then a
+    dense layer: one LP per choice of the largest unit of every group."""
     w1, b1, w2, b2 = (np.asarray(a, np.float64) for a in p)
     best = np.inf
-    for choice in itertools.product([0, 1], repeat=2):
-        picked = [2 * k + c for k, c in enumerate(choice)]
-        others = [2 * k + 1 - c for k, c in enumerate(choice)]
-        rows = [w1[:, o] - w1[:, q] for q, o in zip(picked, others)]  # other <= picked
-        rhs = [b1[q] - b1[o] for q, o in zip(picked, others)]
-        G, h = w1[:, picked], b1[picked]
+    for picked in itertools.product(*groups):
+        rows = [w1[:, o] - w1[:, q] for q, g in zip(picked, groups) for o in g if o != q]
+        rhs = [b1[q] - b1[o] for q, g in zip(picked, groups) for o in g if o != q]
+        G, h = w1[:, list(picked)], b1[list(picked)]
         for j in range(w2.shape[1]):
             if j != y:
                 d = w2[:, y] - w2[:, j]
@@ -413,4 +419,16 @@ def test_milp_of_a_maximum_agrees_with_enumeration(seed):
     rng = np.random.default_rng(seed + 10)
     p = [jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((3, 4), (4,), (2, 3), (3,))]
     x = jnp.asarray(rng.uniform(0.3, 0.7, (1, 3)), jnp.float32)
-    _milp_brackets(_pair_max, p, x, 0.3, _pair_max_minimum)
+    _milp_brackets(_pair_max, p, x, 0.3, functools.partial(_group_max_minimum,
+                                                           groups=[(0, 1), (2, 3)]))  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_milp_of_max_pooling_agrees_with_enumeration(seed):
+    rng = np.random.default_rng(seed + 20)
+    p = [jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((3, 8), (8,), (2, 3), (3,))]
+    x = jnp.asarray(rng.uniform(0.3, 0.7, (1, 3)), jnp.float32)
+    # NHWC (1, 2, 2, 2): unit 4 * row + 2 * column + channel; a 2x2 window per channel
+    groups = [(0, 2, 4, 6), (1, 3, 5, 7)]
+    _milp_brackets(_pooled_max, p, x, 0.3, functools.partial(_group_max_minimum, groups=groups))

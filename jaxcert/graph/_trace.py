@@ -420,15 +420,18 @@ def _tree_max(values):
     pairs of a level are stacked, so k arrays take ceil(log2 k) ReLU equations."""
     while len(values) > 1:
         half = len(values) // 2
-        a, b = jnp.stack(values[:half]), jnp.stack(values[half : 2 * half])
+        # stacked on axis 1: axis 0 stays the batch axis of one that the bound methods expect
+        a, b = jnp.stack(values[:half], axis=1), jnp.stack(values[half : 2 * half], axis=1)
         top = _max_by_relu(a, b)
         rest = values[2 * half :]  # an odd one out waits for the next level
-        values = [jax.lax.index_in_dim(top, i, 0, keepdims=False) for i in range(half)] + rest
+        values = [jax.lax.index_in_dim(top, i, 1, keepdims=False) for i in range(half)] + rest
     return values[0]
 
 
 def _reduce_max_by_relus(x, *, axes, **_):
     """`reduce_max` (`jnp.max`) as a tree of ReLUs over each reduced axis."""
+    if 0 in axes:
+        raise _Refused("a maximum over the batch axis")
     for axis in sorted(axes, reverse=True):
         x = _tree_max([jax.lax.index_in_dim(x, i, axis, False) for i in range(x.shape[axis])])
     return x
