@@ -314,7 +314,7 @@ def test_the_milp_refuses_a_smooth_activation_by_name_and_properties_answer_with
     assert np.isfinite(high)
 
 
-@pytest.mark.parametrize("activation", ["sigmoid",
+@pytest.mark.parametrize("activation", [pytest.param("sigmoid", marks=pytest.mark.slow),
                                         pytest.param("leaky-relu", marks=pytest.mark.slow),
                                         pytest.param("tanh", marks=pytest.mark.slow),
                                         pytest.param("relu", marks=pytest.mark.slow)])  # fmt: skip
@@ -334,6 +334,7 @@ def test_model_zoo_offers_each_activation(activation):
         jc.models.build_model({"kind": "cnn", "pool": "average"})
 
 
+@pytest.mark.slow  # the default run bounds max pooling in the test of maxima above
 def test_the_cnn_offers_max_pooling():
     spec = {"kind": "cnn", "channels": [2, 2], "dense": 4, "num_classes": 3, "pool": "max"}
     apply_fn, params = jc.models.init_model(spec, jax.random.key(0), (8, 8, 1))
