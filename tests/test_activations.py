@@ -113,6 +113,7 @@ def _networks():
 NETWORKS = _networks()
 
 
+@pytest.mark.slow
 def test_the_traced_network_computes_the_model_in_both_precisions():
     for apply_fn, params in NETWORKS.values():
         x = jax.random.uniform(jax.random.key(0), (4, 4, 4, 1))
@@ -360,7 +361,8 @@ def _pooled(p, x):
     return jnp.minimum(jnp.maximum(h[:, :3], h[:, 3:]), h[:, :3] + 0.5)
 
 
-@pytest.mark.parametrize("methods", ["ibp", pytest.param("linear", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("methods", [pytest.param("ibp", marks=pytest.mark.slow),
+                                     pytest.param("linear", marks=pytest.mark.slow)])  # fmt: skip
 def test_max_pooling_and_maxima_are_traced_exactly_and_bounded_soundly(methods):
     rng = np.random.default_rng(8)
     p = [jnp.asarray(rng.normal(size=(3, 3, 1, 2)), jnp.float32),

@@ -307,7 +307,7 @@ def test_resume_refuses_another_model_at_the_same_path(model_dir, tmp_path, caps
 @pytest.mark.parametrize(
     "extra",
     [
-        ["--activation", "sigmoid"],
+        pytest.param(["--activation", "sigmoid"], marks=pytest.mark.slow),
         pytest.param(["--model", "cnn", "--pool", "max", "--activation", "tanh"],
                      marks=pytest.mark.slow),
     ],

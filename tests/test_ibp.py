@@ -106,7 +106,10 @@ def test_zero_width_set_gives_the_forward_pass():
     np.testing.assert_allclose(bounds.upper, out, rtol=1e-3, atol=1e-3)
 
 
-@pytest.mark.parametrize("name", sorted(NETWORKS))
+@pytest.mark.parametrize(
+    "name", ["mlp", pytest.param("cnn", marks=pytest.mark.slow),
+             pytest.param("residual", marks=pytest.mark.slow)],
+)  # fmt: skip
 def test_specification_matrix(name):
     apply_fn, params = NETWORKS[name]
     x = jax.random.uniform(jax.random.key(5), (2, 4, 4, 1))
