@@ -95,7 +95,7 @@ def relaxation(eq, bound, env, option, params=None):
     return eq.activation.lines(bound.lower, bound.upper, *constants, params=params)
 
 
-def _backward(net, env, example, target, rows, relax):
+def _backward(net, env, example, target, rows, relax, split=None, record=None):
     """Rounding-safe lower bounds of <row_k, target> over one example's input set.
 
     Args:
@@ -105,6 +105,11 @@ def _backward(net, env, example, target, rows, relax):
       target: the variable bounded; `rows` has shape (K, *target.shape).
       rows: the linear functions to bound.
       relax: maps an activation equation to its `Lines`.
+      split: optional; maps an activation equation to (coefficients, constant) added where the
+        pass reaches that activation's input: the Lagrangian terms of split constraints
+        (beta-CROWN, `jaxcert.bounds.bound_relu_domains`), or None for that equation.
+      record: optional dict; receives the rows reaching each activation equation's output
+        (key: the equation) and the input (key: the input variable), (K, *shape).
 
     Returns:
       The K lower bounds, each lowered by the allowance of its terms (module docstring).
@@ -119,6 +124,8 @@ def _backward(net, env, example, target, rows, relax):
         if eq.kind == "linear":
             term, magnitude, inputs, grads = backward_step(eq, env, a)
         else:
+            if record is not None:
+                record[eq] = a
             lines = relax(eq)
             term = magnitude = 0.0
             for part, intercept in ((jnp.minimum(a, 0), lines.upper_intercept),
@@ -128,10 +135,16 @@ def _backward(net, env, example, target, rows, relax):
                     term, magnitude = term + t, magnitude + m
             inputs = [eq.inputs[0]]
             grads = [a * jnp.where(a >= 0, lines.lower_slope, lines.upper_slope)]
+            extra = None if split is None else split(eq)
+            if extra is not None:
+                grads[0] = grads[0] + extra[0]
+                term, magnitude = term + extra[1], magnitude + jnp.abs(extra[1])
         constant, scale = constant + term, scale + magnitude
         for v, g in zip(inputs, grads):
             coefficients[v] = coefficients[v] + g if v in coefficients else g
     a = coefficients[net.graph.input_var][:, 0]
+    if record is not None:
+        record[net.graph.input_var] = a
     scale = scale + input_scale(example, a)
     return lowered(constant + example.minimum(a), scale, rows.dtype)
 

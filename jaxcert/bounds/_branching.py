@@ -1,0 +1,293 @@
+"""Bounds of branch-and-bound sub-domains, with what the next split needs.
+
+A domain of `jaxcert.exact`'s branch and bound is the problem's input set with split
+constraints (activation splits) or a sub-box of it (input splits). Each function here bounds a
+batch of domains in one jitted, vmapped call and returns, per domain, rounding-safe lower bounds
+of every row of C @ f(x), branching scores for its next split, and a candidate point (a minimiser
+of the bound's linear function, or the box centre) with its values C @ f(point).
+
+Activation splits (beta-CROWN, Wang et al. 2021). A piecewise-linear activation with breakpoint
+t is split into z >= t (+1) and z <= t (-1); the domain keeps the parent's bounds of every
+activation's input, tightened where a split fixes a side (l := max(l, t) or u := min(u, t)), so
+the activation is linear on the domain. The split constraints g_i = t - z_i <= 0 (+1) and
+z_i - t <= 0 (-1) enter the backward pass with multipliers beta_i >= 0: for x in the domain,
+c . f(x) >= c . f(x) + sum_i beta_i g_i(x), and the pass bounds the right side from below over
+the whole input set with the activations' lines on the domain's bounds, a bound valid on the
+domain for every beta >= 0 and every slope in range. Slopes (alpha) and beta are optimised
+together by projected gradient ascent (optax), from the parent's values, and each row keeps
+the best bound seen.
+
+Branching scores. For an activation split, a free neuron whose bounds hold its breakpoint scores
+the gap between its two lines at the breakpoint times the weight the best row puts on the line
+that is the chord (the coefficient reaching the activation's output; after Bunel et al., 2020,
+BaBSR); other neurons score -inf. For an input split, coordinate j scores |a_j| (u_j - l_j) with
+a the best row's coefficients at the input (the "smear" of Bunel et al., 2020).
+
+References:
+  S. Wang, H. Zhang, K. Xu, X. Lin, S. Jana, C.-J. Hsieh and J. Z. Kolter, "Beta-CROWN: Efficient
+  Bound Propagation with Per-neuron Split Constraints for Neural Network Robustness
+  Verification", NeurIPS 2021.
+  K. Xu et al., "Fast and Complete: Enabling Complete Neural Network Verification with Rapid and
+  Massively Parallel Incomplete Verifiers", ICLR 2021.
+  R. Bunel, J. Lu, I. Turkaslan, P. H. S. Torr, P. Kohli and M. P. Kumar, "Branch and Bound for
+  Piecewise Linear Neural Network Verification", JMLR 2020.
+"""
+
+import math
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from .._sets import Box, InputSet
+from .._sharding import shard_batch, unpad
+from ..graph import Network, read
+from ._crown import _activation_bounds, _backward, relaxation
+from ._ibp import ibp_environment
+from ._interval import Interval
+
+
+class DomainBounds(NamedTuple):
+    """Bounds of a batch of D domains for K rows of C.
+
+    Attributes:
+      lower: (D, K) rounding-safe lower bounds of C @ f(x) over each domain.
+      scores: (D, N) branching scores: per activation neuron (-inf: not splittable) for
+        activation splits, per input coordinate for input splits.
+      point: (D, *input shape) a candidate point in each domain's input set.
+      values: (D, K) C @ f(point), computed by the network in its own arithmetic.
+      alpha: (D, K, N) the optimised slopes (activation splits), or None.
+      beta: (D, K, N) the optimised multipliers (activation splits), or None.
+    """
+
+    lower: jax.Array
+    scores: jax.Array
+    point: jax.Array
+    values: jax.Array
+    alpha: jax.Array | None = None
+    beta: jax.Array | None = None
+
+
+def neuron_layout(net: Network) -> list[tuple[int, int]]:
+    """The (start, stop) range of each activation's neurons in the flat neuron axis N."""
+    ranges, start = [], 0
+    for eq in net.activations():
+        size = math.prod(eq.inputs[0].shape)
+        ranges.append((start, start + size))
+        start += size
+    return ranges
+
+
+def bound_relu_domains(
+    net: Network, example: InputSet, C: jax.Array, thresholds: jax.Array, lower: jax.Array,
+    upper: jax.Array, splits: jax.Array, alpha: jax.Array | None, beta: jax.Array | None, *,
+    steps: int = 20, optimizer: optax.GradientTransformation | None = None,
+) -> DomainBounds:  # fmt: skip
+    """Beta-CROWN bounds of D activation-split domains of one input set (module docstring).
+
+    Args:
+      net: a traced network whose activations are all piecewise linear.
+      example: the input set of one example (no batch axis).
+      C: the rows (K, num_outputs).
+      thresholds: (K,): the best row of a domain is the one with the largest lower bound minus
+        its threshold (its scores and point follow that row).
+      lower, upper: (D, N) bounds of every activation's input over the input set (flat, in
+        `neuron_layout` order); the splits tighten them.
+      splits: (D, N) int8: +1 for z >= t, -1 for z <= t, 0 free.
+      alpha: (D, K, N) starting slopes, or None for CROWN's adaptive ones.
+      beta: (D, K, N) starting multipliers (>= 0), or None for zeros.
+      steps: gradient steps (0: the bound with the starting values).
+      optimizer: optax transformation; default `optax.adam(0.1)` (same object between calls to
+        avoid recompiling).
+
+    Returns:
+      `DomainBounds` with alpha and beta.
+    """
+    if alpha is None:
+        alpha = _adaptive_slopes(net, example, lower, upper, splits, C.shape[0])
+    if beta is None:
+        beta = jnp.zeros_like(alpha)
+    (lower, upper, splits, alpha, beta), count = shard_batch((lower, upper, splits, alpha, beta))
+    out = _relu_domains(net, example, C, thresholds, lower, upper, splits, alpha, beta, steps,
+                        optimizer)  # fmt: skip
+    return unpad(out, count)
+
+
+def _tightened(net, env, lower, upper, splits):
+    """Per activation equation: the Interval of its input with the splits applied, the
+    breakpoint t, whether the activation is convex at t, and the split signs (shape of the
+    input)."""
+    out = {}
+    for eq, (start, stop) in zip(net.activations(), neuron_layout(net)):
+        shape = eq.inputs[0].shape
+        t, left, right, _ = eq.activation.kink(*(read(env, v) for v in eq.inputs[1:]))
+        t = jnp.broadcast_to(jnp.asarray(t, lower.dtype), shape)
+        s = splits[start:stop].reshape(shape)
+        low = jnp.where(s > 0, jnp.maximum(lower[start:stop].reshape(shape), t),
+                        lower[start:stop].reshape(shape))  # fmt: skip
+        high = jnp.where(s < 0, jnp.minimum(upper[start:stop].reshape(shape), t),
+                         upper[start:stop].reshape(shape))  # fmt: skip
+        convex = jnp.broadcast_to(jnp.asarray(left) <= jnp.asarray(right), shape)
+        out[eq] = (Interval(low, high), t, convex, s)
+    return out
+
+
+def _flat(net, per_activation, rows):
+    """(K, *shape) arrays per activation -> (K, N)."""
+    return jnp.concatenate([per_activation[eq].reshape(rows, -1) for eq in net.activations()], 1)
+
+
+def _unflat(net, flat):
+    """(K, N) -> {activation equation: (K, *shape)}."""
+    return {
+        eq: flat[:, start:stop].reshape(flat.shape[0], *eq.inputs[0].shape)
+        for eq, (start, stop) in zip(net.activations(), neuron_layout(net))
+    }
+
+
+@partial(jax.jit, static_argnums=(5,))
+def _adaptive_slopes(net, example, lower, upper, splits, rows):
+    env = ibp_environment(net, *(b[None] for b in example.box()))
+
+    def one(low, high, s):
+        parts = _tightened(net, env, low, high, s)
+        slopes = {}
+        for eq, (bound, _, _, _) in parts.items():
+            constants = [read(env, v) for v in eq.inputs[1:]]
+            (p,) = eq.activation.params(bound.lower, bound.upper, *constants, option="adaptive")
+            slopes[eq] = jnp.broadcast_to(p, (rows, *eq.inputs[0].shape))
+        return _flat(net, slopes, rows)
+
+    return jax.vmap(one)(lower, upper, splits)
+
+
+@partial(jax.jit, static_argnums=(9, 10))
+def _relu_domains(net, example, C, thresholds, lower, upper, splits, alpha, beta, steps,
+                  optimizer):  # fmt: skip
+    optimizer = optax.adam(0.1) if optimizer is None else optimizer
+    env = ibp_environment(net, *(b[None] for b in example.box()))
+    out_var = net.graph.output_var
+    rows = C.astype(out_var.dtype).reshape(C.shape[0], *out_var.shape)
+    k = rows.shape[0]
+
+    def one(low, high, s, alpha0, beta0):
+        parts = _tightened(net, env, low, high, s)
+        ranges = {}
+        for eq, (bound, _, _, _) in parts.items():
+            constants = [read(env, v) for v in eq.inputs[1:]]
+            (ranges[eq],) = eq.activation.param_range(bound.lower, bound.upper, *constants)
+
+        def bounds_of(params, record=None):
+            slopes, multipliers = _unflat(net, params[0]), _unflat(net, params[1])
+
+            def relax(eq):
+                return relaxation(eq, parts[eq][0], env, None, (slopes[eq],))
+
+            def split(eq):
+                _, t, _, sign = parts[eq]
+                coefficients = -multipliers[eq] * sign  # beta * (-1 for z >= t, +1 for z <= t)
+                constant = -jnp.sum((coefficients * t).reshape(k, -1), axis=1)
+                return coefficients, constant
+
+            return _backward(net, env, example, out_var, rows, relax, split, record)
+
+        def project(params):
+            slopes = {
+                eq: jnp.clip(a, *ranges[eq]) for eq, a in _unflat(net, params[0]).items()
+            }
+            free = (s == 0)[None]
+            return _flat(net, slopes, k), jnp.where(free, 0.0, jnp.maximum(params[1], 0.0))
+
+        params = project((alpha0, beta0))
+
+        def loss(params):
+            values = bounds_of(params)
+            return -jnp.sum(values), values
+
+        def ascent(carry, _):
+            params, state, best = carry
+            (_, values), grads = jax.value_and_grad(loss, has_aux=True)(params)
+            updates, state = optimizer.update(grads, state, params)
+            params = project(optax.apply_updates(params, updates))
+            return (params, state, jnp.where(values > best, values, best)), None
+
+        best = jnp.full(k, -jnp.inf, rows.dtype)
+        (params, _, best), _ = jax.lax.scan(
+            ascent, (params, optimizer.init(params), best), length=steps
+        )
+        record = {}
+        final = bounds_of(params, record)
+        best = jnp.where(final > best, final, best)
+        row = jnp.argmax(best - thresholds)
+        scores = {}
+        for eq, (bound, t, convex, sign) in parts.items():
+            lines = relaxation(eq, bound, env, None, (_unflat(net, params[0])[eq][row],))
+            gap = (lines.upper_slope - lines.lower_slope) * t + (
+                lines.upper_intercept - lines.lower_intercept
+            )
+            a = record[eq][row]
+            weight = jnp.where(convex, -jnp.minimum(a, 0), jnp.maximum(a, 0))
+            free = (sign == 0) & (bound.lower < t) & (bound.upper > t)
+            scores[eq] = jnp.where(free, (weight + 1e-3 * jnp.abs(a)) * gap, -jnp.inf)
+        a_in = record[net.graph.input_var][row]
+        point = _minimiser(example, a_in)
+        values = (rows.reshape(k, -1) @ net(point[None]).reshape(-1)).astype(rows.dtype)
+        return best, _flat(net, scores, 1)[0], point, values, params[0], params[1]
+
+    best, scores, point, values, alpha, beta = jax.vmap(one)(lower, upper, splits, alpha, beta)
+    return DomainBounds(best, scores, point, values, alpha, beta)
+
+
+def _minimiser(example, a):
+    """A point of the set minimising <a, x> over its box (the centre for an l1 ball)."""
+    lower, upper = example.box()
+    if type(example).__name__ == "L1Ball":
+        return example.center()
+    return jnp.where(a >= 0, lower, upper)
+
+
+def bound_input_domains(net: Network, lower: jax.Array, upper: jax.Array, C: jax.Array,
+                        thresholds: jax.Array) -> DomainBounds:  # fmt: skip
+    """CROWN bounds of D boxes (input splits), with smear scores (module docstring).
+
+    Args:
+      net: a traced network (any activation of the registry).
+      lower, upper: (D, *input shape), the boxes.
+      C: the rows (K, num_outputs).
+      thresholds: (K,), as in `bound_relu_domains`.
+
+    Returns:
+      `DomainBounds` without alpha and beta; the point is whichever of the best row's
+      minimising vertex and the box centre has the lower max_k (values_k - thresholds_k).
+    """
+    (lower, upper), count = shard_batch((lower, upper))
+    return unpad(_input_domains(net, lower, upper, C, thresholds), count)
+
+
+@jax.jit
+def _input_domains(net, lower, upper, C, thresholds):
+    out_var = net.graph.output_var
+    rows = C.astype(out_var.dtype).reshape(C.shape[0], *out_var.shape)
+    k = rows.shape[0]
+
+    def one(low, high):
+        example = Box.tree_unflatten(None, (low, high))
+        env, bounds = _activation_bounds(net, example, "adaptive", "crown", None)
+
+        def relax(eq):
+            return relaxation(eq, bounds[eq], env, "adaptive")
+
+        record = {}
+        best = _backward(net, env, example, out_var, rows, relax, record=record)
+        row = jnp.argmax(best - thresholds)
+        a = record[net.graph.input_var][row]
+        candidates = jnp.stack([jnp.where(a >= 0, low, high), (low + high) / 2])
+        values = net(candidates).reshape(2, -1) @ rows.reshape(k, -1).T
+        pick = jnp.argmin(jnp.max(values - thresholds, axis=1))
+        scores = (jnp.abs(a) * (high - low)).reshape(-1)
+        return best, scores, candidates[pick], values[pick]
+
+    best, scores, point, values = jax.vmap(one)(lower, upper)
+    return DomainBounds(best, scores, point, values)
