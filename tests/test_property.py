@@ -18,8 +18,9 @@ from scipy.optimize import linprog
 import jaxcert as jc
 from jaxcert.bounds import intermediate_bounds
 from jaxcert.exact import verify_property
+from jaxcert.exact._clock import Clock, OutOfTime
 from jaxcert.exact._float64 import forward_float64 as _forward64
-from jaxcert.exact._property import _CaseMILP, _Clock, _OutOfTime, tolerance
+from jaxcert.exact._property import _CaseMILP, tolerance
 from jaxcert.graph import Network
 from jaxcert.vnnlib import Case, Property
 
@@ -134,9 +135,9 @@ def test_the_milp_build_stops_when_the_time_is_out():
     net, _ = _big_output_net(0)
     box = jc.Box(jnp.full((1, 2), -1.0), jnp.full((1, 2), 1.0))
     milp = _CaseMILP(net, box, box, intermediate_bounds(net, box))
-    clock = _Clock(60.0)
+    clock = Clock(60.0)
     clock.deadline = clock.began  # spent
-    with pytest.raises(_OutOfTime):
+    with pytest.raises(OutOfTime):
         milp.decide(np.eye(2)[:1], np.array([0.0]), np.array([1e-3]), "highs", clock)
     assert milp.built is None
 
@@ -154,7 +155,7 @@ def test_one_milp_model_serves_every_disjunct_of_a_box():
     tol = np.full(2, 1e-4)
     both = (np.array([[-1.0, 0, 0], [0, -1.0, 0]]), np.array([-0.2, -0.2]), tol)  # y0, y1 >= 0.2
     one = (np.array([[0, -1.0, 0]]), np.array([-0.21]), tol[:1])  # y1 >= 0.21: x0 <= 0.04
-    clock = _Clock(60.0)
+    clock = Clock(60.0)
     assert milp.decide(*both, "highs", clock) == "empty"
     x, y = milp.decide(*one, "highs", clock)  # the first disjunct's rows are gone again
     assert y[1] >= 0.21 and 0 <= x[0] <= 1 and 0 <= x[1] <= 0.25

@@ -40,9 +40,12 @@ from .._validate import check_choice, check_count
 from ..attacks import pgd
 from ..bounds import Interval, crown, intermediate_bounds
 from ..graph import Network
+from ._bab import branch_and_bound, choose_split
+from ._clock import Clock, OutOfTime
 from ._encoding import milp_model, smooth_activations
 from ._float64 import forward_float64
 from ._race import SOLVERS, Race, solve_here
+from ._verify import STRATEGIES, pick_strategy
 
 FEASIBILITY = 1e-6  # the primal feasibility tolerance of HiGHS and SCIP (absolute)
 
@@ -56,29 +59,34 @@ class PropertyResult(NamedTuple):
         or a solver stopped without an answer).
       counterexample: (x, y) as flat NumPy arrays when "sat", else None.
       seconds: wall-clock time.
+      domains: sub-domains bounded by branch and bound (0 without it).
     """
 
     result: str
     counterexample: tuple | None
     seconds: float
+    domains: int = 0
 
 
-def check_property_options(solver: str, time_limit: float | None, attack_steps: int) -> None:
+def check_property_options(solver: str, time_limit: float | None, attack_steps: int,
+                           strategy: str = "auto") -> None:  # fmt: skip
     """Refuse options of `verify_property` before any work (time_limit None: not checked).
 
     Args:
       solver: "race", "highs" or "scip".
       time_limit: seconds (> 0), or None to leave it unchecked.
       attack_steps: PGD steps (an integer >= 0).
+      strategy: "auto", "bab" or "milp".
 
     Returns:
       None.
 
     Raises:
-      ValueError: a solver other than "race", "highs" or "scip", a time_limit that is not > 0, or
-        attack_steps that is not an integer >= 0.
+      ValueError: a solver other than "race", "highs" or "scip", a time_limit that is not > 0,
+        attack_steps that is not an integer >= 0, or an unknown strategy.
     """
     check_choice("solver", solver, (*SOLVERS, "race"))
+    check_choice("strategy", strategy, STRATEGIES)
     if time_limit is not None and not time_limit > 0:
         raise ValueError(f"time_limit must be > 0 seconds, got {time_limit!r}")
     check_count("attack_steps", attack_steps, minimum=0)
@@ -108,6 +116,8 @@ def verify_property(
     time_limit: float = 60.0,
     attack_steps: int = 50,
     seed: int = 0,
+    strategy: str = "auto",
+    progress: bool = False,
 ) -> PropertyResult:
     """Decide a `jaxcert.vnnlib.Property` on a traced network.
 
@@ -130,6 +140,13 @@ def verify_property(
         and the answer is then "timeout". A compiled bound pass cannot be stopped once started.
       attack_steps: PGD steps of the search for a counterexample (0 skips it).
       seed: seed of the search's random starts.
+      strategy: how the disjuncts the bounds and the search leave open are decided: "milp",
+        "bab" (branch and bound: input splits for at most 16 inputs or a network with
+        sigmoid/tanh, else activation splits), or "auto" (default): branch and bound with input
+        splits where they apply, else the MILP up to `AUTO_MILP_UNSTABLE` unstable neurons
+        and branch and bound above (as `verify`). Without "milp", a network with sigmoid or
+        tanh is decided by input splits.
+      progress: print branch and bound's progress to standard error.
 
     Returns:
       A `PropertyResult`.
@@ -145,8 +162,8 @@ def verify_property(
     """
     if not isinstance(prop, Property):
         raise TypeError(f"prop must be a jaxcert.vnnlib.Property (read_vnnlib), got {type(prop)}")
-    check_property_options(solver, time_limit, attack_steps)
-    clock = _Clock(time_limit)
+    check_property_options(solver, time_limit, attack_steps, strategy)
+    clock = Clock(time_limit)
     n_in, n_out = int(np.prod(net.input_shape)), int(np.prod(net.output_shape))
     for case in prop.cases:
         if case.lower.size != n_in:
@@ -154,47 +171,23 @@ def verify_property(
         for C, _ in case.unsafe:
             if C.shape[1] != n_out:
                 raise ValueError(f"the property has {C.shape[1]} outputs, the network {n_out}")
+    domains = [0]  # counted by _branch as it goes, also when the time runs out
     try:
-        result, counterexample = _decide(net, prop, solver, attack_steps, seed, clock)
-    except _OutOfTime:
+        result, counterexample = _decide(net, prop, solver, attack_steps, seed, clock, strategy,
+                                         progress, domains)  # fmt: skip
+    except OutOfTime:
         result, counterexample = "timeout", None
-    return PropertyResult(result, counterexample, clock.seconds())
+    return PropertyResult(result, counterexample, clock.seconds(), domains[0])
 
 
-class _OutOfTime(Exception):
-    """The time limit ran out, or the next phase cannot fit in the time left."""
-
-
-class _Clock:
-    """The property's deadline."""
-
-    def __init__(self, limit):
-        self.began = time.perf_counter()
-        self.deadline = self.began + limit
-
-    def seconds(self):
-        return time.perf_counter() - self.began
-
-    def left(self):
-        return self.deadline - time.perf_counter()
-
-    def fits(self, estimate):
-        """Whether a phase estimated to take `estimate` seconds ends before the deadline."""
-        return self.left() > estimate
-
-    def check(self, estimate=0.0):
-        """Raise _OutOfTime unless a phase of `estimate` seconds fits."""
-        if not self.fits(estimate):
-            raise _OutOfTime
-
-
-def _decide(net, prop, solver, attack_steps, seed, clock):
-    """(result, counterexample) of `verify_property`; raises _OutOfTime."""
+def _decide(net, prop, solver, attack_steps, seed, clock, strategy, progress, domains):
+    """(result, counterexample) of `verify_property`; raises OutOfTime."""
     dtype = net.graph.output_var.dtype
     n_out = int(np.prod(net.output_shape))
     took_bounds, took_search = 0.0, None  # the last measured duration of each phase
     milps = []  # (scaled gap left by CROWN, the case's MILP, C, d, tol)
-    exact = not smooth_activations(net)  # else no MILP: bounds and the search answer alone
+    searches = []  # (scaled gap, outer box, inner box, bounds, C, d, tol) for branch and bound
+    smooth = bool(smooth_activations(net))  # no MILP, and no activation splits
     status = "unsat"
     for number, (lower, upper, unsafe) in enumerate(prop.cases):
         clock.check(took_bounds)  # e.g. a property split into very many boxes
@@ -229,11 +222,24 @@ def _decide(net, prop, solver, attack_steps, seed, clock):
             took_search = time.perf_counter() - started
             if found is not None:
                 return "sat", found
-        if not exact:
+        how = strategy
+        if how == "auto":
+            how = pick_strategy(net, choose_split(net, box), [Interval(b.lower[0], b.upper[0])
+                                                              for b in relu_bounds])  # fmt: skip
+        if how == "milp" and smooth:
             status = "unknown"
+            continue
+        if how == "bab":
+            searches += [(gap, box, inner, relu_bounds, C, d, tol) for gap, C, d, tol in disjuncts]
             continue
         milp = _CaseMILP(net, box, inner, relu_bounds)
         milps += [(gap, milp, C, d, tol) for gap, C, d, tol in disjuncts]
+    for _, box, inner, relu_bounds, C, d, tol in sorted(searches, key=lambda m: m[0]):
+        found = _branch(net, box, inner, relu_bounds, C, d, tol, clock, progress, domains)
+        if isinstance(found, tuple):
+            return "sat", found
+        if found == "unknown":
+            status = "unknown"
     # The disjuncts furthest from a proof first, as they are likelier to hold a counterexample;
     # each MILP may use all the time left (solvers overrun short limits, so no shares).
     race = solver == "race" and milps  # the race's workers start only when a MILP is needed
@@ -245,6 +251,28 @@ def _decide(net, prop, solver, attack_steps, seed, clock):
             if found == "unknown":
                 status = "unknown"
     return status, None
+
+
+def _branch(net, box, inner, relu_bounds, C, d, tol, clock, progress, domains):
+    """Branch and bound on one disjunct: a counterexample (x, y), "empty" or "unknown"; raises
+    OutOfTime. Activation splits start from the case's CROWN bounds; domains[0] counts the
+    domains bounded."""
+    example = Box(box.lower[0], box.upper[0])
+    lower, upper = (np.asarray(v, np.float64) for v in (inner.lower[0], inner.upper[0]))
+
+    def confirm(x):
+        return _confirmed(net, np.clip(x, lower, upper), [(C, d, tol)])
+
+    result = branch_and_bound(
+        net, example, C, d, tol, clock=clock, confirm=confirm, split=choose_split(net, box),
+        relu_bounds=[Interval(b.lower[0], b.upper[0]) for b in relu_bounds], progress=progress,
+    )  # fmt: skip
+    domains[0] += result.domains
+    if result.status == "timeout":
+        raise OutOfTime
+    if result.status == "falsified":
+        return result.counterexample
+    return "empty" if result.status == "verified" else "unknown"
 
 
 def _confirmed(net, x, disjuncts):
@@ -316,7 +344,7 @@ class _CaseMILP:
 
     def decide(self, C, d, tol, solver, clock):
         """A counterexample (x, y) of the disjunct C @ Y <= d, "empty" (unreachable by the
-        tolerance) or "unknown"; raises _OutOfTime.
+        tolerance) or "unknown"; raises OutOfTime.
 
         First the decision of C @ Y <= d + tol (infeasible: empty); when its solution is no
         counterexample, the minimum of t with C @ Y - d <= t tol, whose best point is checked.
@@ -341,7 +369,7 @@ class _CaseMILP:
         if found is not None:
             return found
         if result.termination.limit == mathopt.Limit.TIME:
-            raise _OutOfTime
+            raise OutOfTime
         return "unknown"
 
     def _model(self, clock):
@@ -355,14 +383,14 @@ class _CaseMILP:
         """Solve the model with `constraints` added for this solve only, in the time left."""
         left = clock.left()
         if left <= 0:
-            raise _OutOfTime
+            raise OutOfTime
         added = [model.add_linear_constraint(c) for c in constraints]
         try:
             if not isinstance(solver, Race):
                 return solve_here(model, solver, left, None, search)
             result, _ = solver.solve(model, left, None, search)
             if result is None:  # no answer from either solver by the deadline
-                raise _OutOfTime
+                raise OutOfTime
             return result
         finally:
             for constraint in added:

@@ -37,14 +37,28 @@ from .._rounding import allowance, rounded_box
 from .._sets import Box, InputSet, L1Ball, LinfBall
 from .._validate import check_choice, check_count
 from ..attacks import pgd
-from ..bounds import Interval, check_inputs, crown, intermediate_bounds, lp_model, margins
+from ..bounds import (
+    Interval,
+    breakpoints,
+    check_inputs,
+    crown,
+    intermediate_bounds,
+    lp_model,
+    margins,
+)
 from ..graph import Network
+from ._bab import branch_and_bound, check_split
+from ._clock import Clock, OutOfTime
 from ._encoding import check_piecewise_linear, milp_model
 from ._encoding import tighten as tighten_bounds
 from ._float64 import forward_float64
 from ._race import SOLVERS, Race, solve_here
 
 MODES = ("decide", "minimum")
+STRATEGIES = ("auto", "bab", "milp")
+# "auto" hands an image to the MILP up to this many unstable neurons, above to branch and bound
+# (measured by benchmarks/bab.py, see the README's "Complete verification").
+AUTO_MILP_UNSTABLE = 64
 # A candidate must change the class by more than this in the model itself; and the solvers'
 # absolute tolerances (about 1e-6 to 1e-9) are covered by MARGIN * (1 + S) in the threshold.
 MARGIN = 1e-6
@@ -65,6 +79,7 @@ class Verification(NamedTuple):
       seconds: wall time for this image, including its share of the batch's bound and attack
         computations.
       binaries: number of binary variables (unstable ReLUs) in the MILP.
+      domains: sub-domains bounded by branch and bound (0 without it).
 
     Both margins come from deterministic computations only, so that a run repeats them: the
     bound method, the LP relaxations (GLOP), the attack, and the MILP. A single MILP solver
@@ -83,11 +98,13 @@ class Verification(NamedTuple):
     counterexample: np.ndarray | None
     seconds: float
     binaries: int
+    domains: int = 0
 
 
 def verify(net: Network, spec: InputSet, y: ArrayLike, *, solver: str = "race",
            time_limit: float = 60.0, bounds: str = "crown", threads: int | None = None,
-           mode: str = "decide", attack_steps: int = 50, tighten: bool = False, seed: int = 0
+           mode: str = "decide", attack_steps: int = 50, tighten: bool = False, seed: int = 0,
+           strategy: str = "auto", split: str = "auto", progress: bool = False
            ) -> list[Verification]:  # fmt: skip
     """Decide, image by image, whether any input in the set changes the network's class.
 
@@ -105,13 +122,15 @@ def verify(net: Network, spec: InputSet, y: ArrayLike, *, solver: str = "race",
         refused: it restricts continuous variables to a grid, so its "infeasible" proves
         nothing here.
       time_limit: seconds per image (> 0), counting each image's share of the batch's bound
-        and attack computations. The bounds always run (a compiled computation cannot be
-        interrupted, and the first call on a network also compiles it, as the first LP model
-        built compiles its layers' Jacobians: either can overrun a small limit); every phase
-        (attack, LPs, tightening, each MILP) starts only while the image has time left, and
-        the solvers get only the time left but a twentieth, kept to confirm a solution (a race
-        kills its workers at that limit, having given them up to 0.5 s less). An image stopped
-        by its limit answers "unknown" (or "unconfirmed").
+        and attack computations, compilation included: the bounds and the attack run within
+        the batch's budget (a compiled computation cannot be interrupted, so at the deadline
+        it is left to finish in the background, unused, and every image answers "unknown");
+        every later phase (attack, LPs, tightening, each MILP, each batch of branch and bound)
+        starts only while the image has time left, and the solvers get only the time left but
+        a twentieth, kept to confirm a solution (a race kills its workers at that limit, having
+        given them up to 0.5 s less). The first LP model built on a network compiles its
+        layers' Jacobians, which can overrun a small limit. An image stopped by its limit
+        answers "unknown" (or "unconfirmed").
       bounds: "crown", "crown-ibp", "alpha-crown" or "ibp": proves classes before any LP and
         gives the ReLU bounds (tighter bounds mean fewer binaries and smaller big-M constants).
       threads: solver threads (SCIP, also in the race), or None for the solver's default.
@@ -131,23 +150,36 @@ def verify(net: Network, spec: InputSet, y: ArrayLike, *, solver: str = "race",
         Skipped when its LPs (two per unstable ReLU, timed by the LPs before) would not fit in
         the time left.
       seed: seed of the attack's random restarts.
+      strategy: how the classes the bounds leave open are decided: "milp" (the LPs, then the
+        MILPs above), "bab" (branch and bound, `jaxcert.exact` module `_bab`: input splits for
+        box-shaped sets of at most 16 inputs or networks with sigmoid/tanh, else beta-CROWN
+        activation splits), or "auto" (default): branch and bound with input splits where those
+        apply, the MILP for at most `AUTO_MILP_UNSTABLE` unstable neurons, branch and bound
+        with activation splits above (the rule measured by `benchmarks/bab.py`).
+      split: branch and bound's splits: "auto" (`choose_split`, above), "relu" (activation
+        splits; piecewise-linear networks) or "input" (input splits; an LinfBall or a Box).
+      progress: print branch and bound's progress (domains per second, open domains, worst
+        bound) to standard error.
 
     Returns:
-      A list of B `Verification`s.
+      A list of B `Verification`s. With branch and bound, `binaries` is 0.
 
     References:
       Tjeng, Xiao, Tedrake, ICLR 2019.
     """
     check_inputs(net, spec)
-    check_piecewise_linear(net)
+    check_choice("strategy", strategy, STRATEGIES)
+    if not isinstance(spec, LinfBall | Box | L1Ball):
+        raise ValueError(f"verify needs an LinfBall, Box or L1Ball, got {type(spec).__name__}")
+    split = check_split(net, spec, split)
+    if strategy == "milp" or split == "relu":
+        check_piecewise_linear(net)
     if str(solver).lower().replace("-", "").replace("_", "") == "cpsat":
         raise ValueError(
             "solver 'cp-sat' is refused: it restricts real-valued variables to a finite grid, "
             "so its answers prove nothing for a ReLU network; use 'scip' or 'highs'"
         )
     check_choice("solver", solver, (*SOLVERS, "race"))
-    if not isinstance(spec, LinfBall | Box | L1Ball):
-        raise ValueError(f"verify needs an LinfBall, Box or L1Ball, got {type(spec).__name__}")
     if not time_limit > 0:
         raise ValueError(f"time_limit must be > 0 seconds, got {time_limit}")
     check_choice("mode", mode, MODES)
@@ -156,29 +188,34 @@ def verify(net: Network, spec: InputSet, y: ArrayLike, *, solver: str = "race",
     check_count("attack_steps", attack_steps, minimum=0)
     if not isinstance(tighten, bool):
         raise ValueError(f"tighten must be True or False, got {tighten!r}")
-    began = time.perf_counter()
     batch = spec.batch_size
-    relu_bounds = intermediate_bounds(net, spec, method="ibp" if bounds == "ibp" else "crown")
-    if bounds == "crown":  # reuse the intermediate bounds the MILPs need
-        proved = np.asarray(margins(net, spec, y, method="crown", intermediate=relu_bounds))
-    else:
-        proved = np.asarray(margins(net, spec, y, method=bounds))
+    clock = Clock(time_limit * batch)  # the batch's budget
     y = np.broadcast_to(np.asarray(y), (batch,))
-    open_ = ~np.all(proved > 0, axis=1)
 
-    def time_left():  # in the batch's budget
-        return time_limit * batch - (time.perf_counter() - began)
+    def bound_and_attack():
+        relu_bounds = intermediate_bounds(net, spec, method="ibp" if bounds == "ibp" else "crown")
+        if bounds == "crown":  # reuse the intermediate bounds the MILPs need
+            proved = np.asarray(margins(net, spec, y, method="crown", intermediate=relu_bounds))
+        else:
+            proved = np.asarray(margins(net, spec, y, method=bounds))
+        open_ = ~np.all(proved > 0, axis=1)
+        scale, attacked = None, None
+        if open_.any():  # the size of the outputs over each set, for the rounding threshold
+            out = crown(net, spec, intermediate=relu_bounds)
+            scale = np.max(np.maximum(np.abs(out.lower), np.abs(out.upper)), axis=1)
+            # compile the checks of solutions now, so that no image's budget pays for it
+            first = jax.tree.map(lambda a: a[0], spec)
+            _confirm(net, first, np.asarray(first.box()[0]), int(y[0]))
+        if attack_steps and open_.any() and clock.left() > 0:
+            attacked = _attack(net, spec, y, attack_steps, seed)
+        return relu_bounds, proved, open_, scale, attacked
 
-    if open_.any():  # the size of the outputs over each set, for the rounding threshold
-        out = crown(net, spec, intermediate=relu_bounds)
-        scale = np.max(np.maximum(np.abs(out.lower), np.abs(out.upper)), axis=1)
-        # compile the checks of solutions now, so that no image's budget pays for it
-        first = jax.tree.map(lambda a: a[0], spec)
-        _confirm(net, first, np.asarray(first.box()[0]), int(y[0]))
-    attacked = None
-    if attack_steps and open_.any() and time_left() > 0:
-        attacked = _attack(net, spec, y, attack_steps, seed)
-    shared = (time.perf_counter() - began) / batch  # bounds and attack, per image
+    try:  # compiled work cannot be stopped: at the deadline it is left to finish unused
+        relu_bounds, proved, open_, scale, attacked = clock.run(bound_and_attack)
+    except OutOfTime:
+        seconds = clock.seconds() / batch
+        return [Verification("unknown", -np.inf, np.inf, -1, None, seconds, 0)] * batch
+    shared = clock.seconds() / batch  # bounds and attack, per image
     dtype = net.graph.input_var.dtype
     results = []
     with Race() if solver == "race" else contextlib.nullcontext(solver) as engine:
@@ -191,7 +228,7 @@ def verify(net: Network, spec: InputSet, y: ArrayLike, *, solver: str = "race",
             example_bounds = [Interval(r.lower[b], r.upper[b]) for r in relu_bounds]
             result = _verify_one(
                 net, example, example_bounds, int(y[b]), proved[b], attack, threshold,
-                time_limit - shared, engine, threads, mode, tighten,
+                time_limit - shared, engine, threads, mode, tighten, strategy, split, progress,
             )  # fmt: skip
             results.append(result._replace(seconds=result.seconds + shared))
     return results
@@ -269,12 +306,27 @@ def margin_optima(net: Network, spec: InputSet, y: ArrayLike, *, solver: str = "
     return lp, milp
 
 
+def pick_strategy(net, split, relu_bounds):
+    """What "auto" does for one example: branch and bound with input splits where they apply
+    (`choose_split`), the MILP for at most `AUTO_MILP_UNSTABLE` unstable neurons, else branch
+    and bound with activation splits."""
+    if split == "input":
+        return "bab"
+    points = breakpoints(net)
+    unstable = sum(
+        int(np.sum((np.asarray(b.lower).ravel() < np.asarray(t).ravel())
+                   & (np.asarray(b.upper).ravel() > np.asarray(t).ravel())))
+        for b, t in zip(relu_bounds, points)
+    )  # fmt: skip
+    return "milp" if unstable <= AUTO_MILP_UNSTABLE else "bab"
+
+
 def _verify_one(
     net, example, relu_bounds, label, proved, attack, threshold, budget, engine, threads, mode,
-    tighten,
+    tighten, strategy, split, progress,
 ):  # fmt: skip
-    """One image: the attack's point confirmed, then LPs and MILPs, within `budget` seconds.
-    `threshold` is tau (None if the bounds proved every class)."""
+    """One image: the attack's point confirmed, then branch and bound or LPs and MILPs, within
+    `budget` seconds. `threshold` is tau (None if the bounds proved every class)."""
     began = time.perf_counter()
 
     def left():
@@ -284,12 +336,12 @@ def _verify_one(
     # best[j]: a proven lower bound of min f_label - f_j, improved by the LP, then the MILP.
     best = {j: float(proved[j]) for j in range(len(proved)) if j != label}
     targets = [j for j in best if not best[j] > 0]
-    upper, target, unconfirmed, binaries = np.inf, -1, False, 0
+    upper, target, unconfirmed, binaries, domains = np.inf, -1, False, 0, 0
 
     def answer(status, counterexample=None):
         seconds = time.perf_counter() - began
         return Verification(
-            status, min(best.values()), upper, target, counterexample, seconds, binaries
+            status, min(best.values()), upper, target, counterexample, seconds, binaries, domains
         )
 
     def stopped():  # by the time limit
@@ -305,6 +357,29 @@ def _verify_one(
             upper = attack[1]
             target = int(jnp.argmax(net(jnp.asarray(counterexample[None]))[0]))
             return answer("falsified", counterexample)
+    if strategy == "auto":
+        strategy = pick_strategy(net, split, relu_bounds)
+    if strategy == "bab":
+        clock = Clock(left())
+        num_classes = len(proved)
+        for j in sorted(targets, key=best.get):
+            C = np.zeros((1, num_classes), np.float32)
+            C[0, label], C[0, j] = 1, -1
+            result = branch_and_bound(
+                net, example, C, np.zeros(1), np.zeros(1), clock=clock,
+                confirm=lambda x: _confirm(net, example, x, label),
+                split=split, relu_bounds=relu_bounds,
+                leaf_tolerance=np.full(1, threshold), progress=progress,
+            )  # fmt: skip
+            domains += result.domains
+            if result.status == "falsified":
+                upper, target = -MARGIN, j
+                return answer("falsified", result.counterexample)
+            if result.status == "timeout":
+                return stopped()
+            if result.status == "verified":
+                best[j] = max(best[j], result.lower)
+        return answer("verified" if min(best.values()) > 0 else "unknown")
     # Every LP first (they are cheap), again after tightening the ReLU bounds by LP if some
     # class is still open and the tightening fits; the MILPs then go from the most promising
     # target on.

@@ -1,0 +1,432 @@
+"""Branch and bound: complete verification past the MILP's reach.
+
+The question is whether some input of one example's set reaches the unsafe region C @ f(x) <= d
+(one disjunct of a VNN-LIB property, or f_j >= f_y for one class j of a robustness question).
+A domain is the set with split constraints; it is safe when some row k has a proven lower bound
+of c_k . f(x) above d_k + tol_k. Branch and bound keeps a pool of open domains on the host,
+bounds fixed-size batches of them in one jitted, vmapped call
+(`jaxcert.bounds.bound_relu_domains`, `bound_input_domains`), and splits what is not yet safe:
+
+* activation splits: the free unstable neuron with the best branching score gets z >= t in one
+  child and z <= t in the other; children start from the parent's slopes and multipliers
+  (beta-CROWN). A domain with no unstable neuron left is decided by an LP (GLOP) with every
+  split as a constraint, exact for a piecewise-linear network;
+* input splits (low-dimensional box-shaped sets): the box is halved along the coordinate with
+  the largest smear. Works for every activation of the registry, sigmoid and tanh included.
+
+Every bound pass also evaluates the network at a point of each child (the minimiser of the
+bound's linear function, or the box centre); a point that reaches the region by the tolerance
+goes to `confirm`, which re-runs it through the network in float32 and float64, and only a
+confirmed point answers "falsified". The answer "verified" needs every domain proved safe; a
+domain that can be split no further and not decided leaves the answer "unknown", and the time
+limit "timeout". The parents taken next are the K with the lowest bound; when the pool holds
+`max_domains`, the deepest instead (depth first), which bounds its memory.
+
+Batches are padded to a few sizes (8, 64, 512, ...) so that each compiles once; a batch of
+domains is spread over all devices by `jaxcert.bounds` (JAX sharding). The deadline covers
+compilation: every call runs under `Clock.run`, which returns at the deadline.
+
+References:
+  S. Wang et al., "Beta-CROWN: Efficient Bound Propagation with Per-neuron Split Constraints for
+  Neural Network Robustness Verification", NeurIPS 2021.
+  R. Bunel et al., "Branch and Bound for Piecewise Linear Neural Network Verification", JMLR 2020.
+  K. Xu et al., "Fast and Complete: Enabling Complete Neural Network Verification with Rapid and
+  Massively Parallel Incomplete Verifiers", ICLR 2021.
+"""
+
+import datetime
+import math
+import sys
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ortools.math_opt.python import mathopt
+
+from .._sets import Box, InputSet, LinfBall
+from .._validate import check_choice
+from ..bounds import (
+    Interval,
+    bound_input_domains,
+    bound_relu_domains,
+    breakpoints,
+    intermediate_bounds,
+    lp_model,
+    neuron_layout,
+)
+from ..graph import Network
+from ._clock import Clock, OutOfTime
+
+SPLITS = ("relu", "input")
+INPUT_SPLIT_DIMENSIONS = 16  # "auto" splits the inputs of box-shaped sets up to this size
+MEMORY = 1 << 30  # bytes of split states the pool may hold before it goes depth first
+
+
+class BranchResult(NamedTuple):
+    """The answer for one disjunct.
+
+    Attributes:
+      status: "verified" (every domain proved safe), "falsified" (a confirmed counterexample),
+        "timeout" (domains left at the time limit) or "unknown" (a domain that could not be
+        split further nor decided).
+      lower: a proven lower bound of max_k (c_k . f(x) - d_k - tol_k) over the whole set
+        (-inf before the first bound).
+      counterexample: what `confirm` returned for the point, or None.
+      domains: domains bounded.
+      seconds: wall time.
+    """
+
+    status: str
+    lower: float
+    counterexample: object
+    domains: int
+    seconds: float
+
+
+def choose_split(net: Network, spec: InputSet) -> str:
+    """How to split: "input" for a box-shaped set (a `Box` or an `LinfBall`) of at most
+    `INPUT_SPLIT_DIMENSIONS` inputs, or of any size when the network has a smooth activation
+    (sigmoid, tanh: no activation splits); else "relu"."""
+    dims = math.prod(spec.shape)
+    smooth = any(eq.activation.kink is None for eq in net.activations())
+    box_like = isinstance(spec, Box | LinfBall)
+    if box_like and (dims <= INPUT_SPLIT_DIMENSIONS or smooth):
+        return "input"
+    return "relu"
+
+
+def check_split(net: Network, spec: InputSet, split: str) -> str:
+    """The split to use: `split` checked ("auto", "relu" or "input"), "auto" resolved by
+    `choose_split`; ValueError for input splits of a set that is not a box, or activation
+    splits of a network with a smooth activation."""
+    check_choice("split", split, ("auto", *SPLITS))
+    if split == "auto":
+        return choose_split(net, spec)
+    if split == "input" and not isinstance(spec, Box | LinfBall):
+        raise ValueError(f"input splits need an LinfBall or a Box, got {type(spec).__name__}")
+    return split
+
+
+def branch_and_bound(net: Network, example: InputSet, C, d, tol, *, clock: Clock,
+                     confirm: Callable, split: str = "relu", relu_bounds=None,
+                     batch_size: int = 512, steps: int = 20, leaf_tolerance=None,
+                     progress: bool = False) -> BranchResult:  # fmt: skip
+    """Decide whether some input of `example` reaches C @ f(x) <= d (module docstring).
+
+    Args:
+      net: a traced network (activation splits: piecewise-linear activations only).
+      example: one example's input set (no batch axis); input splits need a `Box` or an
+        `LinfBall`.
+      C: the region's rows (K, num_outputs); d, tol: (K,) thresholds and tolerances.
+      clock: the deadline (`Clock`), covering everything including compilation.
+      confirm: maps a candidate point (input shape, NumPy) to a counterexample or None.
+      split: "relu" or "input".
+      relu_bounds: bounds of every activation's input over the set (Intervals without a batch
+        axis), for activation splits; None computes CROWN's.
+      batch_size: children bounded per call (a power of two >= 8).
+      steps: alpha/beta gradient steps per bound (activation splits).
+      leaf_tolerance: (K,) how far an LP optimum of a fully split domain must clear d (the
+        LP is solved in float64 on float32 bounds); default tol.
+      progress: print domains per second, open domains and the worst bound to standard error.
+
+    Returns:
+      A `BranchResult`.
+    """
+    C = np.asarray(C, np.float32)
+    d, tol = np.asarray(d, np.float64), np.asarray(tol, np.float64)
+    search = _Search(net, example, C, d, tol, clock, confirm, batch_size, progress)
+    try:
+        if split == "input":
+            search.input_splits()
+        else:
+            search.relu_splits(relu_bounds, steps,
+                               tol if leaf_tolerance is None else leaf_tolerance)  # fmt: skip
+        if search.undecidable:
+            search.status = "unknown"
+    except OutOfTime:
+        search.status = "timeout"
+    except _Found as found:
+        search.status, search.counterexample = "falsified", found.counterexample
+    search.report(final=True)
+    return BranchResult(search.status, search.lower(), search.counterexample, search.domains,
+                        clock.seconds())  # fmt: skip
+
+
+class _Found(Exception):
+    def __init__(self, counterexample):
+        self.counterexample = counterexample
+
+
+def _buckets(batch_size):
+    sizes, size = [], 8
+    while size < batch_size:
+        sizes.append(size)
+        size *= 8
+    return [*sizes, batch_size]
+
+
+def _padded(arrays, size):
+    """Each array's leading axis padded to `size` with copies of its first entry."""
+    return [np.concatenate([a, np.repeat(a[:1], size - len(a), axis=0)]) for a in arrays]
+
+
+class _Search:
+    """The pool and the loop of one branch and bound."""
+
+    def __init__(self, net, example, C, d, tol, clock, confirm, batch_size, progress):
+        self.net, self.example, self.C = net, example, C
+        self.d, self.tol, self.clock, self.confirm = d, tol, clock, confirm
+        self.thresholds = (d + tol).astype(np.float32)
+        self.buckets = _buckets(batch_size)
+        self.batch_size = batch_size
+        self.status, self.counterexample = "verified", None
+        self.undecidable, self.max_domains = False, batch_size
+        self.domains, self.open_values, self.safe_min = 0, np.zeros(0), np.inf
+        self.progress = progress
+        self.tty = progress and sys.stderr.isatty()
+        self.next_report = 0.0
+
+    # ------------------------------------------------------------------ shared by both splits
+
+    def lower(self):
+        if self.domains == 0 or self.status == "falsified":
+            return -math.inf
+        open_min = float(self.open_values.min()) if self.open_values.size else math.inf
+        return min(open_min, self.safe_min)
+
+    def _bound(self, fn, count, arrays):
+        """fn on the arrays padded to a bucket, in chunks of at most batch_size; NumPy out."""
+        outs = []
+        for start in range(0, count, self.batch_size):
+            part = [a[start : start + self.batch_size] for a in arrays]
+            n = len(part[0])
+            size = next(b for b in self.buckets if b >= n)
+            result = self.clock.run(fn, *_padded(part, size))
+            outs.append(jax.tree.map(lambda a, n=n: None if a is None else np.asarray(a)[:n],
+                                     result))  # fmt: skip
+            self.domains += n
+        return jax.tree.map(lambda *a: np.concatenate(a), *outs)
+
+    def _values(self, bounds):
+        """max_k (lower_k - d_k - tol_k) per domain."""
+        return np.max(bounds.lower.astype(np.float64) - self.d - self.tol, axis=1)
+
+    def _check_points(self, bounds):
+        """Confirm the candidate points that reach the region by the tolerance."""
+        near = np.all(bounds.values.astype(np.float64) <= self.d + self.tol, axis=1)
+        for i in np.flatnonzero(near):
+            found = self.confirm(np.asarray(bounds.point[i]))
+            if found is not None:
+                raise _Found(found)
+
+    def report(self, final=False):
+        if not self.progress:
+            return
+        now = self.clock.seconds()
+        if not final and (not self.tty or now < self.next_report):
+            return
+        self.next_report = now + 0.5
+        rate = self.domains / now if now > 0 else 0.0
+        worst = self.lower()
+        text = (f"branch and bound: {self.domains} domains ({rate:.0f}/s), "
+                f"{self.open_values.size} open, worst bound {worst:.4g}, {now:.1f} s")  # fmt: skip
+        if final:
+            text += f": {self.status}"
+        sys.stderr.write(("\r\033[K" + text if self.tty else text) + ("\n" if final else ""))
+        sys.stderr.flush()
+
+    def _select(self, count, depth=None):
+        """Indices of the parents to split: the lowest values, or the deepest when full."""
+        n = min(count, self.open_values.size)
+        if depth is not None:
+            order = np.lexsort((self.open_values, -depth))
+            return order[:n]
+        if n == self.open_values.size:
+            return np.argsort(self.open_values)
+        return np.argpartition(self.open_values, n - 1)[:n]
+
+    def run(self, children, bound, state, branch, leaf=None):
+        """The loop: bound the children, confirm their points, drop the safe ones, keep the
+        rest in the pool (their `state`), and split the parents `branch` makes children of.
+
+        bound(children) -> DomainBounds; state(children, bounds) -> dict of per-domain arrays;
+        leaf(children, i) decides a domain whose scores are all -inf (NaN: undecided);
+        branch(parents) -> (children, the index of each child's parent), children a tuple of
+        arrays with a leading domain axis. A child keeps its parent's bound where that is
+        higher (the parent's set holds the child's).
+        """
+        pool, inherited = None, None
+        while True:
+            bounds = self._bound(bound, len(children[0]), children)
+            if inherited is not None:
+                bounds = bounds._replace(lower=np.maximum(bounds.lower, inherited))
+            self._check_points(bounds)
+            values = self._values(bounds)
+            keep = ~(values > 0)
+            if leaf is not None:
+                leaves = keep & ~np.isfinite(bounds.scores).any(axis=1)
+                for i in np.flatnonzero(leaves):
+                    self.clock.check()
+                    values[i] = leaf(children, i)  # a positive value, or None: undecided
+                    if np.isnan(values[i]):
+                        self.undecidable = True
+                keep &= ~leaves
+            self.safe_min = min(self.safe_min, *values[~keep & (values > 0)], math.inf)
+            new = {**state(children, bounds), "lower": bounds.lower}
+            new = {key: value[keep] for key, value in new.items()}
+            pool = new if pool is None else {k: np.concatenate([pool[k], new[k]]) for k in pool}
+            self.open_values = np.concatenate([self.open_values, values[keep]])
+            self.report()
+            if not self.open_values.size:
+                return
+            self.clock.check()
+            full = self.open_values.size >= self.max_domains
+            depth = pool["depth"] if full else None
+            take = self._select(self.batch_size // 2, depth)
+            rest = np.ones(self.open_values.size, bool)
+            rest[take] = False
+            parents = {key: value[take] for key, value in pool.items()}
+            pool = {key: value[rest] for key, value in pool.items()}
+            self.open_values = self.open_values[rest]
+            children, parent = branch(parents)
+            inherited = parents["lower"][parent]
+            if not len(children[0]):
+                return
+
+    def input_splits(self):
+        """Halve boxes along their coordinate of largest smear."""
+        lower, upper = (np.asarray(b, np.float32)[None] for b in self.example.box())
+        shape = lower.shape[1:]
+        C, thresholds = jnp.asarray(self.C), jnp.asarray(self.thresholds)
+        self.max_domains = max(self.batch_size, MEMORY // (8 * lower.size + 16))
+
+        def bound(lo, hi, _):
+            return bound_input_domains(self.net, jnp.asarray(lo), jnp.asarray(hi), C, thresholds)
+
+        def state(children, bounds):
+            lo, hi, depth = children
+            return {"box_lower": lo, "box_upper": hi, "depth": depth, "scores": bounds.scores}
+
+        def branch(parents):
+            lo = parents["box_lower"].reshape(len(parents["box_lower"]), -1)
+            hi = parents["box_upper"].reshape(lo.shape)
+            rows, dim = np.arange(len(lo)), np.argmax(parents["scores"], axis=1)
+            mid = ((lo[rows, dim].astype(np.float64) + hi[rows, dim]) / 2).astype(np.float32)
+            splittable = (mid > lo[rows, dim]) & (mid < hi[rows, dim])
+            if not splittable.all():  # boxes as narrow as float32 allows, still open
+                self.undecidable = True
+                rows, dim, mid = rows[splittable], dim[splittable], mid[splittable]
+            left_hi, right_lo = hi[rows].copy(), lo[rows].copy()
+            left_hi[np.arange(rows.size), dim] = mid
+            right_lo[np.arange(rows.size), dim] = mid
+            depth = np.concatenate([parents["depth"][rows] + 1] * 2)
+            children = (
+                np.concatenate([lo[rows], right_lo]).reshape(-1, *shape),
+                np.concatenate([left_hi, hi[rows]]).reshape(-1, *shape),
+                depth,
+            )
+            return children, np.concatenate([rows, rows])
+
+        self.run((lower, upper, np.zeros(1, np.int32)), bound, state, branch)
+
+    def relu_splits(self, relu_bounds, steps, leaf_tolerance):
+        """Split unstable neurons (beta-CROWN bounds, LPs for fully split domains)."""
+        net = self.net
+        if relu_bounds is None:
+            batched = jax.tree.map(lambda a: a[None], self.example)
+            relu_bounds = [Interval(b.lower[0], b.upper[0])
+                           for b in intermediate_bounds(net, batched)]  # fmt: skip
+        root_lo = np.concatenate([np.asarray(b.lower, np.float32).ravel() for b in relu_bounds])
+        root_hi = np.concatenate([np.asarray(b.upper, np.float32).ravel() for b in relu_bounds])
+        n, k = root_lo.size, self.C.shape[0]
+        C, thresholds = jnp.asarray(self.C), jnp.asarray(self.thresholds)
+        example = self.example
+        self.max_domains = max(self.batch_size, MEMORY // (n + 8 * k * n + 16))
+
+        def bound(splits, alpha, beta):
+            m = len(splits)
+            return bound_relu_domains(
+                net, example, C, thresholds, jnp.broadcast_to(root_lo, (m, n)),
+                jnp.broadcast_to(root_hi, (m, n)), jnp.asarray(splits), jnp.asarray(alpha),
+                jnp.asarray(beta), steps=steps,
+            )  # fmt: skip
+
+        def start(splits):  # CROWN's slopes for the root
+            return bound_relu_domains(
+                net, example, C, thresholds, jnp.asarray(root_lo[None]),
+                jnp.asarray(root_hi[None]), jnp.asarray(splits), None, None, steps=0,
+            ).alpha  # fmt: skip
+
+        def state(children, bounds):
+            splits = children[0]
+            return {"splits": splits, "alpha": bounds.alpha, "beta": bounds.beta,
+                    "scores": bounds.scores, "depth": np.count_nonzero(splits, axis=1)}  # fmt: skip
+
+        def branch(parents):
+            neuron = np.argmax(parents["scores"], axis=1)
+            rows = np.arange(len(neuron))
+            up, down = parents["splits"].copy(), parents["splits"].copy()
+            up[rows, neuron], down[rows, neuron] = 1, -1
+            children = (
+                np.concatenate([up, down]),
+                np.concatenate([parents["alpha"]] * 2),
+                np.concatenate([parents["beta"]] * 2),
+            )
+            return children, np.concatenate([rows, rows])
+
+        def leaf(children, i):
+            value = self._leaf(relu_bounds, children[0][i], leaf_tolerance)
+            return np.nan if value is None else value
+
+        splits = np.zeros((1, n), np.int8)
+        alpha = np.asarray(self.clock.run(start, splits))
+        self.run((splits, alpha, np.zeros_like(alpha)), bound, state, branch, leaf)
+
+    def _leaf(self, relu_bounds, splits, leaf_tolerance):
+        """A domain with every unstable neuron split: the LP over the set with the splits as
+        constraints is exact. Returns its proven value max_k (c_k . f - d_k - tol_k) when
+        positive (safe); raises _Found for a confirmed counterexample; None if undecided."""
+        net = self.net
+        layout = neuron_layout(net)
+        bounds = []
+        for bound, (start, stop) in zip(relu_bounds, layout):
+            s = splits[start:stop].reshape(np.shape(bound.lower))
+            lo, hi = np.asarray(bound.lower, np.float64), np.asarray(bound.upper, np.float64)
+            bounds.append((lo, hi, s))
+        kinks = breakpoints(net)
+        tightened = []
+        for (lo, hi, s), t in zip(bounds, kinks):
+            t = np.asarray(t, np.float64).reshape(lo.shape)
+            tightened.append(Interval(np.where(s > 0, np.maximum(lo, t), lo),
+                                      np.where(s < 0, np.minimum(hi, t), hi)))  # fmt: skip
+        model, lp_vars = lp_model(net, self.example, tightened)
+        for eq, (_, _, s), t in zip(net.activations(), bounds, kinks):
+            z = lp_vars[eq.inputs[0]]
+            t = np.asarray(t, np.float64).ravel()
+            for i in np.flatnonzero(s.ravel() > 0):
+                model.add_linear_constraint(z[i] >= t[i])
+            for i in np.flatnonzero(s.ravel() < 0):
+                model.add_linear_constraint(z[i] <= t[i])
+        outputs, inputs = lp_vars[net.graph.output_var], lp_vars[net.graph.input_var]
+        for row, d, tol in zip(self.C, self.d, leaf_tolerance):
+            model.minimize(mathopt.fast_sum(float(c) * y for c, y in zip(row, outputs) if c))
+            result = mathopt.solve(model, mathopt.SolverType.GLOP,
+                                   params=mathopt.SolveParameters(time_limit=datetime.timedelta(
+                                       seconds=max(self.clock.left(), 1e-3))))  # fmt: skip
+            reason = result.termination.reason
+            if reason == mathopt.TerminationReason.INFEASIBLE:
+                return math.inf  # the splits leave no input: safe
+            if reason != mathopt.TerminationReason.OPTIMAL:
+                self.clock.check()
+                return None
+            value = result.objective_value() - d - tol
+            if value > 0:
+                return value
+            x = np.array([result.variable_values(v) for v in inputs], np.float64)
+            found = self.confirm(x.reshape(np.shape(self.example.box()[0])))
+            if found is not None:
+                raise _Found(found)
+        return None
+

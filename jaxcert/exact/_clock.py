@@ -1,0 +1,58 @@
+"""Deadlines: a clock for a call's time limit, and compiled work that returns by it."""
+
+import threading
+import time
+
+import jax
+
+
+class OutOfTime(Exception):
+    """The time limit ran out, or the next phase cannot fit in the time left."""
+
+
+class Clock:
+    """A call's deadline, `limit` seconds from now."""
+
+    def __init__(self, limit):
+        self.began = time.perf_counter()
+        self.deadline = self.began + limit
+
+    def seconds(self):
+        return time.perf_counter() - self.began
+
+    def left(self):
+        return self.deadline - time.perf_counter()
+
+    def fits(self, estimate):
+        """Whether a phase estimated to take `estimate` seconds ends before the deadline."""
+        return self.left() > estimate
+
+    def check(self, estimate=0.0):
+        """Raise OutOfTime unless a phase of `estimate` seconds fits."""
+        if not self.fits(estimate):
+            raise OutOfTime
+
+    def run(self, fn, *args, **kwargs):
+        """fn(*args, **kwargs) computed to the end, or OutOfTime at the deadline.
+
+        A compiled JAX computation (and its compilation) cannot be interrupted, so it runs in a
+        daemon thread that this call stops waiting for at the deadline: the call returns in
+        time, while the abandoned computation finishes in the background (its result unused).
+        """
+        self.check()
+        result, done = {}, threading.Event()
+
+        def work():
+            try:
+                result["value"] = jax.block_until_ready(fn(*args, **kwargs))
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                result["error"] = e
+            finally:
+                done.set()
+
+        threading.Thread(target=work, daemon=True).start()
+        if not done.wait(max(self.left(), 0.0)):
+            raise OutOfTime
+        if "error" in result:
+            raise result["error"]
+        return result["value"]
