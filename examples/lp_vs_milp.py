@@ -35,7 +35,7 @@ for j in range(10):
         continue
     answer = "robust" if milp[0, j] > 0 else "adversarial example exists"
     print(f"| {j} | {crown[0, j]:.4f} | {lp[0, j]:.4f} | {milp[0, j]:.4f} | {answer} |")
-result = jc.exact.verify(net, spec, y)[0]
+result = jc.exact.verify(net, spec, y, strategy="milp")[0]
 print(
     f"\njaxcert.exact.verify: {result.status} in {result.seconds:.2f} s "
     f"({result.binaries} binary variables)"

@@ -219,13 +219,14 @@ def verify_rows(
     *,
     eps: float,
     method: str,
-    **milp_options: Any,
+    **exact_options: Any,
 ) -> list[dict[str, Any]]:
     """The verify rows of a group of images, verified together at l_inf radius `eps`.
 
-    `method` "milp" decides each image by `jaxcert.exact.verify` (with `milp_options`: solver,
-    time_limit, mode, attack_steps, tighten, seed); the bound methods of `jaxcert.bounds.margins`
-    prove ("verified") or answer "unknown", and share their time equally among the images.
+    `method` "exact" decides each image by `jaxcert.exact.verify` (with `exact_options`:
+    strategy, solver, time_limit, mode, attack_steps, tighten, seed, progress); the bound
+    methods of `jaxcert.bounds.margins` prove ("verified") or answer "unknown", and share their
+    time equally among the images.
 
     Args:
       net: the traced classifier (`jaxcert.trace`).
@@ -233,8 +234,8 @@ def verify_rows(
       labels: their integer labels (N,).
       group: the indices of the images to verify.
       eps: the l_inf radius.
-      method: "milp", or a method of `jaxcert.bounds.margins`.
-      **milp_options: options of `jaxcert.exact.verify` (with "milp" only).
+      method: "exact", or a method of `jaxcert.bounds.margins`.
+      **exact_options: options of `jaxcert.exact.verify` (with "exact" only).
 
     Returns:
       The rows, one dict per image with the `VERIFY_COLUMNS` as keys, in the order of `group`.
@@ -243,10 +244,10 @@ def verify_rows(
     spec = LinfBall(x, eps)
     began = time.perf_counter()
     predict = np.argmax(np.asarray(net(x)), axis=1)
-    if method == "milp":
+    if method == "exact":
         found = [
             (r.status, r.margin_lower, r.margin_upper, r.target, r.binaries, r.seconds)
-            for r in exact.verify(net, spec, y, **milp_options)
+            for r in exact.verify(net, spec, y, **exact_options)
         ]
     else:
         margins = np.asarray(bounds.margins(net, spec, y, method=method))

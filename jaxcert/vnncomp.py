@@ -81,7 +81,8 @@ def load_network(path: str | Path) -> Network:
 
 
 def run_instance(net: Network, vnnlib_path: str | Path, *, timeout: float, solver: str = "race",
-                 attack_steps: int = 50, seed: int = 0) -> PropertyResult:  # fmt: skip
+                 attack_steps: int = 50, seed: int = 0, strategy: str = "auto",
+                 progress: bool = False) -> PropertyResult:  # fmt: skip
     """Decide one property file on a loaded network, in this process.
 
     The limit is kept between phases (`jaxcert.exact.verify_property`), not inside a compiled
@@ -91,7 +92,7 @@ def run_instance(net: Network, vnnlib_path: str | Path, *, timeout: float, solve
       net: the network (`load_network`).
       vnnlib_path: the ``.vnnlib`` or ``.vnnlib.gz`` file.
       timeout: seconds for the instance, reading the property included (> 0).
-      solver, attack_steps, seed: as in `jaxcert.exact.verify_property`.
+      solver, attack_steps, seed, strategy, progress: as in `jaxcert.exact.verify_property`.
 
     Returns:
       A `jaxcert.exact.PropertyResult`; its seconds include reading the property.
@@ -99,21 +100,20 @@ def run_instance(net: Network, vnnlib_path: str | Path, *, timeout: float, solve
     Raises:
       ValueError: a bad option (before any work), or a property that does not fit the network.
     """
-    check_property_options(solver, timeout, attack_steps)
+    check_property_options(solver, timeout, attack_steps, strategy)
     began = time.perf_counter()
     prop = read_vnnlib(vnnlib_path)
     left = timeout - (time.perf_counter() - began)
     if left <= 0:
         return PropertyResult("timeout", None, time.perf_counter() - began)
-    result = verify_property(
-        net, prop, solver=solver, time_limit=left, attack_steps=attack_steps, seed=seed
-    )
+    result = verify_property(net, prop, solver=solver, time_limit=left, attack_steps=attack_steps,
+                             seed=seed, strategy=strategy, progress=progress)  # fmt: skip
     return result._replace(seconds=time.perf_counter() - began)
 
 
 def run_isolated(onnx_path: str | Path, vnnlib_path: str | Path, *, timeout: float,
-                 solver: str = "race", attack_steps: int = 50, seed: int = 0
-                 ) -> PropertyResult:  # fmt: skip
+                 solver: str = "race", attack_steps: int = 50, seed: int = 0,
+                 strategy: str = "auto", progress: bool = False) -> PropertyResult:  # fmt: skip
     """Decide one instance in a worker process that is killed if it overruns the limit.
 
     Args:
@@ -121,7 +121,7 @@ def run_isolated(onnx_path: str | Path, vnnlib_path: str | Path, *, timeout: flo
       vnnlib_path: the ``.vnnlib`` or ``.vnnlib.gz`` file.
       timeout: seconds for the instance, loading the network and reading the property included
         (> 0); the answer comes at most `GRACE` seconds after it.
-      solver, attack_steps, seed: as in `jaxcert.exact.verify_property`.
+      solver, attack_steps, seed, strategy, progress: as in `jaxcert.exact.verify_property`.
 
     Returns:
       A `jaxcert.exact.PropertyResult`.
@@ -130,8 +130,9 @@ def run_isolated(onnx_path: str | Path, vnnlib_path: str | Path, *, timeout: flo
       ValueError: a bad option (before any work), an unreadable network or property, or a
         property that does not fit the network.
     """
-    check_property_options(solver, timeout, attack_steps)
-    options = dict(solver=solver, attack_steps=attack_steps, seed=seed)
+    check_property_options(solver, timeout, attack_steps, strategy)
+    options = dict(solver=solver, attack_steps=attack_steps, seed=seed, strategy=strategy,
+                   progress=progress)  # fmt: skip
     with _Worker() as worker:
         outcome = worker.run(Path(onnx_path), Path(vnnlib_path), timeout, options)
     if isinstance(outcome, _Failure):
@@ -205,6 +206,7 @@ def run_benchmark(
     solver: str = "race",
     attack_steps: int = 50,
     seed: int = 0,
+    strategy: str = "auto",
     counterexamples: str | Path | None = None,
     resume: bool = False,
     progress: Callable[[Instance, str, str], None] | None = None,
@@ -216,7 +218,7 @@ def run_benchmark(
       results_path: the results CSV (onnx, vnnlib, result, seconds), written row by row; with
         `resume`, the instances already in it are skipped.
       timeout: seconds per instance instead of the ones in instances.csv.
-      solver, attack_steps, seed: as in `jaxcert.exact.verify_property`.
+      solver, attack_steps, seed, strategy: as in `jaxcert.exact.verify_property`.
       counterexamples: a folder for the result files of ``sat`` instances, or None.
       resume: continue an existing results file (its settings must match).
       progress: called as ``progress(instance, result, message)`` after each instance.
@@ -228,7 +230,7 @@ def run_benchmark(
       ValueError: a bad option or instances.csv, before any instance runs (an instance that
         cannot be read, or whose worker dies, later gets an "error" row instead).
     """
-    check_property_options(solver, timeout, attack_steps)
+    check_property_options(solver, timeout, attack_steps, strategy)
     instances = read_instances(csv_path)
     folder = Path(csv_path).parent
     settings = {
@@ -237,10 +239,11 @@ def run_benchmark(
         "solver": solver,
         "attack_steps": attack_steps,
         "seed": seed,
+        "strategy": strategy,
     }
     if counterexamples is not None:
         Path(counterexamples).mkdir(parents=True, exist_ok=True)
-    options = dict(solver=solver, attack_steps=attack_steps, seed=seed)
+    options = dict(solver=solver, attack_steps=attack_steps, seed=seed, strategy=strategy)
     with (
         ResumableTable(
             results_path, RESULT_COLUMNS, settings, resume=resume, delimiter=",", keys=2

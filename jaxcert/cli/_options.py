@@ -122,7 +122,15 @@ def add_log_options(parser, verb):
 
 
 def add_solver_option(parser):
-    """--solver of the MILP commands (verify, vnnlib, vnncomp): the same choices and default."""
+    """--strategy and --solver of the exact commands (verify, vnnlib, vnncomp): the same choices
+    and defaults."""
+    parser.add_argument(
+        "--strategy",
+        choices=("auto", "bab", "milp"),
+        default="auto",
+        help="how open cases are decided: bab (branch and bound), milp, or auto (input splits for "
+        "<= 16 inputs, the MILP for few unstable neurons, else branch and bound)",
+    )
     parser.add_argument(
         "--solver",
         choices=("race", "scip", "highs"),

@@ -1,5 +1,5 @@
 """`jaxcert verify`: l_inf robustness of a saved model's test images, by a bound method or
-exactly (MILP), one resumable TSV row per image (`jaxcert.results`)."""
+exactly (branch and bound or MILP), one resumable TSV row per image (`jaxcert.results`)."""
 
 from pathlib import Path
 
@@ -23,14 +23,14 @@ from ._options import (
     todo,
 )
 
-METHODS = ("milp", "ibp", "crown-ibp", "crown", "alpha-crown", "lp")
+METHODS = ("exact", "ibp", "crown-ibp", "crown", "alpha-crown", "lp")
 
 
 def add_parser(subparsers):
     ve = subparsers.add_parser(
         "verify",
         formatter_class=Help,
-        help="verify l_inf robustness by bound methods or exactly (MILP), one TSV row per image",
+        help="verify l_inf robustness by bound methods or exactly, one TSV row per image",
     )
     add_data_options(ve)
     ve.add_argument("--model", type=Path, required=True, help="directory of a saved model")
@@ -38,11 +38,12 @@ def add_parser(subparsers):
     ve.add_argument(
         "--method",
         choices=METHODS,
-        default="milp",
-        help="milp decides exactly; the others prove or answer 'unknown'",
+        default="exact",
+        help="exact decides (branch and bound or MILP, see --strategy); the others prove or "
+        "answer 'unknown'",
     )
     add_solver_option(ve)
-    ve.add_argument("--time-limit", type=float, default=60.0, help="MILP seconds per image")
+    ve.add_argument("--time-limit", type=float, default=60.0, help="exact: seconds per image")
     ve.add_argument(
         "--mode",
         choices=("decide", "minimum"),
@@ -83,6 +84,7 @@ def run(args):
     images, labels, indices = images_for(args, info)
     net = graph.trace(apply_fn, params, images[:1])
     options = {
+        "strategy": args.strategy,
         "solver": args.solver,
         "time_limit": args.time_limit,
         "mode": args.mode,
@@ -103,8 +105,9 @@ def run(args):
         with Progress(len(left), f"verify eps={args.eps} {args.method}") as bar:
             for start in range(0, len(left), args.images):
                 group = left[start : start + args.images]
+                exact = {**options, "progress": True} if args.method == "exact" else {}
                 for row in results.verify_rows(net, images, labels, group, eps=args.eps,
-                                               method=args.method, **options):  # fmt: skip
+                                               method=args.method, **exact):  # fmt: skip
                     log.write(row)
                 bar.update(len(group))
         rows = log.rows()

@@ -81,13 +81,14 @@ def _property_options(args):
         above_zero("time-limit", args.time_limit)
     require(args.attack_steps >= 0, "attack-steps", ">= 0", args.attack_steps)
     return dict(
-        timeout=args.time_limit, solver=args.solver, attack_steps=args.attack_steps, seed=args.seed
-    )
+        timeout=args.time_limit, solver=args.solver, attack_steps=args.attack_steps, seed=args.seed,
+        strategy=args.strategy,
+    )  # fmt: skip
 
 
 def run_vnnlib(args):
     options = _property_options(args)
-    result = vnncomp.run_isolated(args.onnx, args.vnnlib, **options)  # the limit holds
+    result = vnncomp.run_isolated(args.onnx, args.vnnlib, progress=True, **options)  # in time
     text = vnncomp.result_text(result)
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
