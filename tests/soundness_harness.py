@@ -13,7 +13,9 @@ Two checks, each driven by one integer seed so that every failure can be rebuilt
 * `check_exact(seed)`: a tiny MLP or CNN (<= 12 ReLUs); its exact minimum margin over an
   l_inf or l1 ball intersected with [0, 1] is found by enumerating ReLU activation patterns
   (one SciPy HiGHS linear program per feasible region, float64), the output bias is optionally
-  shifted to put that minimum within 1e-5 of zero, and `jaxcert.exact.verify` must agree:
+  shifted to put that minimum within 1e-5 of zero, and `jaxcert.exact.verify` must agree, with
+  each strategy (the MILP, branch and bound with activation splits, and with input splits for
+  l_inf balls of at most 16 inputs):
   "verified" only if the minimum is > 0, "falsified" only with a counterexample inside the set
   that the model misclassifies, anything else only near zero.
 
@@ -67,6 +69,9 @@ NEAR_ZERO = 1e-3  # exact minima closer to zero than this may be left undecided
 NEAR_SHIFTS = (1e-5, 3e-6, 1e-6, 3e-7)  # where exact cases put their minimum margin (+-)
 EXACT_SOLVERS = ("highs", "scip")
 RACE_EVERY = 25  # one exact case in this many uses the default solver race (guarded)
+# What check_exact runs (input splits: l_inf balls of at most 16 inputs).
+STRATEGIES = ("milp", "bab-relu", "bab-input")
+BAB_LIMIT = 30  # seconds per branch and bound run
 
 
 # ---------------------------------------------------------------------------------------------
@@ -947,7 +952,7 @@ def _margin64(arch, params, z, y):
     return out[:, y] - np.max(np.delete(out, y, axis=1), axis=1)
 
 
-def check_exact(seed, *, solver=None):
+def check_exact(seed, *, solver=None, strategies=STRATEGIES):
     """Compare `jaxcert.exact.verify` with the exact minimum margin of a tiny network.
 
     Returns:
@@ -994,31 +999,52 @@ def check_exact(seed, *, solver=None):
                "solver": solver or ("race" if seed % RACE_EVERY == 0
                                     else EXACT_SOLVERS[seed % 2])}  # fmt: skip
     report["options"] = options
-    try:
-        r = jc.exact.verify(net, spec, np.array([y]), time_limit=60, **options)[0]
-    except Exception as e:  # noqa: BLE001
-        report["error"] = _brief(e)
-        if options["solver"] != "race":
-            return _finish(report, began)
-        options = {**options, "solver": "highs"}  # the race failed: decide with HiGHS alone
-        r = jc.exact.verify(net, spec, np.array([y]), time_limit=60, **options)[0]
-    report["status"] = r.status
+    runs = {
+        "milp": {**options, "strategy": "milp", "time_limit": 60},
+        "bab-relu": {"strategy": "bab", "split": "relu", "time_limit": BAB_LIMIT,
+                     "attack_steps": options["attack_steps"]},
+        "bab-input": {"strategy": "bab", "split": "input", "time_limit": BAB_LIMIT,
+                      "attack_steps": options["attack_steps"]},
+    }  # fmt: skip
+    if kind != "linf" or d > 16:  # input splits: box-shaped sets of few inputs only
+        del runs["bab-input"]
     lowest = min(value, attained)  # the enumeration's LP optimum and the value at its point
-    if r.status == "verified" and attained <= 0:
-        report["wrong"] = f"verified, but a point of the set has the margin {attained:.3g}"
-    elif r.status == "verified" and value <= 0:
-        report["ambiguous"] = f"verified; the minimum margin is in [{value:.3g}, {attained:.3g}]"
-    elif r.status == "falsified":
-        z = np.asarray(r.counterexample, np.float64).reshape(1, -1)
-        margin = float(_margin64(arch, arch.params, z.reshape(1, *x.shape[1:]), y)[0])
-        if not region.contains(z)[0]:
-            report["wrong"] = "falsified by a counterexample outside the set"
-        elif not margin < 0:
-            report["wrong"] = f"falsified, but the counterexample's margin is {margin:.3g}"
-    elif r.status not in ("verified", "falsified") and abs(lowest) > NEAR_ZERO and (
-        max(value, attained) * lowest > 0
-    ):
-        report["undecided"] = f"{r.status} with the exact minimum margin {lowest:.3g}"
+    report["strategies"] = {}
+    for name in [n for n in runs if n in strategies]:
+        verdict = {}
+        try:
+            r = jc.exact.verify(net, spec, np.array([y]), **runs[name])[0]
+        except Exception as e:  # noqa: BLE001
+            verdict["error"] = _brief(e)
+            if runs[name].get("solver") != "race":
+                report["strategies"][name] = verdict
+                report.setdefault("error", f"{name}: {verdict['error']}")
+                continue
+            # the race failed: decide with HiGHS alone
+            r = jc.exact.verify(net, spec, np.array([y]), **{**runs[name], "solver": "highs"})[0]
+        verdict["status"], verdict["seconds"] = r.status, round(r.seconds, 3)
+        if r.status == "verified" and attained <= 0:
+            verdict["wrong"] = f"verified, but a point of the set has the margin {attained:.3g}"
+        elif r.status == "verified" and value <= 0:
+            verdict["ambiguous"] = (
+                f"verified; the minimum margin is in [{value:.3g}, {attained:.3g}]"
+            )
+        elif r.status == "falsified":
+            z = np.asarray(r.counterexample, np.float64).reshape(1, -1)
+            margin = float(_margin64(arch, arch.params, z.reshape(1, *x.shape[1:]), y)[0])
+            if not region.contains(z)[0]:
+                verdict["wrong"] = "falsified by a counterexample outside the set"
+            elif not margin < 0:
+                verdict["wrong"] = f"falsified, but the counterexample's margin is {margin:.3g}"
+        elif r.status not in ("verified", "falsified") and abs(lowest) > NEAR_ZERO and (
+            max(value, attained) * lowest > 0
+        ):
+            verdict["undecided"] = f"{r.status} with the exact minimum margin {lowest:.3g}"
+        report["strategies"][name] = verdict
+        for key in ("wrong", "ambiguous", "undecided"):
+            if key in verdict:
+                report.setdefault(key, f"{name}: {verdict[key]}")
+    report["status"] = report["strategies"].get("milp", {}).get("status")
     return _finish(report, began)
 
 
@@ -1120,10 +1146,14 @@ def run(architectures, exact, *, seed=0, workers=1, jit=True, full=False, progre
 
 
 def _summary(archs, cases, seconds, workers, jit, full):
-    statuses = {}
+    statuses, by_strategy = {}, {}
     for c in cases:
-        if "status" in c:
+        if c.get("status"):
             statuses[c["status"]] = statuses.get(c["status"], 0) + 1
+        for name, verdict in c.get("strategies", {}).items():
+            counts = by_strategy.setdefault(name, {})
+            status = verdict.get("status", "error")
+            counts[status] = counts.get(status, 0) + 1
 
     def picked(reports, key):
         return [{k: r[k] for k in r if k not in ("traceback",)} for r in reports if key in r]
@@ -1142,6 +1172,7 @@ def _summary(archs, cases, seconds, workers, jit, full):
             "cases": len(cases),
             "decisions": statuses.get("verified", 0) + statuses.get("falsified", 0),
             "statuses": statuses,
+            "statuses_by_strategy": by_strategy,
             "placed_near_zero": sum("placed" in c for c in cases),
             "wrong": picked(cases, "wrong"),
             "undecided_far_from_zero": picked(cases, "undecided"),

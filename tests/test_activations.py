@@ -292,27 +292,35 @@ def _sigmoid_mlp(p, x):
     return jax.nn.sigmoid(x @ p[0] + p[1]) @ p[2]
 
 
-def test_the_milp_refuses_a_smooth_activation_by_name_and_properties_answer_without_it():
+def test_the_milp_refuses_a_smooth_activation_by_name_and_input_splits_decide_it():
     rng = np.random.default_rng(5)
     p = [jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((2, 4), (4,), (4, 2))]
     net = jc.trace(_sigmoid_mlp, p, jnp.zeros((1, 2)))
     spec = jc.LinfBall(jnp.full((1, 2), 0.5), 0.1)
     with pytest.raises(ValueError, match="sigmoid"):
-        jc.exact.verify(net, spec, jnp.array([0]))
+        jc.exact.verify(net, spec, jnp.array([0]), strategy="milp")
+    with pytest.raises(ValueError, match="sigmoid"):
+        jc.exact.verify(net, spec, jnp.array([0]), split="relu")
     center = np.asarray(_sigmoid_mlp(p, jnp.full((1, 2), 0.5)))[0]
     lower, upper = np.full(2, 0.4), np.full(2, 0.6)
     bounds = jc.bounds.crown(net, jc.Box(jnp.full((1, 2), 0.4), jnp.full((1, 2), 0.6)))
     low, high = float(bounds.lower[0, 0]), float(bounds.upper[0, 0])
 
-    def answer(threshold):  # the property "y_0 <= threshold" can be reached
+    def answer(threshold, strategy="milp"):  # the property "y_0 <= threshold" can be reached
         unsafe = [(np.array([[1.0, 0.0]]), np.array([threshold]))]
         prop = jc.Property([jc.Case(lower, upper, unsafe)])
-        return jc.exact.verify_property(net, prop, time_limit=5.0)[0]
+        return jc.exact.verify_property(net, prop, time_limit=20.0, strategy=strategy)[0]
 
     assert answer(low - 1.0) == "unsat"  # below every bound: no MILP needed
     assert answer(center[0] + 1e-3) == "sat"  # the centre itself reaches it
     assert answer((low + center[0]) / 2) in ("unknown", "sat")  # the bounds cannot refute it
     assert np.isfinite(high)
+    # Branch and bound on the inputs decides both sides of the exact minimum (a fine grid).
+    grid = np.stack(np.meshgrid(*[np.linspace(0.4, 0.6, 801)] * 2), -1).reshape(-1, 2)
+    lowest = float(np.min(np.asarray(_sigmoid_mlp(p, jnp.asarray(grid)))[:, 0]))
+    assert lowest > low + 1e-3  # CROWN alone leaves the question open
+    assert answer(lowest - 1e-3, "auto") == "unsat"
+    assert answer(lowest + 1e-3, "auto") == "sat"
 
 
 @pytest.mark.parametrize("activation", [pytest.param("sigmoid", marks=pytest.mark.slow),

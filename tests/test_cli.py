@@ -601,7 +601,7 @@ def test_predict_and_demo_take_the_noise(model_dir, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_verify_milp_rows_and_resume(model_dir, tmp_path, capsys):
+def test_verify_exact_rows_and_resume(model_dir, tmp_path, capsys):
     out = tmp_path / "verify.tsv"
     base = ["verify", "--model", str(model_dir), "--eps", "0.02", "--out", str(out)]
     assert main([*base, "--max", "3"]) == 0
@@ -626,6 +626,15 @@ def test_verify_milp_rows_and_resume(model_dir, tmp_path, capsys):
     assert main([*base[:-2], *args]) == 0
     _, by_minimum = read_tsv(minimum)
     assert [r["status"] for r in by_minimum] == [r["status"] for r in rows]
+    # Branch and bound and the MILP agree where both decide.
+    for strategy in ("bab", "milp"):
+        other = tmp_path / f"{strategy}.tsv"
+        args = ["--strategy", strategy, "--max", "6", "--out", str(other)]
+        assert main([*base[:-2], *args]) == 0
+        decided = ("verified", "falsified")
+        for a, b in zip(rows, read_tsv(other)[1]):
+            if a["status"] in decided and b["status"] in decided:
+                assert a["status"] == b["status"]
     # --json: the same figures for scripts (a resume with nothing left to do).
     capsys.readouterr()
     assert main([*base, "--max", "6", "--resume", "--json"]) == 0

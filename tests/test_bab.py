@@ -1,0 +1,184 @@
+"""Branch and bound: its domain bounds against sampled points, its answers against brute-force
+enumeration of activation patterns, and its time limit."""
+
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_exact import exact_min_margin, mlp_apply, random_mlp
+
+import jaxcert as jc
+
+
+def _pre_activations(params, x):
+    """float64 forward pass of `mlp_apply`: the outputs and every ReLU's input, flat."""
+    h, pre = np.asarray(x, np.float64), []
+    for i, (w, b) in enumerate(params):
+        h = h @ np.asarray(w, np.float64) + np.asarray(b, np.float64)
+        if i < len(params) - 1:
+            pre.append(h)
+            h = np.maximum(h, 0)
+    return h, np.concatenate(pre, axis=1)
+
+
+@pytest.mark.parametrize("kind", ["linf", pytest.param("l1", marks=pytest.mark.slow)])
+def test_split_domain_bounds_hold_at_every_sampled_point_of_the_domain(kind):
+    params = random_mlp(3, (4, 10, 10, 3))
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.uniform(0.3, 0.7, (1, 4)), jnp.float32)
+    net = jc.trace(mlp_apply, params, x)
+    spec = jc.LinfBall(x, 0.2) if kind == "linf" else jc.L1Ball(x, 0.5)
+    example = jax.tree.map(lambda a: a[0], spec)
+    hidden = jc.bounds.intermediate_bounds(net, spec)
+    lower = np.concatenate([np.asarray(b.lower).reshape(1, -1) for b in hidden], 1)
+    upper = np.concatenate([np.asarray(b.upper).reshape(1, -1) for b in hidden], 1)
+    unstable = np.flatnonzero((lower[0] < 0) & (upper[0] > 0))
+    assert unstable.size >= 6
+    # 16 domains: 1 to 4 unstable neurons split as at a random point of the set (so that the
+    # domain is not empty), random starting slopes/multipliers.
+    splits = np.zeros((16, lower.shape[1]), np.int8)
+    anchors = _pre_activations(params, _sample(spec, rng, 16))[1]
+    for d in range(16):
+        chosen = rng.choice(unstable, size=1 + d % 4, replace=False)
+        splits[d, chosen] = np.where(anchors[d, chosen] >= 0, 1, -1)
+    C = jnp.asarray(rng.normal(size=(2, 3)), jnp.float32)
+    alpha = rng.uniform(0, 1, (16, 2, lower.shape[1])).astype(np.float32)
+    beta = rng.uniform(0, 2, (16, 2, lower.shape[1])).astype(np.float32)
+    tile = (16, 1)
+    for start in ((None, None), (alpha, beta)):
+        bounds = jc.bounds.bound_relu_domains(
+            net, example, C, jnp.zeros(2), np.tile(lower, tile), np.tile(upper, tile),
+            splits, *start, steps=5,
+        )  # fmt: skip
+        points = _sample(spec, rng, 40000)
+        out, pre = _pre_activations(params, points)
+        values = out @ np.asarray(C, np.float64).T
+        for d in range(16):
+            s = splits[d]
+            inside = np.all((pre[:, s > 0] >= 0), axis=1) & np.all((pre[:, s < 0] <= 0), axis=1)
+            assert inside.sum() > 20
+            assert np.all(values[inside] >= np.asarray(bounds.lower[d], np.float64) - 1e-5), d
+        assert np.all(np.asarray(bounds.beta)[splits[:, None, :].repeat(2, 1) == 0] == 0)
+        # Each row keeps the best bound seen: never below the one at the starting values.
+        at_start = jc.bounds.bound_relu_domains(
+            net, example, C, jnp.zeros(2), np.tile(lower, tile), np.tile(upper, tile),
+            splits, *start, steps=0,
+        )  # fmt: skip
+        assert np.all(np.asarray(bounds.lower) >= np.asarray(at_start.lower))
+
+
+def _sample(spec, rng, num):
+    lower, upper = (np.asarray(b[0], np.float64) for b in spec.box())
+    points = rng.uniform(lower, upper, (num, lower.size))
+    if isinstance(spec, jc.L1Ball):
+        x = np.asarray(spec.x[0], np.float64)
+        delta = points - x
+        norm = np.abs(delta).sum(axis=1, keepdims=True)
+        points = x + delta * np.minimum(1, float(spec.eps[0]) / norm) * rng.uniform(0, 1, (num, 1))
+    return points
+
+
+def test_input_domain_bounds_hold_at_every_sampled_point_of_each_box():
+    params = random_mlp(4, (3, 12, 12, 4))
+    rng = np.random.default_rng(1)
+    lower = rng.uniform(-1, 0.5, (12, 3)).astype(np.float32)
+    upper = (lower + rng.uniform(0.01, 0.8, (12, 3))).astype(np.float32)
+    net = jc.trace(mlp_apply, params, jnp.zeros((1, 3)))
+    C = jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)
+    bounds = jc.bounds.bound_input_domains(net, lower, upper, C, jnp.zeros(3))
+    assert bounds.scores.shape == (12, 3) and np.all(np.asarray(bounds.scores) >= 0)
+    for d in range(12):
+        points = rng.uniform(lower[d], upper[d], (5000, 3))
+        values = _pre_activations(params, points)[0] @ np.asarray(C, np.float64).T
+        assert np.all(values >= np.asarray(bounds.lower[d], np.float64) - 1e-5)
+        point = np.asarray(bounds.point[d])
+        assert np.all(point >= lower[d]) and np.all(point <= upper[d])
+        np.testing.assert_allclose(
+            bounds.values[d], _pre_activations(params, point[None])[0][0] @ np.asarray(C).T,
+            rtol=1e-4, atol=1e-4,
+        )  # fmt: skip
+
+
+@functools.cache
+def _cases(seed, eps, images=4):
+    """A random MLP (9 ReLUs), l_inf balls and their exact minimum margins (enumerated)."""
+    params = random_mlp(seed)
+    x = jnp.asarray(np.random.default_rng(20 + seed).uniform(0.2, 0.8, (images, 3)), jnp.float32)
+    y = np.asarray(jnp.argmax(mlp_apply(params, x), axis=1))
+    spec = jc.LinfBall(x, eps)
+    lower, upper = (np.asarray(v, np.float64) for v in spec.box())
+    exact = [min(exact_min_margin(params, lower[i], upper[i], y[i], j)
+                 for j in range(3) if j != y[i]) for i in range(images)]  # fmt: skip
+    return params, spec, y, exact
+
+
+@pytest.mark.parametrize(
+    "seed,split",
+    [(0, "relu"), pytest.param(0, "input", marks=pytest.mark.slow),
+     *(pytest.param(s, split, marks=pytest.mark.slow) for s in (1, 2, 3)
+       for split in ("relu", "input"))],
+)  # fmt: skip
+def test_branch_and_bound_agrees_with_enumeration(seed, split):
+    for eps in (0.1, 0.15, 0.25):
+        params, spec, y, exact_minima = _cases(seed, eps)
+        net = jc.trace(mlp_apply, params, spec.x[:1])
+        results = jc.exact.verify(net, spec, y, strategy="bab", split=split, attack_steps=0,
+                                  time_limit=30)  # fmt: skip
+        lower, upper = (np.asarray(v, np.float64) for v in spec.box())
+        for i, (r, exact) in enumerate(zip(results, exact_minima)):
+            if abs(exact) < 1e-4:
+                assert r.status != ("verified" if exact < 0 else "falsified")
+                continue
+            assert r.status == ("verified" if exact > 0 else "falsified"), (i, eps, exact, r)
+            assert r.margin_lower <= exact + 1e-5
+            if r.status == "falsified":
+                z = r.counterexample
+                assert np.all(z >= lower[i]) and np.all(z <= upper[i])
+                assert int(jnp.argmax(mlp_apply(params, z[None]))) != y[i]
+
+
+def _wide_mlp(p, x):
+    for w, b in p[:-1]:
+        x = jax.nn.relu(x @ w + b)
+    return x @ p[-1][0] + p[-1][1]
+
+
+def test_the_time_limit_holds_with_compilation_and_never_verifies():
+    # A network no earlier test compiled, and a set far too large to settle in a second: every
+    # answer must come within the limit plus max(1 s, 5%), as "unknown".
+    rng = np.random.default_rng(7)
+    sizes = (37, 64, 64, 64, 5)
+    p = [(jnp.asarray(rng.normal(size=(a, b)) / np.sqrt(a), jnp.float32), jnp.zeros(b))
+         for a, b in zip(sizes, sizes[1:])]  # fmt: skip
+    x = jnp.asarray(rng.uniform(0, 1, (2, 37)), jnp.float32)
+    net = jc.trace(_wide_mlp, p, x[:1])
+    y = np.asarray(jnp.argmax(_wide_mlp(p, x), axis=1))
+    for strategy, split in (("bab", "relu"), ("bab", "input")):
+        began = time.perf_counter()
+        results = jc.exact.verify(net, jc.LinfBall(x, 0.08), y, strategy=strategy, split=split,
+                                  time_limit=1.0, attack_steps=0)  # fmt: skip
+        took = time.perf_counter() - began
+        assert took <= 2 * (1.0 + 1.0), took  # two images of 1 s each, plus 1 s each
+        assert all(r.status in ("unknown", "falsified") for r in results), results
+
+
+def test_bab_answers_vnnlib_properties_and_keeps_their_time_limit():
+    params = random_mlp(5, (3, 5, 4, 2))
+    net = jc.trace(mlp_apply, params, jnp.zeros((1, 3)))
+    lower, upper = np.full(3, 0.2), np.full(3, 0.6)
+    top = -exact_min_margin(params, lower, upper, 1, 0)  # the exact maximum of y_0 - y_1
+
+    def decide(threshold, **kw):  # "y_0 - y_1 >= threshold" is reachable
+        unsafe = [(np.array([[-1.0, 1.0]]), np.array([-threshold]))]
+        prop = jc.Property([jc.Case(lower, upper, unsafe)])
+        return jc.exact.verify_property(net, prop, strategy="bab", attack_steps=0, **kw)
+
+    assert decide(top - 0.01, time_limit=30).result == "sat"
+    assert decide(top + 0.01, time_limit=30).result == "unsat"
+    began = time.perf_counter()
+    result = decide(top + 0.01, time_limit=0.05)
+    assert result.result in ("timeout", "unsat")
+    assert time.perf_counter() - began <= 1.05
