@@ -33,6 +33,19 @@ COMPUTE = textwrap.dedent(
             out[method] = jc.bounds.margins(net, spec, y, method=method)
         hidden = jc.bounds.intermediate_bounds(net, spec)
         out["hidden_lower"], out["hidden_upper"] = hidden[1].lower, hidden[1].upper
+        # Branch and bound's batches of 13 domains: activation splits of image 0, input boxes.
+        low, high = (np.concatenate([np.asarray(getattr(b, side))[:1].reshape(1, -1)
+                                     for b in hidden], 1) for side in ("lower", "upper"))
+        splits = np.random.default_rng(0).choice(np.array([-1, 0, 0, 0, 1], np.int8),
+                                                 (13, low.shape[1]))
+        C = jc.bounds.margin_matrix(y[:1], 10)[0]
+        domains = jc.bounds.bound_relu_domains(
+            net, jax.tree.map(lambda a: a[0], spec), C, jax.numpy.zeros(9),
+            np.tile(low, (13, 1)), np.tile(high, (13, 1)), splits, None, None, steps=3,
+        )
+        out["relu_domains"] = domains.lower
+        boxes = jc.bounds.bound_input_domains(net, *spec.box(), C, jax.numpy.zeros(9))
+        out["input_domains"] = boxes.lower
         return {k: np.asarray(v) for k, v in out.items()}
     """
 )
@@ -56,6 +69,7 @@ def test_eight_devices_match_one(tmp_path):
     assert int(one["devices"]) == jax.device_count() == 1 and int(eight["devices"]) == 8
     for name in ("counts", "prediction", "radius"):  # integer counts: identical
         np.testing.assert_array_equal(eight[name], one[name], err_msg=name)
-    for name in ("ibp", "crown", "crown-ibp", "alpha-crown", "hidden_lower", "hidden_upper"):
+    for name in ("ibp", "crown", "crown-ibp", "alpha-crown", "hidden_lower", "hidden_upper",
+                 "relu_domains", "input_domains"):
         # The same bounds, up to float32 rounding in XLA's per-device programs.
         np.testing.assert_allclose(eight[name], one[name], rtol=1e-6, atol=1e-6, err_msg=name)

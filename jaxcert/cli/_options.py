@@ -128,8 +128,8 @@ def add_solver_option(parser):
         "--strategy",
         choices=("auto", "bab", "milp"),
         default="auto",
-        help="how open cases are decided: bab (branch and bound), milp, or auto (input splits for "
-        "<= 16 inputs, the MILP for few unstable neurons, else branch and bound)",
+        help="how open cases are decided: bab (branch and bound: input splits for <= 16 inputs, "
+        "else ReLU splits), milp, or auto (today bab, the faster in every measurement)",
     )
     parser.add_argument(
         "--solver",

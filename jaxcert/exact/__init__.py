@@ -1,4 +1,4 @@
-"""Exact certification: MILP on OR-Tools for small ReLU networks."""
+"""Exact certification: branch and bound (beta-CROWN, input splits) and MILP on OR-Tools."""
 
 from ._distortion import Distortion as Distortion
 from ._distortion import minimal_distortion as minimal_distortion

@@ -1,9 +1,20 @@
 """Deadlines: a clock for a call's time limit, and compiled work that returns by it."""
 
+import atexit
 import threading
 import time
 
 import jax
+
+_ABANDONED = set()  # threads still computing for a call that returned at its deadline
+
+
+@atexit.register
+def _finish_abandoned():
+    """Wait for abandoned computations before the interpreter exits: a JAX computation still
+    running in a thread at exit aborts the process ("terminate called ...")."""
+    for thread in list(_ABANDONED):
+        thread.join()
 
 
 class OutOfTime(Exception):
@@ -37,7 +48,8 @@ class Clock:
 
         A compiled JAX computation (and its compilation) cannot be interrupted, so it runs in a
         daemon thread that this call stops waiting for at the deadline: the call returns in
-        time, while the abandoned computation finishes in the background (its result unused).
+        time, while the abandoned computation finishes in the background (its result unused;
+        the interpreter waits for it at exit).
         """
         self.check()
         result, done = {}, threading.Event()
@@ -50,8 +62,11 @@ class Clock:
             finally:
                 done.set()
 
-        threading.Thread(target=work, daemon=True).start()
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
         if not done.wait(max(self.left(), 0.0)):
+            _ABANDONED.difference_update([t for t in _ABANDONED if not t.is_alive()])
+            _ABANDONED.add(thread)
             raise OutOfTime
         if "error" in result:
             raise result["error"]

@@ -45,7 +45,7 @@ from ._clock import Clock, OutOfTime
 from ._encoding import milp_model, smooth_activations
 from ._float64 import forward_float64
 from ._race import SOLVERS, Race, solve_here
-from ._verify import STRATEGIES, pick_strategy
+from ._verify import STRATEGIES
 
 FEASIBILITY = 1e-6  # the primal feasibility tolerance of HiGHS and SCIP (absolute)
 
@@ -142,10 +142,9 @@ def verify_property(
       seed: seed of the search's random starts.
       strategy: how the disjuncts the bounds and the search leave open are decided: "milp",
         "bab" (branch and bound: input splits for at most 16 inputs or a network with
-        sigmoid/tanh, else activation splits), or "auto" (default): branch and bound with input
-        splits where they apply, else the MILP up to `AUTO_MILP_UNSTABLE` unstable neurons
-        and branch and bound above (as `verify`). Without "milp", a network with sigmoid or
-        tanh is decided by input splits.
+        sigmoid/tanh, else activation splits), or "auto" (default): as in `verify`, today
+        branch and bound. Without "milp", a network with sigmoid or tanh is decided by input
+        splits.
       progress: print branch and bound's progress to standard error.
 
     Returns:
@@ -222,10 +221,7 @@ def _decide(net, prop, solver, attack_steps, seed, clock, strategy, progress, do
             took_search = time.perf_counter() - started
             if found is not None:
                 return "sat", found
-        how = strategy
-        if how == "auto":
-            how = pick_strategy(net, choose_split(net, box), [Interval(b.lower[0], b.upper[0])
-                                                              for b in relu_bounds])  # fmt: skip
+        how = "bab" if strategy == "auto" else strategy
         if how == "milp" and smooth:
             status = "unknown"
             continue
