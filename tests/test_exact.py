@@ -75,7 +75,8 @@ def test_verify_agrees_with_enumeration(seed, mode, solver, attack, tighten):
     net = jc.trace(mlp_apply, params, x[:1])
     spec = jc.LinfBall(x, 0.15)
     results = jc.exact.verify(
-        net, spec, y, time_limit=30, mode=mode, solver=solver, attack_steps=attack, tighten=tighten
+        net, spec, y, time_limit=30, mode=mode, solver=solver, attack_steps=attack, tighten=tighten,
+        strategy="milp",
     )
     lower, upper = (np.asarray(v, np.float64) for v in spec.box())
     for i, r in enumerate(results):
@@ -181,9 +182,10 @@ def test_the_time_limit_holds_when_the_milp_cannot_finish():
     y = np.asarray(jnp.argmax(mlp_apply(params, x), axis=1))
     net = jc.trace(mlp_apply, params, x[:1])
     spec = jc.LinfBall(x, 0.3)
-    options = dict(bounds="ibp", attack_steps=0, mode="minimum")
-    for warm_up in (1e-6, 0.5):  # compiles the bounds, then the layers of the LP model
-        jc.exact.verify(net, spec, y, time_limit=warm_up, **options)
+    options = dict(bounds="ibp", attack_steps=0, mode="minimum", strategy="milp")
+    # compiles the bounds (the limit covers compiling: a short one would leave it unfinished),
+    # then the layers of the LP model
+    jc.exact.verify(net, spec, y, time_limit=3.0, **options)
     limit = 2.0
     began = time.perf_counter()
     results = jc.exact.verify(net, spec, y, time_limit=limit, **options)
@@ -222,7 +224,7 @@ def test_a_near_zero_margin_at_a_large_output_scale_is_never_verified(delta):
         for solver in ("scip", "highs"):
             r = jc.exact.verify(
                 net, spec, [y], solver=solver, bounds="ibp", attack_steps=0, mode=mode,
-                time_limit=10,
+                time_limit=10, strategy="milp",
             )[0]  # fmt: skip
             assert r.status != "verified" and r.margin_lower <= minimum, (mode, solver, r)
             if r.status == "falsified":  # checked by a float64 NumPy forward pass

@@ -91,7 +91,8 @@ def test_large_outputs_near_the_boundary_are_never_unsat_and_do_not_depend_on_th
             for shift in (1e-6, 1e-5, 1e-4, 1e-2, 1.0, -1.0):  # d - min c . f
                 prop = _property(lower, upper, c, lowest + shift)
                 results = [
-                    verify_property(net, prop, solver="highs", attack_steps=steps, time_limit=60)
+                    verify_property(net, prop, solver="highs", attack_steps=steps, time_limit=60,
+                                    strategy="milp")
                     for steps in (0, 30)
                 ]
                 for r in results:

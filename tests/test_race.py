@@ -121,7 +121,8 @@ def test_the_margins_do_not_depend_on_which_solver_wins(monkeypatch, tmp_path, m
             mathopt.solve = held_back
             """,
         )
-        results = jc.exact.verify(net, jc.LinfBall(x, 0.2), y, attack_steps=0, mode=mode)
+        results = jc.exact.verify(net, jc.LinfBall(x, 0.2), y, attack_steps=0, mode=mode,
+                                  strategy="milp")  # fmt: skip
         answers.append([(r.status, r.margin_lower, r.margin_upper, r.binaries) for r in results])
     assert answers[0] == answers[1]
     decided = {status for status, *_, binaries in answers[0] if binaries}
@@ -211,7 +212,7 @@ params = random_mlp(0, (10, 40, 40, 10))  # its MILPs take minutes (test_exact)
 x = jnp.asarray(np.random.default_rng(1).uniform(0.2, 0.8, (2, 10)), jnp.float32)
 y = np.asarray(jnp.argmax(mlp_apply(params, x), axis=1))
 net = jc.trace(mlp_apply, params, x[:1])
-options = dict(bounds="ibp", attack_steps=0, mode="minimum", time_limit=120)
+options = dict(bounds="ibp", attack_steps=0, mode="minimum", time_limit=120, strategy="milp")
 jc.exact.verify(net, jc.LinfBall(x, 0.3), y, **options)
 """
 

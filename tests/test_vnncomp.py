@@ -266,10 +266,12 @@ def test_time_limit_and_solver_options_as_in_verify(command, tmp_path, monkeypat
     seen = []
 
     def run_isolated(onnx, vnnlib_path, **options):
+        assert options.pop("strategy") == "auto" and options.pop("progress") is True
         seen.append(options)
         return jc.exact.PropertyResult("unsat", None, 0.1)
 
     def run_benchmark(instances, out, **options):
+        assert options["strategy"] == "auto"
         seen.append({k: options[k] for k in ("timeout", "solver", "attack_steps", "seed")})
         return []
 

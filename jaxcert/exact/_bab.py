@@ -149,9 +149,15 @@ def branch_and_bound(net: Network, example: InputSet, C, d, tol, *, clock: Clock
         search.status = "timeout"
     except _Found as found:
         search.status, search.counterexample = "falsified", found.counterexample
+    except _Undecidable:
+        search.status = "unknown"
     search.report(final=True)
     return BranchResult(search.status, search.lower(), search.counterexample, search.domains,
                         clock.seconds())  # fmt: skip
+
+
+class _Undecidable(Exception):
+    """A point reaches the region within the tolerance, and is no counterexample."""
 
 
 class _Found(Exception):
@@ -214,12 +220,16 @@ class _Search:
         return np.max(bounds.lower.astype(np.float64) - self.d - self.tol, axis=1)
 
     def _check_points(self, bounds):
-        """Confirm the candidate points that reach the region by the tolerance."""
+        """Confirm the candidate points that reach the region by the tolerance. A point that
+        reaches it within the tolerance but is no counterexample ends the search as "unknown":
+        no bound of its domain can clear the tolerance."""
         near = np.all(bounds.values.astype(np.float64) <= self.d + self.tol, axis=1)
         for i in np.flatnonzero(near):
             found = self.confirm(np.asarray(bounds.point[i]))
             if found is not None:
                 raise _Found(found)
+        if near.any():
+            raise _Undecidable
 
     def report(self, final=False):
         if not self.progress:
