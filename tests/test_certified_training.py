@@ -296,7 +296,11 @@ def test_l1_penalty_sums_weights_but_not_biases():
     assert float(jc.train.l1_penalty(p)) == pytest.approx(want, rel=1e-6)
 
 
-@pytest.mark.parametrize("method", jc.train.METHODS)
+@pytest.mark.parametrize(  # the plain and PGD losses are also trained in tests/test_train.py
+    "method",
+    [pytest.param(m, marks=pytest.mark.slow) if m in ("standard", "pgd") else m
+     for m in jc.train.METHODS],
+)  # fmt: skip
 def test_every_training_method_is_jitable_and_differentiable(method):
     p = _params(18)
     x = jnp.asarray(np.random.default_rng(19).uniform(0, 1, (6, 5)), jnp.float32)

@@ -347,7 +347,7 @@ def test_bad_input():
         jc.bounds.intermediate_bounds(net, X)
 
 
-@pytest.mark.parametrize("intermediate", ["crown", "ibp"])
+@pytest.mark.parametrize("intermediate", ["crown", pytest.param("ibp", marks=pytest.mark.slow)])
 def test_dead_paths_over_an_l2_ball_give_finite_bounds_and_gradients(intermediate):
     """Where every path to an output is cut (a dead ReLU, a zero weight), its linear bound has
     a zero row, and the gradient of ||0||_2 was NaN: alpha-CROWN returned NaN (a seed of the

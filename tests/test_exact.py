@@ -56,16 +56,15 @@ def exact_min_margin(params, lower, upper, label, j):
     return best
 
 
+@pytest.mark.slow  # the default run's MILP-against-enumeration check: tests/test_soundness.py
 @pytest.mark.parametrize(
     "seed,mode,solver,attack,tighten",
     [
         (0, "decide", "race", 0, False),
-        *(pytest.param(*case, marks=pytest.mark.slow) for case in [
-            (1, "minimum", "race", 0, True),
-            *((seed, "decide", "scip", 50, False) for seed in (0, 1, 2)),
-            *((seed, "decide", "highs", 0, True) for seed in (0, 1, 2)),
-            *((seed, "minimum", "scip", 0, False) for seed in (0, 1, 2)),
-        ]),  # fmt: skip
+        (1, "minimum", "race", 0, True),
+        *((seed, "decide", "scip", 50, False) for seed in (0, 1, 2)),
+        *((seed, "decide", "highs", 0, True) for seed in (0, 1, 2)),
+        *((seed, "minimum", "scip", 0, False) for seed in (0, 1, 2)),
     ],
 )
 def test_verify_agrees_with_enumeration(seed, mode, solver, attack, tighten):
@@ -201,7 +200,7 @@ def test_the_time_limit_holds_when_the_milp_cannot_finish():
     assert all(r.margin_lower <= 0 for r in results)
 
 
-@pytest.mark.parametrize("delta", [1e-7, 1e-6])
+@pytest.mark.parametrize("delta", [1e-7, pytest.param(1e-6, marks=pytest.mark.slow)])
 def test_a_near_zero_margin_at_a_large_output_scale_is_never_verified(delta):
     # Outputs of order 1e3 (weights x10 per layer), the last bias of the true class moved so
     # that the exact minimum margin (float64 enumeration) is -delta * 1e3. Bounds "ibp" and no
@@ -234,7 +233,8 @@ def test_a_near_zero_margin_at_a_large_output_scale_is_never_verified(delta):
                 assert np.argmax(h) != y
 
 
-@pytest.mark.parametrize("attack_steps", [0, 10])  # the MILP's counterexample, the attack's
+# The MILP's counterexample, and the attack's.
+@pytest.mark.parametrize("attack_steps", [0, pytest.param(10, marks=pytest.mark.slow)])
 def test_counterexamples_lie_in_the_exact_set_not_in_its_rounded_box(attack_steps):
     """Where x - eps rounded to float32 lies below the exact x - eps, a counterexample on the
     set's lower face must be rounded inwards (a seed of the soundness harness found one 1 ulp

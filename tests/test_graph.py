@@ -127,6 +127,7 @@ def test_integer_inputs_are_refused():
         jc.trace(lambda p, x: x @ p, jnp.eye(4, dtype=jnp.int32), jnp.zeros((1, 4), jnp.int32))
 
 
+@pytest.mark.slow
 def test_relu_written_with_the_zero_first_works_everywhere():
     # jnp.maximum(0, h) was recorded as a ReLU of the literal: net(x), crown, lp... raised.
     rng = np.random.default_rng(0)

@@ -76,8 +76,17 @@ SETS = {
 }
 
 
-@pytest.mark.parametrize("name", ["nchw", "flax_cnn"])
-@pytest.mark.parametrize("kind", sorted(SETS))
+@pytest.mark.parametrize(
+    "name,kind",
+    [
+        ("nchw", "l2"),
+        ("nchw", "linf"),
+        ("flax_cnn", "linf"),
+        *(pytest.param(name, kind, marks=pytest.mark.slow)
+          for name, kind in [("nchw", "box"), ("nchw", "l1"), ("flax_cnn", "box"),
+                             ("flax_cnn", "l1"), ("flax_cnn", "l2")]),
+    ],
+)  # fmt: skip
 def test_patch_bounds_equal_the_full_sized_backward_pass(name, kind):
     apply_fn, params, shape = _networks()[name]
     x = jax.random.uniform(jax.random.key(5), (3, *shape))

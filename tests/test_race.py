@@ -100,7 +100,7 @@ def test_solver_output_on_fd_1_does_not_reach_the_parent(monkeypatch, tmp_path):
             assert result.termination.reason == mathopt.TerminationReason.INFEASIBLE
 
 
-@pytest.mark.parametrize("mode", ["decide", "minimum"])
+@pytest.mark.parametrize("mode", [pytest.param("decide", marks=pytest.mark.slow), "minimum"])
 def test_the_margins_do_not_depend_on_which_solver_wins(monkeypatch, tmp_path, mode):
     params = random_mlp(2, (3, 8, 8, 3))
     x = jnp.asarray(np.random.default_rng(10).uniform(0.2, 0.8, (5, 3)), jnp.float32)
@@ -218,7 +218,11 @@ jc.exact.verify(net, jc.LinfBall(x, 0.3), y, **options)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux")
-@pytest.mark.parametrize("script", [RACE_PARENT, VERIFY_PARENT], ids=["race", "verify"])
+@pytest.mark.parametrize(
+    "script",
+    [RACE_PARENT, pytest.param(VERIFY_PARENT, marks=pytest.mark.slow)],
+    ids=["race", "verify"],
+)
 def test_workers_die_with_their_parent_when_it_is_killed_during_a_solve(tmp_path, script):
     # The race's parent imports no JAX, so that it reaches the solve in about a second.
     model = tmp_path / "model.pb"

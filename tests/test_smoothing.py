@@ -10,6 +10,10 @@ from statsmodels.stats.proportion import proportion_confint
 import jaxcert as jc
 
 pytestmark = pytest.mark.usefixtures("either_x64")  # every test with float64 off and on
+X64_OFF_ONLY = pytest.mark.parametrize(  # the float64 twin runs in the slow set
+    "either_x64", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["x64-off", "x64-on"],
+    indirect=True,
+)
 # ... except long statistical runs, whose x64 paths other tests cover
 ONE_X64_MODE = pytest.mark.parametrize("either_x64", [False], ids=["x64-off"], indirect=True)
 
@@ -93,6 +97,7 @@ def test_predict_matches_numpy_reimplementation():
     assert -1 in prediction and 1 in prediction
 
 
+@X64_OFF_ONLY
 def test_counts_do_not_depend_on_batching():
     idx = jnp.arange(5)
     whole = jc.smoothing.sample_counts(
@@ -367,6 +372,7 @@ def test_sequential_certify_is_as_good_well_inside_and_cheaper():
     np.testing.assert_array_equal(fixed.num_samples, 10 + 4000)
 
 
+@X64_OFF_ONLY
 def test_sequential_counts_are_a_prefix_of_the_fixed_sample_stream():
     """Rounds draw samples [start, start + num): an image that used N estimation samples has
     the counts of the first N samples of fixed-n CERTIFY's stream."""
@@ -418,6 +424,7 @@ def test_shared_noise_gives_each_image_the_counts_of_its_own_stream():
                              num_classes=3, shared_noise=True)  # fmt: skip
 
 
+@X64_OFF_ONLY
 def test_flax_models_work_unchanged():
     """A linen CNN and a flax.nnx MLP are certified through the same apply_fn convention."""
     from flax import nnx
@@ -451,6 +458,7 @@ def test_flax_models_work_unchanged():
             np.testing.assert_array_equal(cert.counts[i], np.bincount(votes, minlength=10))
 
 
+@X64_OFF_ONLY
 def test_bfloat16_counts_are_those_of_the_bfloat16_classifier():
     x, _ = jc.data.load_digits("test")
     x = x[:5]

@@ -44,7 +44,7 @@ def test_generated_networks_trace_and_match_their_apply_function():
         np.testing.assert_allclose(net(arch.x), arch.apply(arch.params, arch.x), atol=1e-5)
 
 
-@pytest.mark.parametrize("seed", [500_161, 500_178])
+@pytest.mark.parametrize("seed", [pytest.param(500_161, marks=pytest.mark.slow), 500_178])
 def test_an_exact_case_agrees_with_enumeration(seed):
     """Fixed seeds of the large run (`python tests/soundness_harness.py`). In 500178 the MILP's
     counterexample lies on an l1 sphere and left the ball when rounded to float32: the answer

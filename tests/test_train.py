@@ -169,6 +169,7 @@ def test_fit_reaches_accuracy_on_digits():
     jax.tree.map(np.testing.assert_array_equal, params, initial)
 
 
+@pytest.mark.slow
 def test_fit_is_deterministic(mlp, batch):
     apply_fn, params = mlp
     x, y = batch

@@ -122,6 +122,7 @@ def test_vnnlib_command_writes_a_valid_counterexample_from_the_milp(bench_folder
     check_counterexample(folder, onnx_path, prop_path, printed)
 
 
+@pytest.mark.slow
 def test_vnnlib_command_proves_a_network_robust_by_construction(bench_folder, capsys):
     folder, _ = bench_folder
     argv = ["vnnlib", str(folder / "onnx/identity.onnx"), str(folder / "vnnlib/robust.vnnlib")]

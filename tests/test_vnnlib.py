@@ -240,7 +240,9 @@ def _relu_net():
     return jc.trace(apply_fn, [w], np.zeros((1, 2), np.float32)), apply_fn, [w]
 
 
-@pytest.mark.parametrize("solver", ["race", "highs", "scip"])
+@pytest.mark.parametrize(
+    "solver", ["highs", *(pytest.param(s, marks=pytest.mark.slow) for s in ("race", "scip"))]
+)
 def test_properties_with_a_known_answer(solver):
     import jaxcert as jc
 

@@ -1,6 +1,7 @@
 """Relaxed certification: bounds on a traced network's outputs over an input set."""
 
 from ._branching import DomainBounds as DomainBounds
+from ._branching import adaptive_slopes as adaptive_slopes
 from ._branching import bound_input_domains as bound_input_domains
 from ._branching import bound_relu_domains as bound_relu_domains
 from ._branching import neuron_layout as neuron_layout

@@ -106,7 +106,7 @@ def bound_relu_domains(
       `DomainBounds` with alpha and beta.
     """
     if alpha is None:
-        alpha = _adaptive_slopes(net, example, lower, upper, splits, C.shape[0])
+        alpha = adaptive_slopes(net, example, lower, upper, splits, C.shape[0])
     if beta is None:
         beta = jnp.zeros_like(alpha)
     (lower, upper, splits, alpha, beta), count = shard_batch((lower, upper, splits, alpha, beta))
@@ -148,7 +148,18 @@ def _unflat(net, flat):
 
 
 @partial(jax.jit, static_argnums=(5,))
-def _adaptive_slopes(net, example, lower, upper, splits, rows):
+def adaptive_slopes(net: Network, example: InputSet, lower: jax.Array, upper: jax.Array,
+                    splits: jax.Array, rows: int) -> jax.Array:  # fmt: skip
+    """CROWN's adaptive slopes (Zhang et al. 2018) of D split domains: the alpha at which
+    `bound_relu_domains` starts when given none, the same for each of the `rows` rows.
+
+    Args:
+      net, example, lower, upper, splits: as for `bound_relu_domains`.
+      rows: the number of rows K of C.
+
+    Returns:
+      (D, rows, N) slopes.
+    """
     env = ibp_environment(net, *(b[None] for b in example.box()))
 
     def one(low, high, s):

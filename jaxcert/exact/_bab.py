@@ -49,6 +49,7 @@ from .._sets import Box, InputSet, LinfBall
 from .._validate import check_choice
 from ..bounds import (
     Interval,
+    adaptive_slopes,
     bound_input_domains,
     bound_relu_domains,
     breakpoints,
@@ -363,12 +364,6 @@ class _Search:
                 jnp.asarray(beta), steps=steps,
             )  # fmt: skip
 
-        def start(splits):  # CROWN's slopes for the root
-            return bound_relu_domains(
-                net, example, C, thresholds, jnp.asarray(root_lo[None]),
-                jnp.asarray(root_hi[None]), jnp.asarray(splits), None, None, steps=0,
-            ).alpha  # fmt: skip
-
         def state(children, bounds):
             splits = children[0]
             return {"splits": splits, "alpha": bounds.alpha, "beta": bounds.beta,
@@ -386,15 +381,18 @@ class _Search:
             )
             return children, np.concatenate([rows, rows])
 
+        kinks = breakpoints(net)
+
         def leaf(children, i):
-            value = self._leaf(relu_bounds, children[0][i], leaf_tolerance)
+            value = self._leaf(relu_bounds, kinks, children[0][i], leaf_tolerance)
             return np.nan if value is None else value
 
         splits = np.zeros((1, n), np.int8)
-        alpha = np.asarray(self.clock.run(start, splits))
+        alpha = np.asarray(self.clock.run(adaptive_slopes, net, example, jnp.asarray(root_lo[None]),
+                                          jnp.asarray(root_hi[None]), jnp.asarray(splits), k))
         self.run((splits, alpha, np.zeros_like(alpha)), bound, state, branch, leaf)
 
-    def _leaf(self, relu_bounds, splits, leaf_tolerance):
+    def _leaf(self, relu_bounds, kinks, splits, leaf_tolerance):
         """A domain with every unstable neuron split: the LP over the set with the splits as
         constraints is exact. Returns its proven value max_k (c_k . f - d_k - tol_k) when
         positive (safe); raises _Found for a confirmed counterexample; None if undecided."""
@@ -405,7 +403,6 @@ class _Search:
             s = splits[start:stop].reshape(np.shape(bound.lower))
             lo, hi = np.asarray(bound.lower, np.float64), np.asarray(bound.upper, np.float64)
             bounds.append((lo, hi, s))
-        kinks = breakpoints(net)
         tightened = []
         for (lo, hi, s), t in zip(bounds, kinks):
             t = np.asarray(t, np.float64).reshape(lo.shape)
