@@ -296,7 +296,7 @@ def test_l1_penalty_sums_weights_but_not_biases():
     assert float(jc.train.l1_penalty(p)) == pytest.approx(want, rel=1e-6)
 
 
-@pytest.mark.parametrize(  # the plain and PGD losses are also trained in tests/test_train.py
+@pytest.mark.parametrize(  # standard and PGD: also tests/test_train.py
     "method",
     [pytest.param(m, marks=pytest.mark.slow) if m in ("standard", "pgd") else m
      for m in jc.train.METHODS],

@@ -79,6 +79,7 @@ def test_sigma_zero_is_plain_cross_entropy(mlp, batch):
         )
 
 
+@pytest.mark.slow  # the loss and its gradient are also checked by test_certified_training.py
 def test_gradient_finite_and_jittable(mlp, batch):
     apply_fn, params = mlp
     x, y = batch
