@@ -70,6 +70,31 @@ def test_split_domain_bounds_hold_at_every_sampled_point_of_the_domain(kind):
         assert np.all(np.asarray(bounds.lower) >= np.asarray(at_start.lower))
 
 
+def test_domain_arguments_are_checked_and_the_adaptive_slopes_are_the_starting_ones():
+    params = random_mlp(3, (4, 10, 10, 3))
+    x = jnp.full((1, 4), 0.5, jnp.float32)
+    net = jc.trace(mlp_apply, params, x)
+    example = jax.tree.map(lambda a: a[0], jc.LinfBall(x, 0.2))
+    n = sum(stop - start for start, stop in jc.bounds.neuron_layout(net))
+    assert n == 20
+    lower, upper = -jnp.ones((2, n)), jnp.ones((2, n))
+    splits, C = jnp.zeros((2, n), jnp.int8).at[1, 3].set(1), jnp.eye(3)[:2]
+    slopes = jc.bounds.adaptive_slopes(net, example, C, lower, upper, splits)
+    start = jc.bounds.bound_relu_domains(net, example, C, jnp.zeros(2), lower, upper, splits,
+                                         None, None, steps=0)  # fmt: skip
+    np.testing.assert_array_equal(slopes, start.alpha)
+    assert slopes.shape == (2, 2, n) and float(slopes[1, 0, 3]) == 1.0  # split active: slope 1
+    bad = {"lower": (-jnp.ones((2, n - 1)), upper, splits, "lower must have shape"),
+           "splits": (lower, upper, splits[:1], "same number of domains"),
+           "float": (lower, upper, splits.astype(jnp.float32), "splits must be integers")}
+    for low, high, s, match in bad.values():
+        with pytest.raises((ValueError, TypeError), match=match):
+            jc.bounds.adaptive_slopes(net, example, C, low, high, s)
+    with pytest.raises(ValueError, match=r"C must have shape \(K, 3\)"):
+        jc.bounds.bound_relu_domains(net, example, jnp.eye(2), jnp.zeros(2), lower, upper,
+                                     splits, None, None)  # fmt: skip
+
+
 def _sample(spec, rng, num):
     lower, upper = (np.asarray(b[0], np.float64) for b in spec.box())
     points = rng.uniform(lower, upper, (num, lower.size))

@@ -71,13 +71,39 @@ class DomainBounds(NamedTuple):
 
 
 def neuron_layout(net: Network) -> list[tuple[int, int]]:
-    """The (start, stop) range of each activation's neurons in the flat neuron axis N."""
+    """Where each activation's neurons lie in the flat neuron axis N of the domain functions.
+
+    Args:
+      net: a traced network.
+
+    Returns:
+      One (start, stop) range per activation equation, in `net.activations()` order; N is the
+      last stop.
+    """
     ranges, start = [], 0
     for eq in net.activations():
         size = math.prod(eq.inputs[0].shape)
         ranges.append((start, start + size))
         start += size
     return ranges
+
+
+def _check_domains(net, C, lower, upper, splits):
+    """Shapes of the activation-split domain arguments, checked before any compilation."""
+    n = sum(stop - start for start, stop in neuron_layout(net))
+    if getattr(C, "ndim", 0) != 2 or C.shape[1] != math.prod(net.output_shape):
+        raise ValueError(f"C must have shape (K, {math.prod(net.output_shape)}), got "
+                         f"{getattr(C, 'shape', None)}")  # fmt: skip
+    for name, value in (("lower", lower), ("upper", upper), ("splits", splits)):
+        if getattr(value, "ndim", 0) != 2 or value.shape[1] != n:
+            shape = getattr(value, "shape", None)
+            raise ValueError(f"{name} must have shape (D, {n}) (D domains, the network's {n} "
+                             f"activation inputs), got {shape}")  # fmt: skip
+    if not lower.shape[0] == upper.shape[0] == splits.shape[0]:
+        raise ValueError(f"lower, upper and splits must hold the same number of domains, got "
+                         f"{lower.shape[0]}, {upper.shape[0]} and {splits.shape[0]}")  # fmt: skip
+    if not jnp.issubdtype(splits.dtype, jnp.integer):
+        raise TypeError(f"splits must be integers (+1, -1 or 0), got {splits.dtype}")
 
 
 def bound_relu_domains(
@@ -104,9 +130,13 @@ def bound_relu_domains(
 
     Returns:
       `DomainBounds` with alpha and beta.
+
+    Raises:
+      ValueError, TypeError: arguments of the wrong shape or type, before any compilation.
     """
+    _check_domains(net, C, lower, upper, splits)
     if alpha is None:
-        alpha = adaptive_slopes(net, example, lower, upper, splits, C.shape[0])
+        alpha = _adaptive_slopes(net, example, lower, upper, splits, C.shape[0])
     if beta is None:
         beta = jnp.zeros_like(alpha)
     (lower, upper, splits, alpha, beta), count = shard_batch((lower, upper, splits, alpha, beta))
@@ -147,19 +177,26 @@ def _unflat(net, flat):
     }
 
 
-@partial(jax.jit, static_argnums=(5,))
-def adaptive_slopes(net: Network, example: InputSet, lower: jax.Array, upper: jax.Array,
-                    splits: jax.Array, rows: int) -> jax.Array:  # fmt: skip
+def adaptive_slopes(net: Network, example: InputSet, C: jax.Array, lower: jax.Array,
+                    upper: jax.Array, splits: jax.Array) -> jax.Array:  # fmt: skip
     """CROWN's adaptive slopes (Zhang et al. 2018) of D split domains: the alpha at which
-    `bound_relu_domains` starts when given none, the same for each of the `rows` rows.
+    `bound_relu_domains` starts when given none, the same for each row of C.
 
     Args:
-      net, example, lower, upper, splits: as for `bound_relu_domains`.
-      rows: the number of rows K of C.
+      net, example, C, lower, upper, splits: as for `bound_relu_domains`.
 
     Returns:
-      (D, rows, N) slopes.
+      (D, K, N) slopes.
+
+    Raises:
+      ValueError, TypeError: arguments of the wrong shape or type, before any compilation.
     """
+    _check_domains(net, C, lower, upper, splits)
+    return _adaptive_slopes(net, example, lower, upper, splits, C.shape[0])
+
+
+@partial(jax.jit, static_argnums=(5,))
+def _adaptive_slopes(net, example, lower, upper, splits, rows):
     env = ibp_environment(net, *(b[None] for b in example.box()))
 
     def one(low, high, s):

@@ -352,6 +352,7 @@ class _Search:
         root_lo = np.concatenate([np.asarray(b.lower, np.float32).ravel() for b in relu_bounds])
         root_hi = np.concatenate([np.asarray(b.upper, np.float32).ravel() for b in relu_bounds])
         n, k = root_lo.size, self.C.shape[0]
+        root_lo, root_hi = jnp.asarray(root_lo), jnp.asarray(root_hi)  # on the device once
         C, thresholds = jnp.asarray(self.C), jnp.asarray(self.thresholds)
         example = self.example
         self.max_domains = max(self.batch_size, MEMORY // (n + 8 * k * n + 16))
@@ -388,8 +389,8 @@ class _Search:
             return np.nan if value is None else value
 
         splits = np.zeros((1, n), np.int8)
-        alpha = np.asarray(self.clock.run(adaptive_slopes, net, example, jnp.asarray(root_lo[None]),
-                                          jnp.asarray(root_hi[None]), jnp.asarray(splits), k))
+        alpha = np.asarray(self.clock.run(adaptive_slopes, net, example, C, root_lo[None],
+                                          root_hi[None], jnp.asarray(splits)))  # fmt: skip
         self.run((splits, alpha, np.zeros_like(alpha)), bound, state, branch, leaf)
 
     def _leaf(self, relu_bounds, kinks, splits, leaf_tolerance):
