@@ -409,7 +409,7 @@ class _Search:
             t = np.asarray(t, np.float64).reshape(lo.shape)
             tightened.append(Interval(np.where(s > 0, np.maximum(lo, t), lo),
                                       np.where(s < 0, np.minimum(hi, t), hi)))  # fmt: skip
-        model, lp_vars = lp_model(net, self.example, tightened)
+        model, lp_vars = self.clock.build(lp_model, net, self.example, tightened)
         for eq, (_, _, s), t in zip(net.activations(), bounds, kinks):
             z = lp_vars[eq.inputs[0]]
             t = np.asarray(t, np.float64).ravel()

@@ -51,18 +51,26 @@ class Clock:
         time, while the abandoned computation finishes in the background (its result unused;
         the interpreter waits for it at exit).
         """
+        return self._within(lambda: jax.block_until_ready(fn(*args, **kwargs)))
+
+    def build(self, fn, *args, **kwargs):
+        """Like `run`, for host work whose result is no tree of arrays: a solver model built
+        with eager JAX calls (each compiled on first use, which can take seconds)."""
+        return self._within(lambda: fn(*args, **kwargs))
+
+    def _within(self, work):
         self.check()
         result, done = {}, threading.Event()
 
-        def work():
+        def compute():
             try:
-                result["value"] = jax.block_until_ready(fn(*args, **kwargs))
+                result["value"] = work()
             except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
                 result["error"] = e
             finally:
                 done.set()
 
-        thread = threading.Thread(target=work, daemon=True)
+        thread = threading.Thread(target=compute, daemon=True)
         thread.start()
         if not done.wait(max(self.left(), 0.0)):
             _ABANDONED.difference_update([t for t in _ABANDONED if not t.is_alive()])

@@ -370,8 +370,8 @@ class _CaseMILP:
 
     def _model(self, clock):
         if self.built is None:
-            bounds = _clocked(self.relu_bounds, clock)
-            self.built = milp_model(self.net, self.outer, bounds)
+            bounds = _clocked(self.relu_bounds, clock)  # stops an abandoned build early
+            self.built = clock.build(milp_model, self.net, self.outer, bounds)
         return self.built
 
     @staticmethod

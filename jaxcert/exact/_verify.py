@@ -127,9 +127,9 @@ def verify(net: Network, spec: InputSet, y: ArrayLike, *, solver: str = "race",
         every later phase (attack, LPs, tightening, each MILP, each batch of branch and bound)
         starts only while the image has time left, and the solvers get only the time left but
         a twentieth, kept to confirm a solution (a race kills its workers at that limit, having
-        given them up to 0.5 s less). The first LP model built on a network compiles its
-        layers' Jacobians, which can overrun a small limit. An image stopped by its limit
-        answers "unknown" (or "unconfirmed").
+        given them up to 0.5 s less); building the LP and MILP models (the first on a network
+        compiles its layers' Jacobians) is left unfinished at the deadline like the bounds. An
+        image stopped by its limit answers "unknown" (or "unconfirmed").
       bounds: "crown", "crown-ibp", "alpha-crown" or "ibp": proves classes before any LP and
         gives the ReLU bounds (tighter bounds mean fewer binaries and smaller big-M constants).
       threads: solver threads (SCIP, also in the race), or None for the solver's default.
@@ -310,12 +310,10 @@ def _verify_one(
     tighten, strategy, split, progress,
 ):  # fmt: skip
     """One image: the attack's point confirmed, then branch and bound or LPs and MILPs, within
-    `budget` seconds. `threshold` is tau (None if the bounds proved every class)."""
-    began = time.perf_counter()
-
-    def left():
-        return budget - (time.perf_counter() - began)
-
+    `budget` seconds. `threshold` is tau (None if the bounds proved every class). Building the
+    LP and MILP models (eager JAX calls, compiled on first use) runs under the clock too."""
+    clock = Clock(budget)
+    left = clock.left
     raced = isinstance(engine, Race)
     # best[j]: a proven lower bound of min f_label - f_j, improved by the LP, then the MILP.
     best = {j: float(proved[j]) for j in range(len(proved)) if j != label}
@@ -323,10 +321,8 @@ def _verify_one(
     upper, target, unconfirmed, binaries, domains = np.inf, -1, False, 0, 0
 
     def answer(status, counterexample=None):
-        seconds = time.perf_counter() - began
-        return Verification(
-            status, min(best.values()), upper, target, counterexample, seconds, binaries, domains
-        )
+        return Verification(status, min(best.values()), upper, target, counterexample,
+                            clock.seconds(), binaries, domains)  # fmt: skip
 
     def stopped():  # by the time limit
         return answer("unconfirmed" if unconfirmed else "unknown")
@@ -342,7 +338,6 @@ def _verify_one(
             target = int(jnp.argmax(net(jnp.asarray(counterexample[None]))[0]))
             return answer("falsified", counterexample)
     if strategy in ("auto", "bab"):
-        clock = Clock(left())
         num_classes = len(proved)
         for j in sorted(targets, key=best.get):
             C = np.zeros((1, num_classes), np.float32)
@@ -365,9 +360,18 @@ def _verify_one(
     # Every LP first (they are cheap), again after tightening the ReLU bounds by LP if some
     # class is still open and the tightening fits; the MILPs then go from the most promising
     # target on.
+    def build(fn, *args):  # fn(*args) by the deadline, or None
+        try:
+            return clock.build(fn, *args)
+        except OutOfTime:
+            return None
+
     lp_optimum, tightened = {}, False
     while True:
-        relaxation, lp_vars = lp_model(net, example, relu_bounds)
+        built = build(lp_model, net, example, relu_bounds)
+        if built is None:
+            return stopped()
+        relaxation, lp_vars = built
         relaxed_out = lp_vars[net.graph.output_var]
         lps_began = time.perf_counter()
         for j in targets:
@@ -385,10 +389,13 @@ def _verify_one(
         unstable = sum(int(np.sum((b.lower < 0) & (b.upper > 0))) for b in relu_bounds[1:])
         if tightened or not tighten or 2 * unstable * per_lp > left():
             break
-        relu_bounds, tightened = tighten_bounds(net, example, relu_bounds), True
-    if left() <= 0:
+        relu_bounds, tightened = build(tighten_bounds, net, example, relu_bounds), True
+        if relu_bounds is None:
+            return stopped()
+    built = build(milp_model, net, example, relu_bounds)
+    if built is None:
         return stopped()
-    model, inputs, outputs, binaries = milp_model(net, example, relu_bounds)
+    model, inputs, outputs, binaries = built
     for j in targets:
         for search in ("decide", "minimum") if mode == "decide" else ("minimum",):
             if left() <= 0:
