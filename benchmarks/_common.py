@@ -22,6 +22,29 @@ def time_call(fn, repeats):
     return first, statistics.median(runs)
 
 
+def time_rounds(cases, repeats):
+    """Time every `fn()` of the dict `cases` once per round, round after round, so that a slow
+    spell of a shared machine slows every case alike. Returns {case: (first-call seconds, the
+    steady seconds of each round)}."""
+    first = {}
+    for case, fn in cases.items():
+        began = time.perf_counter()
+        jax.block_until_ready(fn())
+        first[case] = time.perf_counter() - began
+    runs = {case: [] for case in cases}
+    for _ in range(repeats):
+        for case, fn in cases.items():
+            began = time.perf_counter()
+            jax.block_until_ready(fn())
+            runs[case].append(time.perf_counter() - began)
+    return {case: (first[case], runs[case]) for case in cases}
+
+
+def median_ratio(slow, fast):
+    """The median over rounds of slow[i] / fast[i] (a speedup, round by round)."""
+    return statistics.median(s / f for s, f in zip(slow, fast))
+
+
 def machine():
     """Where the figures were measured."""
     cpu = platform.processor() or platform.machine()

@@ -21,11 +21,12 @@ Compile time (first call minus a steady call) is reported apart. Prints JSON.
 
 import argparse
 import json
+import statistics
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import machine, time_call
+from _common import machine, median_ratio, time_rounds
 from jax import lax
 
 import jaxcert as jc
@@ -131,9 +132,10 @@ def scanned(x, num, batch_size, body):
 def noise_alone(x, key, num, batch_size):
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(x.shape[0]))
     # Summing consumes every noisy input without a model (and fuses with the generation).
-    loop = scanned(
-        x, num, batch_size, lambda start, idx: jnp.sum(noisy_inputs(x, keys, SIGMA, idx))
-    )
+    def body(start, idx):
+        return jnp.sum(noisy_inputs(x, keys, SIGMA, start, idx.size))
+
+    loop = scanned(x, num, batch_size, body)
     return jax.jit(lambda: loop(jnp.float32(0)))
 
 
@@ -169,14 +171,16 @@ def measure(name, spec, images, num, repeats, batch_size):
         flat = np.asarray(x).reshape(images, -1)
         np.testing.assert_allclose(forward(flat), apply_fn(params, x), rtol=1e-4, atol=1e-4)
         cases["numpy_loop"] = numpy_loop(forward, x, num)
-    for case, fn in cases.items():
-        first, steady = time_call(fn, repeats)
+    timed = time_rounds(cases, repeats)
+    for case, (first, runs) in timed.items():
+        steady = statistics.median(runs)
         result[case] = {
             "evals_per_s": evals / steady,
             "steady_s": steady,
             "compile_s": max(first - steady, 0.0),
         }
     rate = {case: result[case]["evals_per_s"] for case in cases}
+    runs = {case: timed[case][1] for case in cases}
     roofline = min(rate["noise_alone"], rate["model_alone"])
     result["roofline_evals_per_s"] = roofline
     result["roofline_fraction"] = rate["fused"] / roofline
@@ -185,12 +189,15 @@ def measure(name, spec, images, num, repeats, batch_size):
     serial = 1.0 / (1.0 / rate["noise_alone"] + 1.0 / rate["model_alone"])
     result["serial_bound_evals_per_s"] = serial
     result["serial_bound_fraction"] = rate["fused"] / serial
-    result["speedup_vs_per_image_baseline"] = rate["fused"] / rate["per_image_baseline"]
-    result["shared_noise_speedup"] = rate["fused_shared_noise"] / rate["fused"]
+    # speedups: the median over rounds of the ratio within each round (`time_rounds`)
+    result["speedup_vs_per_image_baseline"] = median_ratio(runs["per_image_baseline"],
+                                                           runs["fused"])  # fmt: skip
+    result["shared_noise_speedup"] = median_ratio(runs["fused"], runs["fused_shared_noise"])
     if "numpy_loop" in rate:
-        result["speedup_vs_numpy_loop"] = rate["fused"] / rate["numpy_loop"]
-        shared = rate["fused_shared_noise"]
-        result["shared_noise_speedup_vs_numpy_loop"] = shared / rate["numpy_loop"]
+        result["speedup_vs_numpy_loop"] = median_ratio(runs["numpy_loop"], runs["fused"])
+        result["shared_noise_speedup_vs_numpy_loop"] = median_ratio(
+            runs["numpy_loop"], runs["fused_shared_noise"]
+        )
     return name, result
 
 
@@ -207,6 +214,9 @@ def main():
     )
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated")
     args = parser.parse_args()
+    unknown = sorted(set(args.models.split(",")) - set(MODELS))
+    if unknown:
+        parser.error(f"--models: unknown {', '.join(unknown)}; choose from {', '.join(MODELS)}")
     batch_size = args.batch_size or jc.smoothing._sampling.default_batch_size()
     results = dict(
         measure(name, MODELS[name], args.images, args.num, args.repeats, batch_size)

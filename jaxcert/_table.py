@@ -287,7 +287,13 @@ def read_settings(path):
 
 
 def _model_note(before, wanted, changed):
-    """A hint when the difference is the model's content at an unchanged path."""
+    """A hint when the difference is the noise stream, or the model's content at an unchanged
+    path."""
+    if "noise_stream" in changed:
+        return (
+            "; the earlier run drew its noise from another noise stream (an older jaxcert), so "
+            "its counts cannot be continued: start a new --out"
+        )
     if "model_sha256" not in changed or "model" in changed:
         return ""
     if "model_sha256" not in before:

@@ -304,6 +304,18 @@ def test_resume_refuses_another_model_at_the_same_path(model_dir, tmp_path, caps
     out.with_name("cert.tsv.json").write_text(json.dumps(settings))
     assert main([*base, "--max", "4", "--resume"]) == 2
     assert "recorded no hash" in capsys.readouterr().err
+    # Nor a log whose noise came from an older stream (one key per sample): its settings lack
+    # the stream's version.
+    settings["model_sha256"] = jc.models.content_hash(info["spec"], info["input_shape"], other)
+    assert settings.pop("noise_stream") == 2
+    out.with_name("cert.tsv.json").write_text(json.dumps(settings))
+    assert main([*base, "--max", "4", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "['noise_stream']" in err and "another noise stream" in err
+    settings["noise_stream"] = 2
+    out.with_name("cert.tsv.json").write_text(json.dumps(settings))
+    assert main([*base, "--max", "4", "--resume"]) == 0
+    assert len(out.read_text().splitlines()) == 5
 
 
 @pytest.mark.parametrize(

@@ -409,9 +409,8 @@ def test_shared_noise_gives_each_image_the_counts_of_its_own_stream():
     alone = jc.smoothing.sample_counts(three_class_apply, THREE, POINTS, same_key, sigma=SIGMA,
                                        num=500, num_classes=3)  # fmt: skip
     np.testing.assert_array_equal(shared, alone)
-    # A plain loop over the shared draws, outside jaxcert.
-    noise = np.stack([np.asarray(jax.random.normal(jax.random.fold_in(key, j), (3,),
-                                                   POINTS.dtype)) for j in range(500)])
+    # A plain loop over the key's noise rows (tests/test_stream.py checks them against NumPy).
+    noise = np.asarray(jc.smoothing.NOISES["gaussian"].rows(key, 0, 500, 3, POINTS.dtype))
     for i, point in enumerate(np.asarray(POINTS)):
         logits = three_class_apply(THREE, jnp.asarray(point + SIGMA * noise))
         want = np.bincount(np.argmax(np.asarray(logits), axis=1), minlength=3)
@@ -447,13 +446,11 @@ def test_flax_models_work_unchanged():
             apply_fn, params, x, jax.random.key(1), sigma=0.25, num_classes=10, n0=20, n=100
         )
         assert cert.counts.sum(axis=1).tolist() == [100] * 3
-        # Counts equal a plain loop over the same noise, computed outside jaxcert.
+        # Counts equal a plain loop over the same noise rows (checked in tests/test_stream.py).
         keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(index_keys(1, jnp.arange(3)), 1)
         for i in range(3):
-            noise = jnp.stack(
-                [jax.random.normal(jax.random.fold_in(keys[i], j), (64,), x.dtype)
-                 for j in range(100)]  # fmt: skip
-            ).reshape(100, *x.shape[1:])
+            rows = jc.smoothing.NOISES["gaussian"].rows(keys[i], 0, 100, 64, x.dtype)
+            noise = rows.reshape(100, *x.shape[1:])
             votes = np.argmax(np.asarray(apply_fn(params, x[i] + 0.25 * noise)), axis=1)
             np.testing.assert_array_equal(cert.counts[i], np.bincount(votes, minlength=10))
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from .. import models, report, results
 from .. import smoothing as smoothing_lib
 from .._table import ResumableTable
+from ..smoothing._stream import VERSION as NOISE_STREAM
 from ._options import (
     NOISE_HELP,
     NOISE_METAVAR,
@@ -128,6 +129,7 @@ def _log(args, columns, rows_fn, **options):
         "alpha": args.alpha,
         "seed": args.seed,
         "noise": noise,
+        "noise_stream": NOISE_STREAM,
         **options,
     }
     with ResumableTable(args.out, columns, settings, resume=args.resume) as log:

@@ -15,15 +15,17 @@ from jax.typing import ArrayLike, DTypeLike
 from .. import _validate
 from .._sharding import check_same_on_all_processes, device_count, mesh
 from ._noise import get_noise
+from ._stream import check_threefry
 
 
 def _typed(key):
-    """A new-style typed key (or batch of keys) from a typed or legacy uint32 key."""
+    """A new-style typed threefry key (or batch of keys) from a typed or legacy uint32 key."""
     key = jnp.asarray(key)
     if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         if key.dtype != jnp.uint32 or key.ndim == 0 or key.shape[-1] != 2:
             raise TypeError("key must be a jax.random key (or a batch of keys, one per image)")
-        key = jax.random.wrap_key_data(key)
+        key = jax.random.wrap_key_data(key, impl="threefry2x32")
+    check_threefry(key)
     return key
 
 
@@ -45,8 +47,7 @@ def image_keys(key, batch):
 
 
 def shared_key(key):
-    """The one key of `shared_noise=True`: every image's sample j is drawn from
-    `fold_in(key, j)`."""
+    """The one key of `shared_noise=True`: every image's sample j is row j of its draw."""
     key = _typed(key)
     if key.ndim != 0:
         raise ValueError(
@@ -122,19 +123,23 @@ def sample_counts(
     """Count the base classifier's predictions on `num` noisy copies of each image.
 
     Noise generation and classifier evaluation are fused in one jitted function, vmapped over the
-    images and chunked over samples with `lax.scan`, so memory is flat in `num`. Sample j of
-    image i uses the key `fold_in(key_i, j)`: counts do not depend on how images are batched or on
-    `batch_size`. With several devices (`jax.device_count() > 1`) each device draws and evaluates
-    a contiguous share of the sample indices and the counts are summed: the same counts as on
-    one device. With several processes (`jax.distributed.initialize`) the devices of all of them
-    share the samples; every process must then pass the same arguments (checked: a ValueError
-    otherwise) and gets all the counts.
+    images and chunked over samples with `lax.fori_loop`, so memory is flat in `num`. Sample j of
+    image i is row j of key_i's noise stream (`jaxcert.smoothing._stream`: threefry2x32 words
+    at counters set by j and the value's position, turned into Gaussian, Laplace or uniform
+    noise as `jax.random` turns its bits), so counts do not depend on how images are batched
+    or on `batch_size`. With several devices
+    (`jax.device_count() > 1`) each device draws and evaluates a contiguous share of the sample
+    indices and the counts are summed: the same counts as on one device. With several
+    processes (`jax.distributed.initialize`) the devices of all of them share the samples;
+    every process must then pass the same arguments (checked: a ValueError otherwise) and gets
+    all the counts.
 
     Args:
       apply_fn: the base classifier, `apply_fn(params, x) -> logits` on a batch.
       params: its parameters (a pytree argument, so new weights do not recompile).
       x: images, shape (B, ...), floating point.
-      key: a jax.random key, or a batch of B keys (one per image).
+      key: a jax.random key, or a batch of B keys (one per image); threefry2x32 (the default
+        implementation).
       sigma: noise scale (> 0): the Gaussian's standard deviation.
       num: number of noisy samples per image (>= 1).
       num_classes: number of classes (>= 2), the width of the logits.
@@ -148,8 +153,8 @@ def sample_counts(
       start: the index of the first sample (>= 0): counts over samples [start, start + num),
         so that samples can be drawn in rounds, each new round continuing where the last
         stopped.
-      shared_noise: draw each noise sample once for all B images (sample j of every image
-        from `fold_in(key, j)`; `key` must be a single key): the noise costs 1/B as much.
+      shared_noise: draw each noise sample once for all B images (sample j of every image is
+        row j of the draw from `key`, which must be a single key): the noise costs 1/B as much.
         Each image's counts are still those of independent samples, so each certificate keeps
         its guarantee, but certificates of different images are then correlated (a statement
         about all of them at once, such as a certified accuracy, is no longer a sum of
@@ -202,17 +207,18 @@ def _cast(value, dtype):
     return value.astype(dtype) if jnp.issubdtype(value.dtype, jnp.floating) else value
 
 
-def noisy_inputs(x, keys, sigma, indices, noise="gaussian"):
-    """Samples `indices` of every image, flattened to one batch of shape (B * len(indices), ...).
+def noisy_inputs(x, keys, sigma, first, count, noise="gaussian"):
+    """Samples [first, first + count) of every image, as one batch of shape (B * count, ...).
 
-    Sample j of image i is `x_i + sigma * eps` with eps drawn from the key `fold_in(keys[i], j)`,
-    or from `fold_in(keys, j)` for every image when `keys` is a single key (shared noise).
+    Sample j of image i is `x_i + sigma * eps_j`, where eps_j is row j of the noise stream of
+    `keys[i]` (`_stream`; rows of the values of one image), or of `keys` for every image when
+    it is a single key (shared noise).
     """
-    sample = get_noise(noise).sample
+    rows = get_noise(noise).rows
     size = math.prod(x.shape[1:])  # drawn flat: XLA vectorises a flat draw best
 
     def copies(key):
-        return jax.vmap(lambda j: sample(jax.random.fold_in(key, j), (size,), x.dtype))(indices)
+        return rows(key, first, count, size, x.dtype)
 
     eps = copies(keys)[None] if keys.ndim == 0 else jax.vmap(copies)(keys)
     flat = x.reshape(x.shape[0], 1, size)
@@ -263,7 +269,7 @@ def _sample_counts(
         def chunk(i, counts):
             offsets = first + i * per_image + jnp.arange(per_image)
             valid = (offsets < num) & (offsets < first + share)
-            inputs = noisy_inputs(x, keys, sigma, start + offsets, noise)
+            inputs = noisy_inputs(x, keys, sigma, start + offsets[0], per_image, noise)
             logits = apply_fn(
                 params, inputs if compute_dtype is None else inputs.astype(compute_dtype)
             )
