@@ -181,6 +181,7 @@ def test_smoothed_linear_classifier_radius():
         jax.random.key(7),
         sigma=SIGMA,
         num_classes=2,
+        n0=10_000,  # the second point's pA is 0.535: 100 selection samples miss it 1 time in 4
         n=n,
         alpha=alpha,
         batch_size=5000,

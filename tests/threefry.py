@@ -34,7 +34,7 @@ def stream_words(key, first, count, size):
     high = (counters >> np.uint64(32)).astype(np.uint32)
     low = (counters & np.uint64(0xFFFFFFFF)).astype(np.uint32)
     b1, b2 = threefry2x32(key, high, low)
-    return np.stack([b1, b2], axis=-1).reshape(count, 2 * pairs)[:, :size]
+    return np.concatenate([b1, b2], axis=-1)[:, :size]
 
 
 def stream_uniform(key, first, count, size, minval, maxval):

@@ -1,9 +1,10 @@
 """Rows of a key's counter-based random stream, from any row on.
 
 Threefry2x32 (Salmon et al., SC 2011) maps a key and a 64-bit counter k to two 32-bit words.
-Row r of a stream of rows of `size` values takes the words of the counters r * m, ..., r * m +
-m - 1 in order (m = ceil(size / 2)), one word per value truncated to the dtype's width, or for
-a 64-bit dtype both words of counter r * size + c for value c (high word first). Any range of
+Row r of a stream of rows of `size` values calls it at the counters r * m, ..., r * m + m - 1
+(m = ceil(size / 2)) and takes their first words, then their second words, one word per value
+(the first `size`), truncated to the dtype's width; a 64-bit dtype takes both words of counter
+r * size + c for value c (the first word high). Any range of
 rows is then computed directly, for the price of those rows alone, whatever row it starts at:
 smoothing draws each image's noise samples as rows of one stream, chunk by chunk, so counts do
 not depend on chunking, and with no per-sample key. Using both words halves the threefry work
@@ -64,8 +65,8 @@ def stream_bits(key, first, count, size, bits):
         return (b1.astype(jnp.uint64) << 32) | b2.astype(jnp.uint64)
     pairs = (size + 1) // 2
     high, low = flat_counters(first, count, pairs)
-    words = jnp.stack(threefry2x32_p.bind(k1, k2, high, low), axis=-1)
-    return words.reshape(count, 2 * pairs)[:, :size].astype(_UINT[bits])
+    words = jnp.concatenate(threefry2x32_p.bind(k1, k2, high, low), axis=-1)
+    return words[:, :size].astype(_UINT[bits])
 
 
 def uniform_rows(key, first, count, size, dtype, minval, maxval):
