@@ -6,7 +6,6 @@ from pathlib import Path
 from .. import models, report, results
 from .. import smoothing as smoothing_lib
 from .._table import ResumableTable
-from ..smoothing._stream import VERSION as NOISE_STREAM
 from ._options import (
     NOISE_HELP,
     NOISE_METAVAR,
@@ -129,7 +128,7 @@ def _log(args, columns, rows_fn, **options):
         "alpha": args.alpha,
         "seed": args.seed,
         "noise": noise,
-        "noise_stream": NOISE_STREAM,
+        "noise_stream": smoothing_lib.NOISE_STREAM_VERSION,
         **options,
     }
     with ResumableTable(args.out, columns, settings, resume=args.resume) as log:

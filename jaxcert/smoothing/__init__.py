@@ -18,3 +18,4 @@ from ._noise import NOISES as NOISES
 from ._noise import Noise as Noise
 from ._noise import get_noise as get_noise
 from ._sampling import sample_counts as sample_counts
+from ._stream import NOISE_STREAM_VERSION as NOISE_STREAM_VERSION

@@ -26,7 +26,7 @@ from jax.extend.random import threefry2x32_p
 _UINT = {8: jnp.uint8, 16: jnp.uint16, 32: jnp.uint32, 64: jnp.uint64}
 # Recorded in run logs, so that a run is resumed only with the noise it started with (1: one
 # key per sample, `fold_in(image_key, j)`, before 2026-12-07).
-VERSION = 2
+NOISE_STREAM_VERSION = 2
 
 
 def check_threefry(key) -> None:
