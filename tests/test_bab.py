@@ -93,6 +93,18 @@ def test_domain_arguments_are_checked_and_the_adaptive_slopes_are_the_starting_o
     with pytest.raises(ValueError, match=r"C must have shape \(K, 3\)"):
         jc.bounds.bound_relu_domains(net, example, jnp.eye(2), jnp.zeros(2), lower, upper,
                                      splits, None, None)  # fmt: skip
+    with pytest.raises(ValueError, match=r"thresholds must have shape \(2,\)"):
+        jc.bounds.bound_relu_domains(net, example, C, jnp.zeros(3), lower, upper, splits,
+                                     None, None)  # fmt: skip
+    # and the boxes of input splits
+    boxes = jnp.zeros((5, 4)), jnp.ones((5, 4))
+    bad = {"lower must have shape \\(D, 4\\)": (jnp.zeros((5, 3)), boxes[1], C, jnp.zeros(2)),
+           "same number of boxes": (boxes[0], boxes[1][:4], C, jnp.zeros(2)),
+           "C must have shape": (*boxes, jnp.eye(2), jnp.zeros(2)),
+           "thresholds must have shape": (*boxes, C, jnp.zeros(()))}
+    for match, arguments in bad.items():
+        with pytest.raises(ValueError, match=match):
+            jc.bounds.bound_input_domains(net, *arguments)
 
 
 def _sample(spec, rng, num):

@@ -88,12 +88,20 @@ def neuron_layout(net: Network) -> list[tuple[int, int]]:
     return ranges
 
 
-def _check_domains(net, C, lower, upper, splits):
-    """Shapes of the activation-split domain arguments, checked before any compilation."""
-    n = sum(stop - start for start, stop in neuron_layout(net))
+def _check_rows(net, C, thresholds=None):
+    """Shapes of the rows C (K, outputs) and of their thresholds (K,), if given."""
     if getattr(C, "ndim", 0) != 2 or C.shape[1] != math.prod(net.output_shape):
         raise ValueError(f"C must have shape (K, {math.prod(net.output_shape)}), got "
                          f"{getattr(C, 'shape', None)}")  # fmt: skip
+    if thresholds is not None and getattr(thresholds, "shape", None) != (C.shape[0],):
+        raise ValueError(f"thresholds must have shape ({C.shape[0]},) (one per row of C), got "
+                         f"{getattr(thresholds, 'shape', None)}")  # fmt: skip
+
+
+def _check_domains(net, C, lower, upper, splits):
+    """Shapes of the activation-split domain arguments, checked before any compilation."""
+    n = sum(stop - start for start, stop in neuron_layout(net))
+    _check_rows(net, C)
     for name, value in (("lower", lower), ("upper", upper), ("splits", splits)):
         if getattr(value, "ndim", 0) != 2 or value.shape[1] != n:
             shape = getattr(value, "shape", None)
@@ -135,6 +143,7 @@ def bound_relu_domains(
       ValueError, TypeError: arguments of the wrong shape or type, before any compilation.
     """
     _check_domains(net, C, lower, upper, splits)
+    _check_rows(net, C, thresholds)
     if alpha is None:
         alpha = _adaptive_slopes(net, example, lower, upper, splits, C.shape[0])
     if beta is None:
@@ -309,7 +318,20 @@ def bound_input_domains(net: Network, lower: jax.Array, upper: jax.Array, C: jax
     Returns:
       `DomainBounds` without alpha and beta; the point is whichever of the best row's
       minimising vertex and the box centre has the lower max_k (values_k - thresholds_k).
+
+    Raises:
+      ValueError: arguments of the wrong shape, before any compilation.
     """
+    _check_rows(net, C, thresholds)
+    shape = tuple(net.input_shape)
+    for name, value in (("lower", lower), ("upper", upper)):
+        if getattr(value, "ndim", 0) != 1 + len(shape) or tuple(value.shape[1:]) != shape:
+            got = getattr(value, "shape", None)
+            raise ValueError(f"{name} must have shape (D, {', '.join(map(str, shape))}) (D boxes "
+                             f"of the network's input), got {got}")  # fmt: skip
+    if lower.shape != upper.shape:
+        raise ValueError(f"lower and upper must hold the same number of boxes, got "
+                         f"{lower.shape[0]} and {upper.shape[0]}")  # fmt: skip
     (lower, upper), count = shard_batch((lower, upper))
     return unpad(_input_domains(net, lower, upper, C, thresholds), count)
 

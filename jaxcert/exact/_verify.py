@@ -357,15 +357,15 @@ def _verify_one(
             if result.status == "verified":
                 best[j] = max(best[j], result.lower)
         return answer("verified" if min(best.values()) > 0 else "unknown")
-    # Every LP first (they are cheap), again after tightening the ReLU bounds by LP if some
-    # class is still open and the tightening fits; the MILPs then go from the most promising
-    # target on.
     def build(fn, *args):  # fn(*args) by the deadline, or None
         try:
             return clock.build(fn, *args)
         except OutOfTime:
             return None
 
+    # Every LP first (they are cheap), again after tightening the ReLU bounds by LP if some
+    # class is still open and the tightening fits; the MILPs then go from the most promising
+    # target on.
     lp_optimum, tightened = {}, False
     while True:
         built = build(lp_model, net, example, relu_bounds)
