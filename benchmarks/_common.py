@@ -11,14 +11,7 @@ import numpy as np
 
 def time_call(fn, repeats):
     """(first-call seconds, median steady-state seconds) of `fn()`, blocking on its result."""
-    began = time.perf_counter()
-    jax.block_until_ready(fn())
-    first = time.perf_counter() - began
-    runs = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        jax.block_until_ready(fn())
-        runs.append(time.perf_counter() - began)
+    first, runs = time_rounds({"call": fn}, repeats)["call"]
     return first, statistics.median(runs)
 
 
