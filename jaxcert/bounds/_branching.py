@@ -98,10 +98,10 @@ def _check_rows(net, C, thresholds=None):
                          f"{getattr(thresholds, 'shape', None)}")  # fmt: skip
 
 
-def _check_domains(net, C, lower, upper, splits):
+def _check_domains(net, C, lower, upper, splits, thresholds=None):
     """Shapes of the activation-split domain arguments, checked before any compilation."""
     n = sum(stop - start for start, stop in neuron_layout(net))
-    _check_rows(net, C)
+    _check_rows(net, C, thresholds)
     for name, value in (("lower", lower), ("upper", upper), ("splits", splits)):
         if getattr(value, "ndim", 0) != 2 or value.shape[1] != n:
             shape = getattr(value, "shape", None)
@@ -142,8 +142,7 @@ def bound_relu_domains(
     Raises:
       ValueError, TypeError: arguments of the wrong shape or type, before any compilation.
     """
-    _check_domains(net, C, lower, upper, splits)
-    _check_rows(net, C, thresholds)
+    _check_domains(net, C, lower, upper, splits, thresholds)
     if alpha is None:
         alpha = _adaptive_slopes(net, example, lower, upper, splits, C.shape[0])
     if beta is None:
