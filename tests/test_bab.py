@@ -11,6 +11,7 @@ import pytest
 from test_exact import exact_min_margin, mlp_apply, random_mlp
 
 import jaxcert as jc
+from jaxcert.exact._bab import _clip_boxes
 
 
 def _pre_activations(params, x):
@@ -137,6 +138,36 @@ def test_input_domain_bounds_hold_at_every_sampled_point_of_each_box():
             bounds.values[d], _pre_activations(params, point[None])[0][0] @ np.asarray(C).T,
             rtol=1e-4, atol=1e-4,
         )  # fmt: skip
+
+
+def test_clipped_boxes_keep_every_point_that_can_reach_the_region():
+    """Input domain clipping (`_clip_boxes`) on the real bounds of random boxes: every sampled
+    point left out of a clipped box clears the thresholds by the margin claimed, every point
+    that reaches the region lies inside, and the linear bound the clipping reads holds."""
+    params = random_mlp(5, (3, 12, 12, 4))
+    rng = np.random.default_rng(2)
+    lower = rng.uniform(-1, 0.5, (16, 3)).astype(np.float32)
+    upper = (lower + rng.uniform(0.02, 0.3, (16, 3))).astype(np.float32)
+    net = jc.trace(mlp_apply, params, jnp.zeros((1, 3)))
+    C = rng.normal(size=(2, 4)).astype(np.float32)
+    bounds = jc.bounds.bound_input_domains(net, lower, upper, jnp.asarray(C), jnp.zeros(2))
+    bound, a = np.asarray(bounds.lower, np.float64), np.asarray(bounds.coefficients, np.float64)
+    cut = 0
+    for d in range(16):
+        x = rng.uniform(lower[d], upper[d], (20000, 3))
+        v = _pre_activations(params, x)[0] @ C.astype(np.float64).T
+        vertex = np.where(a[d] >= 0, lower[d], upper[d])  # (K, 3)
+        linear = bound[d] + np.einsum("kj,nkj->nk", a[d], x[:, None] - vertex)
+        assert np.all(v >= linear - 1e-5)
+        t = np.quantile(v, 0.4, axis=0)  # thresholds that part of the box reaches on each row
+        new_lo, new_hi, margin, empty = _clip_boxes(lower[d : d + 1], upper[d : d + 1],
+                                                    bound[d : d + 1], a[d : d + 1], t)  # fmt: skip
+        assert np.all(new_lo >= lower[d]) and np.all(new_hi <= upper[d])
+        inside = np.all((x >= new_lo) & (x <= new_hi), axis=1) & ~empty
+        assert np.all(np.max(v[~inside] - t, axis=1) > margin[0] - 1e-6), d
+        assert inside.all() if np.isinf(margin[0]) else margin[0] > 0
+        cut += np.count_nonzero(~inside)
+    assert cut > 20000, cut
 
 
 @functools.cache

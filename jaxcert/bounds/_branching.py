@@ -60,6 +60,9 @@ class DomainBounds(NamedTuple):
       values: (D, K) C @ f(point), computed by the network in its own arithmetic.
       alpha: (D, K, N) the optimised slopes (activation splits), or None.
       beta: (D, K, N) the optimised multipliers (activation splits), or None.
+      coefficients: (D, K, *input shape) the input coefficients a_k of each row's linear
+        lower bound (input splits), or None: over the box, c_k . f(x) >= lower_k + a_k . (x - v_k)
+        with v_k the box's vertex minimising a_k . x.
     """
 
     lower: jax.Array
@@ -68,6 +71,7 @@ class DomainBounds(NamedTuple):
     values: jax.Array
     alpha: jax.Array | None = None
     beta: jax.Array | None = None
+    coefficients: jax.Array | None = None
 
 
 def neuron_layout(net: Network) -> list[tuple[int, int]]:
@@ -315,8 +319,9 @@ def bound_input_domains(net: Network, lower: jax.Array, upper: jax.Array, C: jax
       thresholds: (K,), as in `bound_relu_domains`.
 
     Returns:
-      `DomainBounds` without alpha and beta; the point is whichever of the best row's
-      minimising vertex and the box centre has the lower max_k (values_k - thresholds_k).
+      `DomainBounds` with the rows' input coefficients and without alpha and beta; the point is
+      whichever of the best row's minimising vertex and the box centre has the lower
+      max_k (values_k - thresholds_k).
 
     Raises:
       ValueError: arguments of the wrong shape, before any compilation.
@@ -350,13 +355,13 @@ def _input_domains(net, lower, upper, C, thresholds):
 
         record = {}
         best = _backward(net, env, example, out_var, rows, relax, record=record)
-        row = jnp.argmax(best - thresholds)
-        a = record[net.graph.input_var][row]
+        coefficients = record[net.graph.input_var]
+        a = coefficients[jnp.argmax(best - thresholds)]
         candidates = jnp.stack([jnp.where(a >= 0, low, high), (low + high) / 2])
         values = net(candidates).reshape(2, -1) @ rows.reshape(k, -1).T
         pick = jnp.argmin(jnp.max(values - thresholds, axis=1))
         scores = (jnp.abs(a) * (high - low)).reshape(-1)
-        return best, scores, candidates[pick], values[pick]
+        return best, scores, candidates[pick], values[pick], coefficients
 
-    best, scores, point, values = jax.vmap(one)(lower, upper)
-    return DomainBounds(best, scores, point, values)
+    best, scores, point, values, coefficients = jax.vmap(one)(lower, upper)
+    return DomainBounds(best, scores, point, values, coefficients=coefficients)

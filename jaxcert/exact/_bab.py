@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from ortools.math_opt.python import mathopt
 
+from .._rounding import rounded_box
 from .._sets import Box, InputSet, LinfBall
 from .._validate import check_choice
 from ..bounds import (
@@ -174,6 +175,48 @@ def _buckets(batch_size):
     return [*sizes, batch_size]
 
 
+def _clip_boxes(lower, upper, bound, coefficients, thresholds):
+    """Boxes cut down to the part that can still reach the region (input domain clipping).
+
+    Over the box [l, u], row k's bound is linear: c_k . f(x) >= b_k + sum_j |a_kj| e_j(x), with
+    e_j(x) = x_j - l_j where a_kj >= 0 and u_j - x_j where a_kj < 0 (`DomainBounds`). A point
+    with c_k . f(x) <= t_k for every k (t = thresholds) therefore has |a_kj| e_j(x) <= t_k - b_k
+    for every k and j, which bounds x_j on one side. The cut is made with the slack
+    s_k = t_k - b_k + m_k, m_k = (t_k - b_k) / 16 + 1e-6 (1 + |t_k|), in float64 and rounded
+    outwards to float32, so every point cut off has c_k . f(x) - t_k > m_k for some k.
+
+    Args:
+      lower, upper: (D, *shape) the boxes (float32).
+      bound: (D, K) each box's own lower bounds b (not inherited from a parent).
+      coefficients: (D, K, *shape) the rows' input coefficients a.
+      thresholds: (K,) t.
+
+    Returns:
+      (lower, upper, margin, empty): the cut boxes (float32, inside the given ones); margin
+      (D,), a proven lower bound of max_k (c_k . f(x) - t_k) over what was cut off (inf where
+      nothing was); empty (D,), where nothing is left (the whole box is safe, by margin).
+    """
+    shape = lower.shape
+    lo, hi = (np.asarray(v, np.float64).reshape(len(v), 1, -1) for v in (lower, upper))
+    a = np.asarray(coefficients, np.float64).reshape(lo.shape[0], -1, lo.shape[2])
+    gap = thresholds - np.asarray(bound, np.float64)  # (D, K); < 0 somewhere: already safe
+    extra = gap / 16 + 1e-6 * (1 + np.abs(thresholds))
+    usable = np.all(gap >= 0, axis=1)  # a safe box is dropped as it is
+    with np.errstate(divide="ignore", invalid="ignore"):
+        reach = np.where(usable[:, None], gap + extra, np.inf)[..., None] / np.abs(a)
+    reach = np.where(np.isnan(reach), np.inf, reach)
+    new_lo = np.max(np.where(a < 0, hi - reach, lo), axis=1)
+    new_hi = np.min(np.where(a > 0, lo + reach, hi), axis=1)
+    empty = np.any(new_lo > new_hi, axis=1)
+    new_lo, new_hi = rounded_box(new_lo, new_hi, np.float32, outward=True)
+    lo32, hi32 = (np.asarray(v, np.float32).reshape(len(v), -1) for v in (lower, upper))
+    new_lo, new_hi = np.maximum(new_lo, lo32), np.minimum(new_hi, hi32)
+    new_lo, new_hi = np.where(empty[:, None], lo32, new_lo), np.where(empty[:, None], hi32, new_hi)
+    cut = empty | np.any((new_lo > lo32) | (new_hi < hi32), axis=1)
+    margin = np.where(cut & usable, np.min(extra, axis=1), np.inf)
+    return new_lo.reshape(shape), new_hi.reshape(shape), margin, empty & usable
+
+
 def _padded(arrays, size):
     """Each array's leading axis padded to `size` with copies of its first entry."""
     return [np.concatenate([a, np.repeat(a[:1], size - len(a), axis=0)]) for a in arrays]
@@ -258,24 +301,29 @@ class _Search:
             return np.argsort(self.open_values)
         return np.argpartition(self.open_values, n - 1)[:n]
 
-    def run(self, children, bound, state, branch, leaf=None):
+    def run(self, children, bound, state, branch, leaf=None, shrink=None):
         """The loop: bound the children, confirm their points, drop the safe ones, keep the
         rest in the pool (their `state`), and split the parents `branch` makes children of.
 
         bound(children) -> DomainBounds; state(children, bounds) -> dict of per-domain arrays;
         leaf(children, i) decides a domain whose scores are all -inf (NaN: undecided);
         branch(parents) -> (children, the index of each child's parent), children a tuple of
-        arrays with a leading domain axis. A child keeps its parent's bound where that is
-        higher (the parent's set holds the child's).
+        arrays with a leading domain axis; shrink(children, bounds) -> (children, bounds,
+        margin, empty) cuts proven-safe parts off the children (`_clip_boxes`). A child keeps
+        its parent's bound where that is higher (the parent's set holds the child's).
         """
         pool, inherited = None, None
         while True:
             bounds = self._bound(bound, len(children[0]), children)
+            self._check_points(bounds)
+            empty = np.zeros(len(children[0]), bool)
+            if shrink is not None:  # with each child's own bound, before inheriting
+                children, bounds, margin, empty = shrink(children, bounds)
+                self.safe_min = min(self.safe_min, float(margin.min(initial=math.inf)))
             if inherited is not None:
                 bounds = bounds._replace(lower=np.maximum(bounds.lower, inherited))
-            self._check_points(bounds)
             values = self._values(bounds)
-            keep = ~(values > 0)
+            keep = ~(values > 0) & ~empty
             if leaf is not None:
                 leaves = keep & ~np.isfinite(bounds.scores).any(axis=1)
                 for i in np.flatnonzero(leaves):
@@ -320,6 +368,15 @@ class _Search:
             lo, hi, depth = children
             return {"box_lower": lo, "box_upper": hi, "depth": depth, "scores": bounds.scores}
 
+        def shrink(children, bounds):
+            lo, hi, depth = children
+            lo, hi, margin, empty = _clip_boxes(lo, hi, bounds.lower, bounds.coefficients,
+                                                self.d + self.tol)  # fmt: skip
+            row = np.argmax(bounds.lower.astype(np.float64) - self.d - self.tol, axis=1)
+            a = bounds.coefficients[np.arange(len(lo)), row]
+            scores = (np.abs(a) * (hi - lo)).reshape(len(lo), -1)  # the smear on the clipped box
+            return (lo, hi, depth), bounds._replace(scores=scores), margin, empty
+
         def branch(parents):
             lo = parents["box_lower"].reshape(len(parents["box_lower"]), -1)
             hi = parents["box_upper"].reshape(lo.shape)
@@ -340,7 +397,7 @@ class _Search:
             )
             return children, np.concatenate([rows, rows])
 
-        self.run((lower, upper, np.zeros(1, np.int32)), bound, state, branch)
+        self.run((lower, upper, np.zeros(1, np.int32)), bound, state, branch, shrink=shrink)
 
     def relu_splits(self, relu_bounds, steps, leaf_tolerance):
         """Split unstable neurons (beta-CROWN bounds, LPs for fully split domains)."""
