@@ -20,7 +20,7 @@ from jaxcert.bounds import intermediate_bounds
 from jaxcert.exact import verify_property
 from jaxcert.exact._clock import Clock, OutOfTime
 from jaxcert.exact._float64 import forward_float64 as _forward64
-from jaxcert.exact._property import _CaseMILP, tolerance
+from jaxcert.exact._property import _CaseMILP, _confirmed, tolerance
 from jaxcert.graph import Network
 from jaxcert.vnnlib import Case, Property
 
@@ -113,6 +113,24 @@ def test_the_tolerance_scales_with_the_outputs_and_the_threshold():
     eps = np.finfo(np.float32).eps
     np.testing.assert_allclose(tol, 512 * eps * np.array([1010.5, 3020.0]) + 1e-6, rtol=1e-6)
     assert tolerance(C, d, np.array([1000.0, 10.0]), np.float64)[0] < 1e-5
+
+
+def test_a_counterexample_needs_only_the_tolerance_of_its_own_outputs():
+    """A disjunct's tolerance comes from a bound on the outputs over the whole box, often loose
+    (here as if it were 0.5); a point whose outputs lie in the region by more than their own
+    rounding allowance is a counterexample, one within it is not."""
+    net, params = _big_output_net(1)
+    x = np.array([0.3, -0.2], np.float32)
+    y0 = float(_forward(params, x.astype(np.float64))[0])  # about 1e3: own tolerance ~0.12
+    own = tolerance(np.array([[1.0, 0.0]]), np.array([y0]), np.abs(_forward(params, x)),
+                    np.float32)[0]  # fmt: skip
+    assert 0.05 < own < 0.2
+    for shift, found in [(-1.0, False), (0.5 * own, False), (2 * own, True), (0.6, True)]:
+        disjunct = (np.array([[1.0, 0.0]]), np.array([y0 + shift]), np.array([0.5]))
+        confirmed = _confirmed(net, x, [disjunct])
+        assert (confirmed is not None) == found, shift
+        if found:
+            assert _forward(params, confirmed[0].astype(np.float64))[0] <= y0 + shift - own
 
 
 def test_the_float64_forward_pass_matches_numpy():

@@ -9,7 +9,8 @@ the solvers' feasibility tolerance):
 * a disjunct is empty ("unsat") only when the bounds or a MILP show that no input reaches
   C @ Y <= d + tol, a margin of tol beyond the region;
 * a counterexample ("sat") is an input of the box whose outputs, computed by the network in its
-  own arithmetic and again in float64, satisfy C @ y <= d - tol: inside the region by a margin;
+  own arithmetic and again in float64, satisfy C @ y <= d - tol: inside the region by a margin
+  (with the magnitude of the point's own outputs in place of the box's where that is smaller);
 * a disjunct reachable only within the tolerance is "unknown", whoever looks for it.
 
 CROWN answers first (a row with min c_k . f - d_k > tol_k over the box rules the disjunct out);
@@ -48,6 +49,7 @@ from ._race import SOLVERS, Race, solve_here
 from ._verify import STRATEGIES
 
 FEASIBILITY = 1e-6  # the primal feasibility tolerance of HiGHS and SCIP (absolute)
+LOCAL_STEPS, LOCAL_SEARCHES = 20, 8  # PGD around candidate points of branch and bound
 
 
 class PropertyResult(NamedTuple):
@@ -231,7 +233,8 @@ def _decide(net, prop, solver, attack_steps, seed, clock, strategy, progress, do
         milp = _CaseMILP(net, box, inner, relu_bounds)
         milps += [(gap, milp, C, d, tol) for gap, C, d, tol in disjuncts]
     for _, box, inner, relu_bounds, C, d, tol in sorted(searches, key=lambda m: m[0]):
-        found = _branch(net, box, inner, relu_bounds, C, d, tol, clock, progress, domains)
+        found = _branch(net, box, inner, relu_bounds, C, d, tol, clock, progress, domains,
+                        jax.random.key(seed))  # fmt: skip
         if isinstance(found, tuple):
             return "sat", found
         if found == "unknown":
@@ -249,15 +252,28 @@ def _decide(net, prop, solver, attack_steps, seed, clock, strategy, progress, do
     return status, None
 
 
-def _branch(net, box, inner, relu_bounds, C, d, tol, clock, progress, domains):
+def _branch(net, box, inner, relu_bounds, C, d, tol, clock, progress, domains, key):
     """Branch and bound on one disjunct: a counterexample (x, y), "empty" or "unknown"; raises
     OutOfTime. Activation splits start from the case's CROWN bounds; domains[0] counts the
-    domains bounded."""
+    domains bounded. A candidate point of branch and bound that reaches the region by the
+    tolerance without being a counterexample (which would end the search as "unknown") gets a
+    short PGD search around it first (the first LOCAL_SEARCHES such points), in a box of 1/16
+    of the case's widths."""
     example = Box(box.lower[0], box.upper[0])
     lower, upper = (np.asarray(v, np.float64) for v in (inner.lower[0], inner.upper[0]))
+    searches = [LOCAL_SEARCHES]
 
     def confirm(x):
-        return _confirmed(net, np.clip(x, lower, upper), [(C, d, tol)])
+        x = np.clip(np.asarray(x, np.float64).ravel(), lower, upper)
+        found = _confirmed(net, x, [(C, d, tol)])
+        if found is None and searches[0] > 0:
+            searches[0] -= 1
+            reach = (upper - lower) / 32
+            near = rounded_box(np.maximum(lower, x - reach), np.minimum(upper, x + reach),
+                               np.float32, outward=False)  # fmt: skip
+            local = Box(*(jnp.asarray(v.reshape(inner.lower.shape)) for v in near))
+            found = clock.run(_search, net, local, [(C, d, tol)], LOCAL_STEPS, key)
+        return found
 
     result = branch_and_bound(
         net, example, C, d, tol, clock=clock, confirm=confirm, split=choose_split(net, box),
@@ -272,12 +288,17 @@ def _branch(net, box, inner, relu_bounds, C, d, tol, clock, progress, domains):
 
 
 def _confirmed(net, x, disjuncts):
-    """(x, y) with y = net(x) when y lies in some disjunct (C, d, tol) by its tolerance,
-    C @ y <= d - tol, in the network's arithmetic and in float64; else None."""
+    """(x, y) with y = net(x) when y lies in some disjunct (C, d, tol) by a tolerance,
+    C @ y <= d - tol', in the network's arithmetic and in float64; else None. The tolerance
+    tol' is that of the point's own outputs, `tolerance(C, d, |y|)`, where it is below the
+    disjunct's (whose magnitude bounds the outputs over the whole box, often loosely): what
+    makes a point's outputs trustworthy is the rounding of its own computation."""
     x = np.asarray(x, np.float32).reshape(1, *net.input_shape)
     y = np.asarray(net(jnp.asarray(x)))[0].ravel()
     y64 = forward_float64(net, x)
+    magnitude = np.maximum(np.abs(y.astype(np.float64)), np.abs(y64))
     for C, d, tol in disjuncts:
+        tol = np.minimum(tol, tolerance(C, d, magnitude, y.dtype))
         if all(np.all(C @ v <= d - tol) for v in (y.astype(np.float64), y64)):
             return x.ravel(), y
     return None
