@@ -11,6 +11,7 @@ import pytest
 from test_exact import exact_min_margin, mlp_apply, random_mlp
 
 import jaxcert as jc
+from jaxcert.bounds._branching import INPUT_CHUNK
 from jaxcert.exact._bab import _clip_boxes
 
 
@@ -138,6 +139,25 @@ def test_input_domain_bounds_hold_at_every_sampled_point_of_each_box():
             bounds.values[d], _pre_activations(params, point[None])[0][0] @ np.asarray(C).T,
             rtol=1e-4, atol=1e-4,
         )  # fmt: skip
+
+
+def test_input_domains_in_chunks_equal_one_box_at_a_time():
+    """Many boxes go through `bound_input_domains` in chunks of INPUT_CHUNK on a CPU: the
+    chunked call must give each box what bounding it alone gives."""
+    params = random_mlp(6, (3, 12, 12, 4))
+    rng = np.random.default_rng(3)
+    count = 3 * INPUT_CHUNK
+    lower = rng.uniform(-1, 0.5, (count, 3)).astype(np.float32)
+    upper = (lower + rng.uniform(0.01, 0.8, (count, 3))).astype(np.float32)
+    net = jc.trace(mlp_apply, params, jnp.zeros((1, 3)))
+    C, thresholds = jnp.asarray(rng.normal(size=(2, 4)), jnp.float32), jnp.zeros(2)
+    together = jc.bounds.bound_input_domains(net, lower, upper, C, thresholds)
+    for d in rng.choice(count, 12, replace=False):
+        alone = jc.bounds.bound_input_domains(net, lower[d : d + 1], upper[d : d + 1], C,
+                                              thresholds)  # fmt: skip
+        for field in ("lower", "scores", "point", "values", "coefficients"):
+            np.testing.assert_allclose(getattr(together, field)[d], getattr(alone, field)[0],
+                                       rtol=1e-5, atol=1e-6, err_msg=field)  # fmt: skip
 
 
 def test_clipped_boxes_keep_every_point_that_can_reach_the_region():

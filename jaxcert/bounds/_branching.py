@@ -48,6 +48,31 @@ from ._crown import _activation_bounds, _backward, relaxation
 from ._ibp import ibp_environment
 from ._interval import Interval
 
+INPUT_CHUNK = 64  # boxes per step of `bound_input_domains` on one CPU device (see `_in_chunks`)
+
+
+def _in_chunks(fn, chunk):
+    """jax.vmap(fn), evaluated `chunk` entries at a time (`lax.map`) on a single CPU device.
+
+    On 2 CPU cores, full CROWN on 512 boxes of a 5-50x6-5 network took 0.47 ms per box in
+    chunks of 64 against 0.95 ms in one vmapped step (whose (512, 100, 50) temporaries do not
+    stay in cache); chunks of 16 or 32 were slower. Accelerators and sharded batches get the
+    plain vmap.
+    """
+    vmapped = jax.vmap(fn)
+    if jax.default_backend() != "cpu" or jax.device_count() > 1:
+        return vmapped
+
+    def run(*args):
+        size = jax.tree.leaves(args)[0].shape[0]
+        if size <= chunk or size % chunk:
+            return vmapped(*args)
+        parts = jax.tree.map(lambda a: a.reshape(size // chunk, chunk, *a.shape[1:]), args)
+        out = jax.lax.map(lambda part: vmapped(*part), parts)
+        return jax.tree.map(lambda a: a.reshape(size, *a.shape[2:]), out)
+
+    return run
+
 
 class DomainBounds(NamedTuple):
     """Bounds of a batch of D domains for K rows of C.
@@ -363,5 +388,5 @@ def _input_domains(net, lower, upper, C, thresholds):
         scores = (jnp.abs(a) * (high - low)).reshape(-1)
         return best, scores, candidates[pick], values[pick], coefficients
 
-    best, scores, point, values, coefficients = jax.vmap(one)(lower, upper)
+    best, scores, point, values, coefficients = _in_chunks(one, INPUT_CHUNK)(lower, upper)
     return DomainBounds(best, scores, point, values, coefficients=coefficients)
