@@ -22,8 +22,9 @@ domain that can be split no further and not decided leaves the answer "unknown",
 limit "timeout". The parents taken next are the K with the lowest bound; when the pool holds
 `max_domains`, the deepest instead (depth first), which bounds its memory.
 
-Batches are padded to a few sizes (8, 64, 512, ...) so that each compiles once; a batch of
-domains is spread over all devices by `jaxcert.bounds` (JAX sharding). The deadline covers
+Batches are padded to a few sizes (8, 64, 512, ...) so that each compiles once (input splits on
+a single CPU device: calls of `CPU_INPUT_CALL` boxes only); a batch of domains is spread over
+all devices by `jaxcert.bounds` (JAX sharding). The deadline covers
 compilation: every call runs under `Clock.run`, which returns at the deadline.
 
 References:
