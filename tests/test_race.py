@@ -159,6 +159,25 @@ def test_the_race_keeps_its_deadline():
     assert took <= 1.0 + 0.25, took  # the pipes and a kill take milliseconds
 
 
+def test_a_query_larger_than_a_pipe_keeps_the_deadline_while_the_workers_start(monkeypatch,
+                                                                              tmp_path):
+    # A worker still loading OR-Tools (here: sleeping 3 s first) does not read its requests,
+    # and a pipe holds 64 KiB: sending a larger model must not hold the race past its limit.
+    wrapped(monkeypatch, tmp_path, "import time\ntime.sleep(3)\n")
+    model = mathopt.Model()
+    x = [model.add_variable(lb=0, ub=1) for _ in range(20000)]
+    model.add_linear_constraint(mathopt.fast_sum(x) >= 1)
+    model.objective.set_to_expression(mathopt.fast_sum(x))
+    assert len(model.export_model().SerializeToString()) > 2 * 65536
+    with Race() as race:
+        began = time.monotonic()
+        assert race.solve(model, 1.0, None, "minimum") == (None, None)
+        took = time.monotonic() - began
+        result, _ = race.solve(model, 20.0, None, "minimum")  # the replaced workers answer
+        assert result.objective_value() == pytest.approx(1.0)
+    assert took <= 1.0 + 0.25, took
+
+
 def test_a_worker_exits_when_its_request_pipe_closes():
     worker = _race._Worker("highs")
     worker.stop(replace=True)  # starts it

@@ -40,6 +40,7 @@ _MAGIC = b"JXCR"
 _HEAD = struct.Struct("<4sQ")
 _MAX_FRAME = 1 << 36  # 64 GiB: any larger length is a corrupt header
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_CHUNK = 4096  # bytes per write when a send has a deadline: a pipe with room takes them at once
 
 
 def solve_parameters(solver, time_limit, threads, search):
@@ -77,11 +78,18 @@ def solve_here(model, solver, time_limit, threads, search):
         os.close(devnull)
 
 
-def _send(fd, value):
+def _send(fd, value, deadline=None):
+    """Write `value` as one frame. With a `deadline` (time.monotonic()), raise TimeoutError
+    there instead of blocking: a pipe holds 64 KiB, and a model larger than that waits for the
+    worker to read it, which a worker still importing OR-Tools does only seconds later."""
     data = pickle.dumps(value)
     view = memoryview(_HEAD.pack(_MAGIC, len(data)) + data)
     while view:
-        view = view[os.write(fd, view) :]
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([], [fd], [], left)[1]:
+                raise TimeoutError
+        view = view[os.write(fd, view[:_CHUNK] if deadline is not None else view) :]
 
 
 def _read(fd, size):
@@ -131,11 +139,12 @@ class _Worker:
             os.close(request)
             os.close(reply)
 
-    def start(self, query):
+    def start(self, query, deadline):
+        """Send the query; TimeoutError if the worker has not taken it by the deadline."""
         if self.process is None or self.process.poll() is not None:
             self.stop(replace=True)
         try:
-            _send(self.requests, query)
+            _send(self.requests, query, deadline)
         except BrokenPipeError:
             raise RuntimeError(
                 f"the {self.solver} worker ended (exit code {self.process.wait()})"
@@ -200,9 +209,13 @@ class Race:
         deadline = time.monotonic() + time_limit
         proto = model.export_model().SerializeToString()
         own_limit = time_limit - min(GRACE, time_limit / 4)
+        pending = {}
         for worker in self.workers:
-            worker.start((proto, own_limit, threads, search))
-        pending = {w.replies: w for w in self.workers}
+            try:
+                worker.start((proto, own_limit, threads, search), deadline)
+                pending[worker.replies] = worker
+            except TimeoutError:  # a part of the query is in the pipe: this worker is spent
+                worker.stop()
         results = []
         while pending:
             ready, _, _ = select.select(list(pending), [], [], max(deadline - time.monotonic(), 0))
