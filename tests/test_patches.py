@@ -79,11 +79,10 @@ SETS = {
 @pytest.mark.parametrize(
     "name,kind",
     [
-        ("nchw", "l2"),
         ("nchw", "linf"),
         ("flax_cnn", "linf"),
         *(pytest.param(name, kind, marks=pytest.mark.slow)
-          for name, kind in [("nchw", "box"), ("nchw", "l1"), ("flax_cnn", "box"),
+          for name, kind in [("nchw", "l2"), ("nchw", "box"), ("nchw", "l1"), ("flax_cnn", "box"),
                              ("flax_cnn", "l1"), ("flax_cnn", "l2")]),
     ],
 )  # fmt: skip
