@@ -23,6 +23,11 @@ def device_count():
     return jax.device_count()
 
 
+def single_cpu_device():
+    """Whether a batch runs on one CPU device: no accelerator, nothing to shard over."""
+    return jax.default_backend() == "cpu" and device_count() == 1
+
+
 def mesh(axis):
     """A one-axis mesh over all devices, in automatic (GSPMD) sharding mode."""
     return jax.make_mesh((device_count(),), (axis,), axis_types=(AxisType.Auto,))

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import optax
 
 from .._sets import Box, InputSet
-from .._sharding import shard_batch, unpad
+from .._sharding import shard_batch, single_cpu_device, unpad
 from ..graph import Network, read
 from ._crown import _activation_bounds, _backward, relaxation
 from ._ibp import ibp_environment
@@ -60,7 +60,7 @@ def _in_chunks(fn, chunk):
     plain vmap.
     """
     vmapped = jax.vmap(fn)
-    if jax.default_backend() != "cpu" or jax.device_count() > 1:
+    if not single_cpu_device():
         return vmapped
 
     def run(*args):

@@ -24,8 +24,8 @@ limit "timeout". The parents taken next are the K with the lowest bound; when th
 
 Batches are padded to a few sizes (8, 64, 512, ...) so that each compiles once (input splits on
 a single CPU device: calls of `CPU_INPUT_CALL` boxes only); a batch of domains is spread over
-all devices by `jaxcert.bounds` (JAX sharding). The deadline covers
-compilation: every call runs under `Clock.run`, which returns at the deadline.
+all devices by `jaxcert.bounds` (JAX sharding). The deadline covers compilation: every call
+runs under `Clock.run`, which returns at the deadline.
 
 References:
   S. Wang et al., "Beta-CROWN: Efficient Bound Propagation with Per-neuron Split Constraints for
@@ -48,6 +48,7 @@ from ortools.math_opt.python import mathopt
 
 from .._rounding import rounded_box
 from .._sets import Box, InputSet, LinfBall
+from .._sharding import single_cpu_device
 from .._validate import check_choice
 from ..bounds import (
     Interval,
@@ -366,7 +367,7 @@ class _Search:
         shape = lower.shape[1:]
         C, thresholds = jnp.asarray(self.C), jnp.asarray(self.thresholds)
         self.max_domains = max(self.batch_size, MEMORY // (8 * lower.size + 16))
-        if jax.default_backend() == "cpu" and jax.device_count() == 1:
+        if single_cpu_device():
             self.call_size = CPU_INPUT_CALL
             self.buckets = [CPU_INPUT_CALL]
 
