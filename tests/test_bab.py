@@ -12,7 +12,7 @@ from test_exact import exact_min_margin, mlp_apply, random_mlp
 
 import jaxcert as jc
 from jaxcert.bounds._branching import INPUT_CHUNK
-from jaxcert.exact._bab import _clip_boxes
+from jaxcert.exact._bab import _clip_boxes, _halving, _split_scores
 
 
 def _pre_activations(params, x):
@@ -188,6 +188,26 @@ def test_clipped_boxes_keep_every_point_that_can_reach_the_region():
         assert inside.all() if np.isinf(margin[0]) else margin[0] > 0
         cut += np.count_nonzero(~inside)
     assert cut > 20000, cut
+
+
+def test_a_box_is_halved_by_smear_where_that_can_close_its_gap_else_by_relative_width():
+    """Input splits: the largest smear |a_j| (u_j - l_j) chooses where some smear reaches the
+    gap, the width relative to the first box where none does (a coordinate the first box fixes
+    is never chosen), and a coordinate float32 cannot halve is passed over."""
+    a = np.array([[3.0, 0.1, 0.0], [1e-2, 1e-9, 0.0], [1e-2, 1e-9, 0.0]])
+    width = np.array([[1.0, 1.0, 0.0], [1e-7, 0.5, 0.0], [1e-7, 0.5, 0.0]])
+    root = np.array([2.0, 1.0, 0.0])
+    scores = _split_scores(a, width, root, gap=np.array([1.0, 0.02, 1e-10]))
+    assert np.argmax(scores, axis=1).tolist() == [0, 1, 0]  # smear, width, smear
+    np.testing.assert_allclose(scores[1], [5e-8, 0.5, 0.0])
+    np.testing.assert_allclose(scores[2], [1e-9, 5e-10, 0.0])
+    x = np.float32(0.3)
+    lower = np.array([[x, -1.0, 2.0], [x, 0.0, 2.0], [x, 0.0, 2.0]], np.float32)
+    upper = np.array([[np.nextafter(x, np.float32(1)), 1.0, 2.0], [x + 0.25, 0.5, 2.0],
+                      [np.nextafter(x, np.float32(1)), 0.0, 2.0]], np.float32)  # fmt: skip
+    dim, mid, splittable = _halving(lower, upper, np.array([[9.0, 1.0, 5.0]] * 3))
+    assert dim[:2].tolist() == [1, 0] and splittable.tolist() == [True, True, False]
+    np.testing.assert_array_equal(mid[:2], np.array([0.0, x + 0.125], np.float32))
 
 
 @functools.cache
