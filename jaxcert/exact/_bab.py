@@ -12,7 +12,8 @@ bounds fixed-size batches of them in one jitted, vmapped call
   (beta-CROWN). A domain with no unstable neuron left is decided by an LP (GLOP) with every
   split as a constraint, exact for a piecewise-linear network;
 * input splits (low-dimensional box-shaped sets): the box is halved along the coordinate with
-  the largest smear, or the widest one where no smear reaches the gap left (`_split_scores`). Works for every activation of the registry, sigmoid and tanh included.
+  the largest smear, or the widest one where no smear reaches the gap left (`_split_scores`).
+  Works for every activation of the registry, sigmoid and tanh included.
 
 Every bound pass also evaluates the network at a point of each child (the minimiser of the
 bound's linear function, or the box centre); a point that reaches the region by the tolerance
