@@ -14,8 +14,8 @@ Two checks, each driven by one integer seed so that every failure can be rebuilt
   l_inf or l1 ball intersected with [0, 1] is found by enumerating ReLU activation patterns
   (one SciPy HiGHS linear program per feasible region, float64), the output bias is optionally
   shifted to put that minimum within 1e-5 of zero, and `jaxcert.exact.verify` must agree, with
-  each strategy (the MILP, branch and bound with activation splits, and with input splits for
-  l_inf balls of at most 16 inputs):
+  each strategy (the MILP, branch and bound with activation splits, BaBSR or for odd seeds
+  filtered smart branching, and with input splits for l_inf balls of at most 16 inputs):
   "verified" only if the minimum is > 0, "falsified" only with a counterexample inside the set
   that the model misclassifies, anything else only near zero.
 
@@ -1002,7 +1002,8 @@ def check_exact(seed, *, solver=None, strategies=STRATEGIES):
     runs = {
         "milp": {**options, "strategy": "milp", "time_limit": 60},
         "bab-relu": {"strategy": "bab", "split": "relu", "time_limit": BAB_LIMIT,
-                     "attack_steps": options["attack_steps"]},
+                     "attack_steps": options["attack_steps"],
+                     "branching": ("babsr", "fsb")[seed % 2]},
         "bab-input": {"strategy": "bab", "split": "input", "time_limit": BAB_LIMIT,
                       "attack_steps": options["attack_steps"]},
     }  # fmt: skip

@@ -224,16 +224,17 @@ def _cases(seed, eps, images=4):
 
 
 @pytest.mark.parametrize(
-    "seed,split",
-    [pytest.param(s, split, marks=pytest.mark.slow) for s in (0, 1, 2, 3)
-     for split in ("relu", "input")],
+    "seed,split,branching",
+    [pytest.param(s, split, "babsr", marks=pytest.mark.slow) for s in (0, 1, 2, 3)
+     for split in ("relu", "input")]
+    + [pytest.param(s, "relu", "fsb", marks=pytest.mark.slow) for s in (0, 1, 2, 3, 4)],
 )  # fmt: skip
-def test_branch_and_bound_agrees_with_enumeration(seed, split):
+def test_branch_and_bound_agrees_with_enumeration(seed, split, branching):
     for eps in (0.1, 0.15, 0.25):
         params, spec, y, exact_minima = _cases(seed, eps)
         net = jc.trace(mlp_apply, params, spec.x[:1])
         results = jc.exact.verify(net, spec, y, strategy="bab", split=split, attack_steps=0,
-                                  time_limit=30)  # fmt: skip
+                                  branching=branching, time_limit=30)  # fmt: skip
         lower, upper = (np.asarray(v, np.float64) for v in spec.box())
         for i, (r, exact) in enumerate(zip(results, exact_minima)):
             if abs(exact) < 1e-4:

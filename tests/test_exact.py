@@ -156,6 +156,11 @@ def test_cp_sat_and_bad_input_are_refused():
         jc.exact.verify(net, jc.LinfBall(x, 0.1), [0], time_limit=0)
     with pytest.raises(ValueError, match="mode"):
         jc.exact.verify(net, jc.LinfBall(x, 0.1), [0], mode="fast")
+    with pytest.raises(ValueError, match="branching.*babsr.*fsb"):
+        jc.exact.verify(net, jc.LinfBall(x, 0.1), [0], branching="kfsb")
+    box = jc.Property([jc.Case(np.zeros(3), np.ones(3), [(np.array([[1.0, -1.0, 0.0]]), [0.0])])])
+    with pytest.raises(ValueError, match="branching"):
+        jc.exact.verify_property(net, box, branching="smart")
 
 
 def test_minimal_distortion_of_a_known_boundary():

@@ -41,7 +41,7 @@ from .._validate import check_choice, check_count
 from ..attacks import pgd
 from ..bounds import Interval, crown, intermediate_bounds
 from ..graph import Network
-from ._bab import branch_and_bound, choose_split
+from ._bab import BRANCHING, branch_and_bound, choose_split
 from ._clock import Clock, OutOfTime
 from ._encoding import milp_model, smooth_activations
 from ._float64 import forward_float64
@@ -119,6 +119,7 @@ def verify_property(
     attack_steps: int = 50,
     seed: int = 0,
     strategy: str = "auto",
+    branching: str = "babsr",
     progress: bool = False,
 ) -> PropertyResult:
     """Decide a `jaxcert.vnnlib.Property` on a traced network.
@@ -147,6 +148,8 @@ def verify_property(
         sigmoid/tanh, else activation splits), or "auto" (default): as in `verify`, today
         branch and bound. Without "milp", a network with sigmoid or tanh is decided by input
         splits.
+      branching: how branch and bound's activation splits choose their neuron, "babsr" or
+        "fsb" (as in `verify`).
       progress: print branch and bound's progress to standard error.
 
     Returns:
@@ -164,6 +167,7 @@ def verify_property(
     if not isinstance(prop, Property):
         raise TypeError(f"prop must be a jaxcert.vnnlib.Property (read_vnnlib), got {type(prop)}")
     check_property_options(solver, time_limit, attack_steps, strategy)
+    check_choice("branching", branching, BRANCHING)
     clock = Clock(time_limit)
     n_in, n_out = int(np.prod(net.input_shape)), int(np.prod(net.output_shape))
     for case in prop.cases:
@@ -175,13 +179,14 @@ def verify_property(
     domains = [0]  # counted by _branch as it goes, also when the time runs out
     try:
         result, counterexample = _decide(net, prop, solver, attack_steps, seed, clock, strategy,
-                                         progress, domains)  # fmt: skip
+                                         branching, progress, domains)  # fmt: skip
     except OutOfTime:
         result, counterexample = "timeout", None
     return PropertyResult(result, counterexample, clock.seconds(), domains[0])
 
 
-def _decide(net, prop, solver, attack_steps, seed, clock, strategy, progress, domains):
+def _decide(net, prop, solver, attack_steps, seed, clock, strategy, branching, progress,
+            domains):  # fmt: skip
     """(result, counterexample) of `verify_property`; raises OutOfTime."""
     dtype = net.graph.output_var.dtype
     n_out = int(np.prod(net.output_shape))
@@ -233,8 +238,8 @@ def _decide(net, prop, solver, attack_steps, seed, clock, strategy, progress, do
         milp = _CaseMILP(net, box, inner, relu_bounds)
         milps += [(gap, milp, C, d, tol) for gap, C, d, tol in disjuncts]
     for _, box, inner, relu_bounds, C, d, tol in sorted(searches, key=lambda m: m[0]):
-        found = _branch(net, box, inner, relu_bounds, C, d, tol, clock, progress, domains,
-                        jax.random.key(seed))  # fmt: skip
+        found = _branch(net, box, inner, relu_bounds, C, d, tol, clock, branching, progress,
+                        domains, jax.random.key(seed))  # fmt: skip
         if isinstance(found, tuple):
             return "sat", found
         if found == "unknown":
@@ -252,7 +257,7 @@ def _decide(net, prop, solver, attack_steps, seed, clock, strategy, progress, do
     return status, None
 
 
-def _branch(net, box, inner, relu_bounds, C, d, tol, clock, progress, domains, key):
+def _branch(net, box, inner, relu_bounds, C, d, tol, clock, branching, progress, domains, key):
     """Branch and bound on one disjunct: a counterexample (x, y), "empty" or "unknown"; raises
     OutOfTime. Activation splits start from the case's CROWN bounds; domains[0] counts the
     domains bounded. A candidate point of branch and bound that reaches the region by the
@@ -277,7 +282,8 @@ def _branch(net, box, inner, relu_bounds, C, d, tol, clock, progress, domains, k
 
     result = branch_and_bound(
         net, example, C, d, tol, clock=clock, confirm=confirm, split=choose_split(net, box),
-        relu_bounds=[Interval(b.lower[0], b.upper[0]) for b in relu_bounds], progress=progress,
+        relu_bounds=[Interval(b.lower[0], b.upper[0]) for b in relu_bounds], branching=branching,
+        progress=progress,
     )  # fmt: skip
     domains[0] += result.domains
     if result.status == "timeout":
