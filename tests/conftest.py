@@ -1,7 +1,13 @@
 """Shared fixtures. Float64 is enabled per test with `jax.enable_x64(True)`, never globally."""
 
+import os
+
 import jax
 import pytest
+
+# The command line keeps compilations in a folder under the user's home (jaxcert.cli's
+# `_compile_cache`); the tests that run it, in this process or in others, keep none.
+os.environ["JAXCERT_COMPILE_CACHE"] = "off"
 
 
 @pytest.fixture

@@ -706,3 +706,34 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch):
     _, resumed, _ = jc.models.load_model(tmp_path / "cut")
     for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(resumed)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_command_line_keeps_its_compilations_where_the_environment_says(tmp_path,
+                                                                           monkeypatch):
+    """`jaxcert.cli._compile_cache`: the folder follows JAXCERT_COMPILE_CACHE, XDG_CACHE_HOME and
+    JAX's own setting; a folder that cannot be made leaves it off; enabled in a fresh process,
+    compiling a bound pass writes to it."""
+    from jaxcert.cli._compile_cache import cache_folder, enable
+
+    assert cache_folder({"XDG_CACHE_HOME": "/c"}) == os.path.join("/c", "jaxcert", "xla")
+    assert cache_folder({"JAXCERT_COMPILE_CACHE": "/d", "XDG_CACHE_HOME": "/c"}) == "/d"
+    assert cache_folder({"JAXCERT_COMPILE_CACHE": "Off", "XDG_CACHE_HOME": "/c"}) is None
+    assert cache_folder({"JAX_COMPILATION_CACHE_DIR": "/j", "JAXCERT_COMPILE_CACHE": "/d"}) is None
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setenv("JAXCERT_COMPILE_CACHE", str(blocked / "xla"))
+    assert enable() is None  # a folder that cannot be made: no cache, and no error
+    folder = tmp_path / "xla"
+    code = (
+        "from jaxcert.cli import _compile_cache; import jax, jaxcert as jc\n"
+        "print(_compile_cache.enable())\n"
+        "f, p = jc.models.init_model({'kind': 'mlp', 'hidden': [16]}, jax.random.key(0), (4,))\n"
+        "x = jax.numpy.full((1, 4), 0.5)\n"
+        "print(jc.bounds.crown(jc.trace(f, p, x), jc.LinfBall(x, 0.1)).lower.tolist())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env["JAXCERT_COMPILE_CACHE"] = str(folder)
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)  # fmt: skip
+    assert run.stdout.splitlines()[0] == str(folder)
+    assert any(folder.iterdir())
