@@ -12,7 +12,8 @@ from test_exact import exact_min_margin, mlp_apply, random_mlp
 
 import jaxcert as jc
 from jaxcert.bounds._branching import INPUT_CHUNK
-from jaxcert.exact._bab import _clip_boxes, _halving, _split_scores
+from jaxcert.exact._bab import _clip_boxes, _halving, _input_weights, _split_scores
+from jaxcert.exact._clock import Clock
 
 
 def _pre_activations(params, x):
@@ -190,16 +191,22 @@ def test_clipped_boxes_keep_every_point_that_can_reach_the_region():
     assert cut > 20000, cut
 
 
-def test_a_box_is_halved_by_smear_where_that_can_close_its_gap_else_by_relative_width():
+def test_a_box_is_halved_by_smear_where_that_can_close_its_gap_else_by_weighted_width():
     """Input splits: the largest smear |a_j| (u_j - l_j) chooses where some smear reaches the
-    gap, the width relative to the first box where none does (a coordinate the first box fixes
-    is never chosen), and a coordinate float32 cannot halve is passed over."""
+    gap, the width weighted by the first activations' sensitivity (`_input_weights`: the l1
+    norms of a dense first layer's columns, per unit of width) where none does, and a coordinate
+    float32 cannot halve is passed over."""
+    params = [(jnp.asarray([[1.0, -2.0], [0.5, 0.5], [0.0, 0.0]]), jnp.zeros(2)),
+              (jnp.ones((2, 1)), jnp.zeros(1))]  # fmt: skip
+    net = jc.trace(mlp_apply, params, jnp.zeros((1, 3)))
+    lower, upper = np.array([[-1.0, 0.0, 0.0]]), np.array([[1.0, 0.5, 2.0]])
+    weights = _input_weights(net, lower, upper, Clock(30))
+    np.testing.assert_allclose(weights, [3.0, 1.0, 0.0], atol=2e-3)  # IBP's rounding allowance
     a = np.array([[3.0, 0.1, 0.0], [1e-2, 1e-9, 0.0], [1e-2, 1e-9, 0.0]])
-    width = np.array([[1.0, 1.0, 0.0], [1e-7, 0.5, 0.0], [1e-7, 0.5, 0.0]])
-    root = np.array([2.0, 1.0, 0.0])
-    scores = _split_scores(a, width, root, gap=np.array([1.0, 0.02, 1e-10]))
-    assert np.argmax(scores, axis=1).tolist() == [0, 1, 0]  # smear, width, smear
-    np.testing.assert_allclose(scores[1], [5e-8, 0.5, 0.0])
+    width = np.array([[1.0, 1.0, 2.0], [1e-7, 0.5, 2.0], [1e-7, 0.5, 2.0]])
+    scores = _split_scores(a, width, weights, gap=np.array([1.0, 0.02, 1e-10]))
+    assert np.argmax(scores, axis=1).tolist() == [0, 1, 0]  # smear, weighted width, smear
+    np.testing.assert_allclose(scores[1], [3e-7, 0.5, 0.0], rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(scores[2], [1e-9, 5e-10, 0.0])
     x = np.float32(0.3)
     lower = np.array([[x, -1.0, 2.0], [x, 0.0, 2.0], [x, 0.0, 2.0]], np.float32)

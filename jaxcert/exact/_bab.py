@@ -13,7 +13,8 @@ bounds fixed-size batches of them in one jitted, vmapped call
   (beta-CROWN). A domain with no unstable neuron left is decided by an LP (GLOP) with every
   split as a constraint, exact for a piecewise-linear network;
 * input splits (low-dimensional box-shaped sets): the box is halved along the coordinate with
-  the largest smear, or the widest one where no smear reaches the gap left (`_split_scores`).
+  the largest smear, or where no smear reaches the gap left the one of largest width weighted
+  by the first activations' sensitivity to it (`_split_scores`).
   Works for every activation of the registry, sigmoid and tanh included.
 
 Every bound pass also evaluates the network at a point of each child (the minimiser of the
@@ -235,10 +236,10 @@ def _clip_boxes(lower, upper, bound, coefficients, thresholds):
     return new_lo.reshape(shape), new_hi.reshape(shape), margin, empty & usable
 
 
-def _split_scores(coefficients, width, root_width, gap):
+def _split_scores(coefficients, width, weights, gap):
     """Which coordinate of each box to halve: the one of largest smear |a_j| (u_j - l_j)
     (Bunel et al., 2020) where that smear reaches the gap between the bound and its threshold,
-    else the widest relative to the first box.
+    else the one of largest weighted width w_j (u_j - l_j).
 
     Halving coordinate j raises the same linear bound by at most about half its smear, in one
     child. Where no smear reaches the gap, the relaxations have to tighten, which needs the box
@@ -250,16 +251,37 @@ def _split_scores(coefficients, width, root_width, gap):
     Args:
       coefficients: (D, n) the best row's input coefficients a.
       width: (D, n) the boxes' widths u - l.
-      root_width: (n,) the first box's widths.
+      weights: (n,) w >= 0, `_input_weights`.
       gap: (D,) how far the best row's bound is below its threshold (> 0 for an open box).
 
     Returns:
       (D, n) scores, the highest to be split.
     """
     smear = np.abs(coefficients) * width
+    return np.where((np.max(smear, axis=1) < gap)[:, None], width * weights, smear)
+
+
+def _input_weights(net, lower, upper, clock):
+    """(n,) how much each input coordinate moves the first activations' inputs per unit of its
+    width over the box (IBP over n boxes, each the centre but along one coordinate: for a dense
+    first layer, the l1 norms of the weight matrix's columns); where nothing does (no
+    activation), one over the coordinate's width in the box."""
+    lo, hi = (np.asarray(v, np.float64).reshape(-1) for v in (lower, upper))
+    n, span = lo.size, hi - lo
+    with np.errstate(divide="ignore"):
+        relative = np.where(span > 0, 1 / span, 0.0)
+    if not net.activations():
+        return relative
+    centre = (lo + hi) / 2
+    along_lo, along_hi = np.tile(centre, (n, 1)), np.tile(centre, (n, 1))
+    along_lo[np.arange(n), np.arange(n)], along_hi[np.arange(n), np.arange(n)] = lo, hi
+    shape = (n, *np.shape(lower)[1:])
+    box_lo, box_hi = rounded_box(along_lo, along_hi, np.float32, outward=True)
+    box = Box(jnp.asarray(box_lo.reshape(shape)), jnp.asarray(box_hi.reshape(shape)))
+    first = clock.run(intermediate_bounds, net, box, method="ibp")[0]
+    moved = np.asarray(first.upper - first.lower, np.float64).reshape(n, -1).sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        relative = np.where(root_width > 0, width / root_width, 0.0)
-    return np.where((np.max(smear, axis=1) < gap)[:, None], relative, smear)
+        return np.where(span > 0, moved / span, 0.0)
 
 
 def _halving(lower, upper, scores):
@@ -416,7 +438,7 @@ class _Search:
         lower, upper = (np.asarray(b, np.float32)[None] for b in self.example.box())
         shape = lower.shape[1:]
         C, thresholds = jnp.asarray(self.C), jnp.asarray(self.thresholds)
-        root_width = (upper - lower).reshape(-1).astype(np.float64)
+        weights = _input_weights(self.net, lower, upper, self.clock)
         self.max_domains = max(self.batch_size, MEMORY // (8 * lower.size + 16))
         if single_cpu_device():
             self.call_size = CPU_INPUT_CALL
@@ -437,7 +459,7 @@ class _Search:
             value = bounds.lower.astype(np.float64) - self.d - self.tol
             best = np.argmax(value, axis=1)
             a = bounds.coefficients[rows, best].reshape(len(lo), -1)
-            scores = _split_scores(a, (hi - lo).reshape(len(lo), -1), root_width,
+            scores = _split_scores(a, (hi - lo).reshape(len(lo), -1), weights,
                                    -value[rows, best])  # fmt: skip
             return (lo, hi, depth), bounds._replace(scores=scores), margin, empty
 
