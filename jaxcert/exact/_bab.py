@@ -268,10 +268,9 @@ def _input_weights(net, lower, upper, clock):
     activation), one over the coordinate's width in the box."""
     lo, hi = (np.asarray(v, np.float64).reshape(-1) for v in (lower, upper))
     n, span = lo.size, hi - lo
-    with np.errstate(divide="ignore"):
-        relative = np.where(span > 0, 1 / span, 0.0)
     if not net.activations():
-        return relative
+        with np.errstate(divide="ignore"):
+            return np.where(span > 0, 1 / span, 0.0)
     centre = (lo + hi) / 2
     along_lo, along_hi = np.tile(centre, (n, 1)), np.tile(centre, (n, 1))
     along_lo[np.arange(n), np.arange(n)], along_hi[np.arange(n), np.arange(n)] = lo, hi
