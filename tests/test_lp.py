@@ -87,8 +87,11 @@ def _assert_within(bounds, values, tol=1e-9):
     assert np.all(values <= np.asarray(bounds.upper) + tol)
 
 
-@pytest.mark.parametrize("name", list(NETWORKS))
-@pytest.mark.parametrize("ball", [LinfBall, L1Ball])
+@pytest.mark.parametrize(
+    "name,ball",
+    [pytest.param(name, ball, marks=pytest.mark.slow) if (name, ball) == ("mlp", LinfBall)
+     else (name, ball) for ball in (LinfBall, L1Ball) for name in NETWORKS],
+)  # the l_inf MLP case (15 s) in the slow set: its l1 twin and the l_inf CNN and residual stay
 def test_sound_on_samples(name, ball):
     net, params = _network(name)
     rs = np.random.RandomState(3)
