@@ -8,6 +8,12 @@ import pytest
 # The command line keeps compilations in a folder under the user's home (jaxcert.cli's
 # `_compile_cache`); the tests that run it, in this process or in others, keep none.
 os.environ["JAXCERT_COMPILE_CACHE"] = "off"
+# The default run compiles far more than it computes: without LLVM's optimisation passes and
+# XLA's newer fusion emitters a CROWN pass over tests/test_activations.py's MLP compiles in 2.5 s
+# instead of 7.7 s on 2 cores. Set XLA_FLAGS (even to "") to test with XLA's own settings.
+os.environ.setdefault(
+    "XLA_FLAGS", "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0"
+)
 
 
 @pytest.fixture

@@ -29,8 +29,12 @@ def free_port():
 def launch(processes=2):
     """Start the worker processes; returns the Popen objects."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    for name in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES"):  # one CPU device per process
-        env.pop(name, None)
+    env.pop("JAX_NUM_CPU_DEVICES", None)  # one CPU device per process
+    # the compiler's flags as in this process (the reference), less any device count
+    flags = env.pop("XLA_FLAGS", "").split()
+    kept = [f for f in flags if not f.startswith("--xla_force_host_platform_device_count")]
+    if kept:
+        env["XLA_FLAGS"] = " ".join(kept)
     coordinator = f"127.0.0.1:{free_port()}"
     return [
         subprocess.Popen(
