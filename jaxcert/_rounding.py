@@ -17,8 +17,15 @@ rounding: the guarantee is that of exact real arithmetic on the network's float 
 every proof required to clear the rounding of its own computation. Whether the float32 network
 itself, evaluated in another order, can round across the decision boundary is out of scope, as
 for every verifier of the field.
+
+The allowance presumes float32 products: on GPUs JAX's default float32 matrix product may round
+its operands to tensorfloat32 (10 bits), on TPUs to bfloat16, errors of 1e-3 relative and more.
+Every bound computation is therefore traced under `full_precision`.
 """
 
+import functools
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -37,6 +44,18 @@ def allowance(scale, dtype):
       ROUNDING_EPS * eps(dtype) * scale, of the shape of `scale`.
     """
     return ROUNDING_EPS * float(np.finfo(np.dtype(dtype)).eps) * jnp.abs(scale)
+
+
+def full_precision(fn):
+    """`fn` with every matrix product and convolution it traces at the full precision of its
+    operands' type (`jax.default_matmul_precision("highest")`): put beneath `jax.jit`."""
+
+    @functools.wraps(fn)
+    def traced(*args, **kwargs):
+        with jax.default_matmul_precision("highest"):
+            return fn(*args, **kwargs)
+
+    return traced
 
 
 def lowered(bound, scale, dtype):

@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from .._rounding import full_precision
 from .._sets import Box, InputSet
 from .._sharding import shard_batch, single_cpu_device, unpad
 from ..graph import Network, read
@@ -233,6 +234,7 @@ def adaptive_slopes(net: Network, example: InputSet, C: jax.Array, lower: jax.Ar
 
 
 @partial(jax.jit, static_argnums=(5,))
+@full_precision
 def _adaptive_slopes(net, example, lower, upper, splits, rows):
     env = ibp_environment(net, *(b[None] for b in example.box()))
 
@@ -249,6 +251,7 @@ def _adaptive_slopes(net, example, lower, upper, splits, rows):
 
 
 @partial(jax.jit, static_argnums=(9, 10))
+@full_precision
 def _relu_domains(net, example, C, thresholds, lower, upper, splits, alpha, beta, steps,
                   optimizer):  # fmt: skip
     optimizer = optax.adam(0.1) if optimizer is None else optimizer
@@ -366,6 +369,7 @@ def bound_input_domains(net: Network, lower: jax.Array, upper: jax.Array, C: jax
 
 
 @jax.jit
+@full_precision
 def _input_domains(net, lower, upper, C, thresholds):
     out_var = net.graph.output_var
     rows = C.astype(out_var.dtype).reshape(C.shape[0], *out_var.shape)

@@ -57,7 +57,7 @@ import optax
 from jax.typing import ArrayLike
 
 from .._activations import SLOPE_OPTIONS, is_zero
-from .._rounding import lowered
+from .._rounding import full_precision, lowered
 from .._sets import InputSet
 from .._sharding import shard_batch, unpad
 from .._validate import check_choice, check_count
@@ -282,6 +282,7 @@ def crown(
 
 
 @partial(jax.jit, static_argnums=(4, 5, 6, 7))
+@full_precision
 def _crown(net, spec, C, given, relu, intermediate, chunk, lower_only):
     def one(example, c, given):
         env, bounds = _activation_bounds(
@@ -329,6 +330,7 @@ def intermediate_bounds(
 
 
 @partial(jax.jit, static_argnums=(2, 3))
+@full_precision
 def _intermediate(net, spec, method, relu):
     def one(example):
         _, bounds = _activation_bounds(net, example, relu, method, None)
@@ -380,6 +382,7 @@ def alpha_crown(
 
 
 @partial(jax.jit, static_argnums=(3, 4, 5, 6))
+@full_precision
 def _alpha_crown(net, spec, C, steps, optimizer, intermediate, lower_only):
     optimizer = optax.adam(0.1) if optimizer is None else optimizer
     activations = net.activations()

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from .._rounding import lowered
+from .._rounding import full_precision, lowered
 from .._sets import InputSet
 from .._sharding import shard_batch, unpad
 from ..graph import Network
@@ -78,6 +78,7 @@ def ibp(net: Network, spec: InputSet, C: ArrayLike | None = None) -> Interval:
 
 
 @jax.jit
+@full_precision
 def _ibp(net, spec, C):
     def one(example, c):
         lower, upper = example.box()

@@ -28,7 +28,7 @@ import numpy as np
 from jax.typing import ArrayLike
 from ortools.math_opt.python import mathopt
 
-from .._rounding import lowered
+from .._rounding import full_precision, lowered
 from .._sets import InputSet, L1Ball, L2Ball
 from .._validate import check_choice
 from ..graph import Network, Var, read
@@ -207,7 +207,8 @@ def _linear(model, eq, values, lp_vars, bounds):
     every point of the relaxation satisfies; finite bounds make the safe dual bound finite.
     """
     operands = [v for v, var in zip(eq.inputs, eq.variable) if var]
-    jacobians = jax.jacfwd(affine(eq, values), argnums=tuple(range(len(operands))))(*zeros_for(eq))
+    jacobian = jax.jacfwd(affine(eq, values), argnums=tuple(range(len(operands))))
+    jacobians = full_precision(jacobian)(*zeros_for(eq))  # the weights as they are
     b = np.asarray(bias(eq, values), np.float64).ravel()
     matrices = [np.asarray(j, np.float64).reshape(b.size, -1) for j in jacobians]
     low, high = (np.asarray(v, np.float64).ravel() for v in bounds)
