@@ -130,6 +130,11 @@ def test_input_domain_bounds_hold_at_every_sampled_point_of_each_box():
     C = jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)
     bounds = jc.bounds.bound_input_domains(net, lower, upper, C, jnp.zeros(3))
     assert bounds.scores.shape == (12, 3) and np.all(np.asarray(bounds.scores) >= 0)
+    # the output pass's slopes are optimised from CROWN's: never looser, here often tighter
+    crown = np.asarray(jc.bounds.crown(net, jc.Box(lower, upper),
+                                       jnp.broadcast_to(C, (12, 3, 4))).lower)  # fmt: skip
+    assert np.all(np.asarray(bounds.lower) >= crown - 1e-6)
+    assert np.mean(np.asarray(bounds.lower) > crown + 1e-4) > 0.2
     for d in range(12):
         points = rng.uniform(lower[d], upper[d], (5000, 3))
         values = _pre_activations(params, points)[0] @ np.asarray(C, np.float64).T
