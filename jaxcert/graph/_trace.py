@@ -196,8 +196,9 @@ def evaluate(eq, values):
 def bind(primitive: Any, values: Sequence[Any], params: Mapping[str, Any]) -> Any:
     """`primitive.bind(*values, **params)`, except that `reduce_window_sum` (average pooling)
     is computed as a sum of strided slices of the explicitly padded operand, and that a product
-    or convolution traced without a precision takes the one `jax.default_matmul_precision` asks
-    for around the call (as `jax.lax.dot_general` does), if any.
+    or convolution traced without a precision is computed at full precision where
+    `jax.default_matmul_precision("highest")` is in force (every bound: `_rounding`); other
+    settings leave it to XLA's default, as before.
 
     XLA:CPU (jaxlib 0.10) sums padded windows wrongly once a batch reaches about 512 (average
     pooling with SAME padding, window 2x2, stride 2, on a 2x1 image: errors of order 1), and
@@ -215,9 +216,9 @@ def bind(primitive: Any, values: Sequence[Any], params: Mapping[str, Any]) -> An
     """
     if primitive.name == "reduce_window_sum":
         return _window_sum(*values, **params)
-    default = jax.config.jax_default_matmul_precision  # e.g. set by `_rounding.full_precision`
-    if params.get("precision", "") is None and default is not None:
-        params = {**params, "precision": (lax.Precision(default),) * 2}
+    asked = jax.config.jax_default_matmul_precision  # "highest" in `_rounding.full_precision`
+    if params.get("precision", "") is None and asked in ("highest", "float32"):
+        params = {**params, "precision": (lax.Precision.HIGHEST,) * 2}
     return primitive.bind(*values, **params)
 
 
