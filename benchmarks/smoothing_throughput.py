@@ -2,7 +2,9 @@
 
 For a 784-256-256-10 ReLU MLP and a small CNN on 28x28 inputs it measures, in one run:
   * fused: `sample_counts` on a batch of images (noise, model and counting in one jit);
-  * fused_shared_noise: the same with `shared_noise=True` (one noise draw for all images);
+  * fused_shared_noise: the same with `shared_noise=True` (one noise draw for all images, and
+    the first layer once per image and once per noise row); `shared_noise_counts_moved` counts
+    the samples it classifies otherwise than the direct evaluation of the same noise;
   * baseline: a plain per-image loop as in Cohen et al.'s reference code: for each image and each
     batch of 1000 samples, draw the noise, add it outside the model call, run the jitted model,
     and count the predictions on the host;
@@ -171,6 +173,14 @@ def measure(name, spec, images, num, repeats, batch_size):
         flat = np.asarray(x).reshape(images, -1)
         np.testing.assert_allclose(forward(flat), apply_fn(params, x), rtol=1e-4, atol=1e-4)
         cases["numpy_loop"] = numpy_loop(forward, x, num)
+    # Shared noise runs the first layer on images and noise rows apart (A x + A' eps): the same
+    # network in real arithmetic, rounded differently; count the samples that come out otherwise.
+    same_rows = jnp.stack([key] * images)  # every image the key's own rows, evaluated directly
+    direct = jc.smoothing.sample_counts(apply_fn, params, x, same_rows, sigma=SIGMA, num=num,
+                                        num_classes=NUM_CLASSES, batch_size=batch_size)  # fmt: skip
+    result["shared_noise_counts_moved"] = int(
+        np.abs(np.asarray(cases["fused_shared_noise"]()) - np.asarray(direct)).sum() // 2
+    )
     timed = time_rounds(cases, repeats)
     for case, (first, runs) in timed.items():
         steady = statistics.median(runs)

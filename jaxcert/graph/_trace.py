@@ -134,14 +134,7 @@ class Network:
         """
         env = dict(zip(self.graph.param_vars, jax.tree.leaves(self.params)))
         env[self.graph.input_var] = x
-        for eq in self.equations:
-            values = [read(env, v) for v in eq.inputs]
-            if eq.kind == "const":
-                outs = bind(eq.primitive, values, eq.params)
-            else:
-                outs = rules[eq.kind](eq, values)
-            single = eq.kind == "activation" or not eq.primitive.multiple_results
-            env.update(zip(eq.outputs, [outs] if single else outs))
+        run(self.equations, env, rules)
         return env, env[self.graph.output_var]
 
     def __call__(self, x):
@@ -184,6 +177,31 @@ def read(env: Mapping[Var, Any], ref: Var | Literal) -> Any:
       The literal's value, or `env[ref]`.
     """
     return ref.value if isinstance(ref, Literal) else env[ref]
+
+
+def run(equations: Sequence[Equation], env: dict, rules: Mapping[str, Callable]) -> dict:
+    """Apply `equations` in order, reading their operands from `env` and adding their results.
+
+    A constant equation is evaluated as it is (`bind`); a linear or activation equation calls
+    `rules[kind](equation, values)` (`evaluate` for concrete values).
+
+    Args:
+      equations: equations of a `Network` (all of them, or a contiguous part).
+      env: the values of the variables read before they are computed (parameters, input).
+      rules: {"linear": rule, "activation": rule}.
+
+    Returns:
+      `env`, updated in place.
+    """
+    for eq in equations:
+        values = [read(env, v) for v in eq.inputs]
+        if eq.kind == "const":
+            outs = bind(eq.primitive, values, eq.params)
+        else:
+            outs = rules[eq.kind](eq, values)
+        single = eq.kind == "activation" or not eq.primitive.multiple_results
+        env.update(zip(eq.outputs, [outs] if single else outs))
+    return env
 
 
 def evaluate(eq, values):

@@ -14,6 +14,7 @@ from jax.typing import ArrayLike, DTypeLike
 
 from .. import _validate
 from .._sharding import check_same_on_all_processes, device_count, mesh
+from ._affine_prefix import split
 from ._noise import get_noise
 from ._stream import check_threefry
 
@@ -158,7 +159,13 @@ def sample_counts(
         Each image's counts are still those of independent samples, so each certificate keeps
         its guarantee, but certificates of different images are then correlated (a statement
         about all of them at once, such as a certified accuracy, is no longer a sum of
-        independent events).
+        independent events). Where the classifier traces (`jaxcert.graph.trace`) and a dense
+        layer or convolution comes before its first activation, that affine part A runs once
+        per image and its linear part once per noise row, A(x_i) + L(sigma eps_j) (without
+        `compute_dtype`; `jaxcert.smoothing._affine_prefix`): equal to A(x_i + sigma eps_j)
+        in exact arithmetic, rounded differently in floating point, so the counts are those
+        of the classifier evaluated this way (a sample within rounding of a tie may go
+        either way).
 
     Returns:
       int32 counts of shape (B, num_classes).
@@ -265,14 +272,23 @@ def _sample_counts(
 
     def counts_of(params, x, keys, sigma, start, num, first):
         share = (num + shards - 1) // shards  # offsets [first, first + share) below num
+        # shared noise: the first affine layers once per image and once per noise row
+        cut = split(apply_fn, params, x) if keys.ndim == 0 and compute_dtype is None else None
+        images = None if cut is None else cut.images(x)
 
         def chunk(i, counts):
             offsets = first + i * per_image + jnp.arange(per_image)
             valid = (offsets < num) & (offsets < first + share)
-            inputs = noisy_inputs(x, keys, sigma, start + offsets[0], per_image, noise)
-            logits = apply_fn(
-                params, inputs if compute_dtype is None else inputs.astype(compute_dtype)
-            )
+            if cut is None:
+                inputs = noisy_inputs(x, keys, sigma, start + offsets[0], per_image, noise)
+                logits = apply_fn(
+                    params, inputs if compute_dtype is None else inputs.astype(compute_dtype)
+                )
+            else:
+                rows = get_noise(noise).rows(
+                    keys, start + offsets[0], per_image, math.prod(x.shape[1:]), x.dtype
+                )
+                logits = cut.logits(images, cut.rows(sigma * rows.reshape(-1, *x.shape[1:])))
             return counts + count_predictions(logits, num_classes, valid)
 
         counts = jnp.zeros((x.shape[0], num_classes), jnp.int32)
