@@ -13,7 +13,7 @@ from test_exact import exact_min_margin, mlp_apply, random_mlp
 import jaxcert as jc
 from jaxcert.bounds._branching import INPUT_CHUNK
 from jaxcert.exact._bab import _clip_boxes, _halving, _input_weights, _split_scores
-from jaxcert.exact._clock import Clock
+from jaxcert.exact._clock import Clock, OutOfTime
 
 
 def _pre_activations(params, x):
@@ -302,3 +302,24 @@ def test_bab_answers_vnnlib_properties_and_keeps_their_time_limit():
     result = decide(top + 0.01, time_limit=0.05)
     assert result.result in ("timeout", "unsat")
     assert time.perf_counter() - began <= 1.05
+
+
+def test_calls_computed_at_once_keep_their_order_errors_and_deadline():
+    """`Clock.run_each` (two calls of a batch at a time): results in the order of the calls,
+    a call's error raised, and OutOfTime at the deadline while calls still compute."""
+    clock = Clock(30)
+    square = jax.jit(lambda v: v * v)
+    calls = [(jnp.full(3, float(i)),) for i in range(5)]
+    out = clock.run_each(square, calls, 2)
+    assert [float(o[0]) for o in out] == [0.0, 1.0, 4.0, 9.0, 16.0]
+
+    def fails(v):
+        raise ValueError("no bound")
+
+    with pytest.raises(ValueError, match="no bound"):
+        clock.run_each(fails, calls, 2)
+    short = Clock(0.2)
+    began = time.perf_counter()
+    with pytest.raises(OutOfTime):
+        short.run_each(lambda v: time.sleep(1.0) or v, calls, 2)
+    assert time.perf_counter() - began < 0.6

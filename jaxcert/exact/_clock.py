@@ -3,6 +3,7 @@
 import atexit
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import jax
 
@@ -52,6 +53,20 @@ class Clock:
         the interpreter waits for it at exit).
         """
         return self._within(lambda: jax.block_until_ready(fn(*args, **kwargs)))
+
+    def run_each(self, fn, calls, workers):
+        """[fn(*args) for args in calls], at most `workers` computing at once (threads), or
+        OutOfTime at the deadline, as `run`."""
+        if len(calls) <= 1 or workers == 1:
+            return [self.run(fn, *args) for args in calls]
+
+        def work():
+            with ThreadPoolExecutor(min(workers, len(calls))) as pool:
+                futures = [pool.submit(lambda a: jax.block_until_ready(fn(*a)), args)
+                           for args in calls]  # fmt: skip
+                return [f.result() for f in futures]
+
+        return self._within(work)
 
     def build(self, fn, *args, **kwargs):
         """Like `run`, for host work whose result is no tree of arrays: a solver model built
