@@ -78,8 +78,10 @@ MEMORY = 1 << 30  # bytes of split states the pool may hold before it goes depth
 # larger batches so), and one size compiles once: about 4 s for a 5-50x6-5 network on 2 cores,
 # against 14 s for the sizes 8, 64 and 512.
 CPU_INPUT_CALL = 64
-# Calls of one batch computed at once, each in its own thread: small calls leave cores idle
-# (XLA runs their small products on one core), and two at a time fill them.
+# Input splits on one CPU device: calls of a batch computed at once, each in its own thread.
+# A call of 64 small boxes leaves cores idle, and two at a time fill them (ACAS-like network of
+# benchmarks/bab.py: 10-30% faster); calls of 512 activation-split domains already keep both
+# cores busy (FSB's estimates, two at a time: 5% slower).
 CONCURRENT_CALLS = 2
 BRANCHING = ("babsr", "fsb")  # how activation splits choose their neuron (`_smart_choice`)
 FSB_CANDIDATES = 8  # neurons per parent whose children "fsb" bounds before choosing
@@ -312,6 +314,7 @@ class _Search:
         self.thresholds = (d + tol).astype(np.float32)
         self.buckets = _buckets(batch_size)
         self.batch_size = self.call_size = batch_size
+        self.concurrent_calls = 1
         self.status, self.counterexample = "verified", None
         self.undecidable, self.max_domains = False, batch_size
         self.domains, self.open_values, self.safe_min = 0, np.zeros(0), np.inf
@@ -340,7 +343,7 @@ class _Search:
         if first not in self.compiled:  # its first call alone: one compilation, not two
             results.append(self.clock.run(fn, *calls.pop(0)))
             self.compiled.add(first)
-        results += self.clock.run_each(fn, calls, CONCURRENT_CALLS)
+        results += self.clock.run_each(fn, calls, self.concurrent_calls)
         self.domains += sum(sizes) if counted else 0
         outs = [jax.tree.map(lambda a, n=n: None if a is None else np.asarray(a)[:n], result)
                 for result, n in zip(results, sizes)]  # fmt: skip
@@ -451,6 +454,7 @@ class _Search:
         if single_cpu_device():
             self.call_size = CPU_INPUT_CALL
             self.buckets = [CPU_INPUT_CALL]
+            self.concurrent_calls = CONCURRENT_CALLS
 
         def bound(lo, hi, _):
             return bound_input_domains(self.net, jnp.asarray(lo), jnp.asarray(hi), C, thresholds)
