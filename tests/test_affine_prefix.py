@@ -9,6 +9,8 @@ import pytest
 import jaxcert as jc
 from jaxcert.smoothing._affine_prefix import split
 
+pytestmark = pytest.mark.usefixtures("either_x64")  # with jax_enable_x64 off and on
+
 SIGMA = 0.3
 NUM = 600
 
@@ -69,9 +71,9 @@ def test_shared_noise_counts_match_a_float64_loop_over_the_rows(kind):
         batch_size=250,
     )
     size = int(np.prod(shape))
-    rows = np.asarray(jc.smoothing.NOISES["gaussian"].rows(key, 0, NUM, size, jnp.float32))
-    for i, image in enumerate(np.asarray(x, np.float64).reshape(len(x), -1)):
-        noisy = (np.float32(image) + np.float32(SIGMA) * rows).astype(np.float64)
+    rows = np.asarray(jc.smoothing.NOISES["gaussian"].rows(key, 0, NUM, size, x.dtype))
+    for i, image in enumerate(np.asarray(x).reshape(len(x), -1)):  # noisy inputs in x's dtype
+        noisy = (image + rows.dtype.type(SIGMA) * rows).astype(np.float64)
         logits = forward(noisy)
         want = np.bincount(logits.argmax(axis=1), minlength=4)
         top2 = np.sort(logits, axis=1)[:, -2:]
@@ -109,7 +111,7 @@ def test_networks_that_cannot_be_cut_are_evaluated_as_they_are(apply_fn):
     key = jax.random.key(5)
     counts = jc.smoothing.sample_counts(apply_fn, params, x, key, sigma=SIGMA, num=200,
                                         num_classes=3, shared_noise=True)  # fmt: skip
-    rows = jc.smoothing.NOISES["gaussian"].rows(key, 0, 200, 4, jnp.float32)
+    rows = jc.smoothing.NOISES["gaussian"].rows(key, 0, 200, 4, x.dtype)
     for i in range(len(x)):
         predictions = np.asarray(jnp.argmax(apply_fn(params, x[i] + SIGMA * rows), axis=1))
         np.testing.assert_array_equal(counts[i], np.bincount(predictions, minlength=3))
