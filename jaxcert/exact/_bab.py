@@ -319,7 +319,7 @@ class _Search:
         self.undecidable, self.max_domains = False, batch_size
         self.domains, self.open_values, self.safe_min = 0, np.zeros(0), np.inf
         self.progress = progress
-        self.compiled = set()  # (bound function, batch size) already called
+        self.called = set()  # (bound function, batch size) already called once
         self.tty = progress and sys.stderr.isatty()
         self.next_report = 0.0
 
@@ -340,9 +340,9 @@ class _Search:
             sizes.append(len(part[0]))
             calls.append(_padded(part, next(b for b in self.buckets if b >= sizes[-1])))
         results, first = [], (fn, len(calls[0][0]))
-        if first not in self.compiled:  # its first call alone: one compilation, not two
+        if first not in self.called:  # its first call alone: one compilation, not two
             results.append(self.clock.run(fn, *calls.pop(0)))
-            self.compiled.add(first)
+            self.called.add(first)
         results += self.clock.run_each(fn, calls, self.concurrent_calls)
         self.domains += sum(sizes) if counted else 0
         outs = [jax.tree.map(lambda a, n=n: None if a is None else np.asarray(a)[:n], result)

@@ -204,8 +204,17 @@ def run(equations: Sequence[Equation], env: dict, rules: Mapping[str, Callable])
     return env
 
 
-def evaluate(eq, values):
-    """Apply an equation to concrete values (an activation through its registry entry)."""
+def evaluate(eq: Equation, values: Sequence[Any]) -> Any:
+    """Apply an equation to concrete values: the rule `Network.__call__` gives `run`.
+
+    Args:
+      eq: a linear or activation equation of a `Network`.
+      values: its operands (`Equation.inputs`), as arrays.
+
+    Returns:
+      Its result: an activation through its registry entry (`jaxcert._activations`), any other
+      primitive through `bind`.
+    """
     if eq.kind == "activation":
         return eq.activation.apply(*values)
     return bind(eq.primitive, values, eq.params)

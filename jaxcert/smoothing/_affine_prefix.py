@@ -70,7 +70,7 @@ def split(apply_fn, params, x):
     """
     try:
         net = graph.trace(apply_fn, params, x[:1])
-    except ValueError:  # graph.UnsupportedOperation among them: evaluated as it is
+    except (ValueError, TypeError):  # graph.UnsupportedOperation among them: run as it is
         return None
     equations = net.equations
     first = next((i for i, e in enumerate(equations) if e.kind == "activation"), len(equations))
