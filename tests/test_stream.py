@@ -5,11 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
+from jax.extend.random import threefry2x32_p
 from threefry import stream_noise, stream_words, threefry2x32
 
 import jaxcert as jc
 from jaxcert.smoothing import NOISES
 from jaxcert.smoothing._stream import flat_counters, stream_bits
+from jaxcert.smoothing._stream import threefry2x32 as jnp_threefry
 
 KEY = jax.random.key(5)
 KEY_DATA = np.asarray(jax.random.key_data(KEY))
@@ -22,6 +24,18 @@ def test_the_numpy_oracle_is_jaxs_threefry():
     b1, b2 = threefry2x32(KEY_DATA, (flat >> np.uint64(32)).astype(np.uint32),
                           flat.astype(np.uint32))  # fmt: skip
     np.testing.assert_array_equal((b1 ^ b2).reshape(n, size), jax.random.bits(KEY, (n, size)))
+
+
+def test_the_straight_line_threefry_is_jaxs_primitive_bit_for_bit():
+    rng = np.random.default_rng(0)
+    edges = np.array([0, 1, 2**31 - 1, 2**31, 2**32 - 1], np.uint32)
+    for _ in range(20):
+        k0, k1 = rng.integers(0, 2**32, 2, dtype=np.uint32)
+        x0 = np.concatenate([edges, rng.integers(0, 2**32, 500, dtype=np.uint32)])
+        x1 = np.concatenate([edges[::-1], rng.integers(0, 2**32, 500, dtype=np.uint32)])
+        got = jax.jit(jnp_threefry)(k0, k1, x0, x1)
+        want = threefry2x32_p.bind(jnp.uint32(k0), jnp.uint32(k1), jnp.asarray(x0), jnp.asarray(x1))
+        np.testing.assert_array_equal(np.stack(got), np.stack(want))
 
 
 @pytest.mark.parametrize("first,size", [(0, 1), (3, 9), (1000, 784), (2**31 - 3, 150_528)])
