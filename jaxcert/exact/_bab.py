@@ -84,7 +84,16 @@ CPU_INPUT_CALL = 64
 # cores busy (FSB's estimates, two at a time: 5% slower).
 CONCURRENT_CALLS = 2
 BRANCHING = ("babsr", "fsb")  # how activation splits choose their neuron (`_smart_choice`)
-FSB_CANDIDATES = 8  # neurons per parent whose children "fsb" bounds before choosing
+# Neurons per parent whose children "fsb" bounds before choosing. On the MNIST-sized MLP of
+# benchmarks/bab.py (img1, eps 0.008, 5 steps; 2-core Intel Xeon) the first class was verified
+# in 124 s with 16 (210,997 domains), 172 s with 8 (335,655), 186 s with 32 (197,187); 4 had
+# not finished at 236 s.
+FSB_CANDIDATES = 16
+# Gradient steps on alpha and beta per activation-split domain. Fewer, cheaper bounds won on
+# the MNIST-sized MLP of benchmarks/bab.py (2-core Intel Xeon): img0, eps 0.006, BaBSR: 11.6 s
+# with 5 against 16.1 s with 20; img1, eps 0.008, "fsb" (8 candidates): 172 s with 5, 178 s
+# with 2, 232 s with 20.
+RELU_STEPS = 5
 
 
 class BranchResult(NamedTuple):
@@ -134,7 +143,7 @@ def check_split(net: Network, spec: InputSet, split: str) -> str:
 
 def branch_and_bound(net: Network, example: InputSet, C, d, tol, *, clock: Clock,
                      confirm: Callable, split: str = "relu", relu_bounds=None,
-                     batch_size: int = 512, steps: int = 20, leaf_tolerance=None,
+                     batch_size: int = 512, steps: int = RELU_STEPS, leaf_tolerance=None,
                      branching: str = "babsr", progress: bool = False) -> BranchResult:  # fmt: skip
     """Decide whether some input of `example` reaches C @ f(x) <= d (module docstring).
 
@@ -558,7 +567,8 @@ class _Search:
         and multipliers and no gradient step (the new split's multiplier is zero). Taking the
         better child, not the worse, needed the fewest domains on the MNIST-sized MLP of
         benchmarks/bab.py (img0, eps 0.006, 4 candidates: 12,062 against 27,880; the mean of
-        the two 13,764; BaBSR alone 20,084; 8 candidates and the better child 8,990)."""
+        the two 13,764; BaBSR alone 20,084; 8 candidates and the better child 8,990; how many
+        candidates: FSB_CANDIDATES)."""
         scores = parents["scores"]
         count = min(FSB_CANDIDATES, scores.shape[1])
         if self.branching == "babsr" or count < 2:
