@@ -214,9 +214,6 @@ def test_highs_agrees_with_glop():
 
 
 def test_crown_intermediate_bounds_are_sound():
-    crown = pytest.importorskip("jaxcert.bounds._crown")
-    if not hasattr(crown, "intermediate_bounds"):
-        pytest.skip("intermediate_bounds is not written yet")
     net, params = _network("residual")
     spec = LinfBall(np.full((1, 4), 0.5), 0.2)
     bounds = lp(net, spec, intermediate="crown")
