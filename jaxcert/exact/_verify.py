@@ -163,7 +163,7 @@ def verify(net: Network, spec: InputSet, y: ArrayLike, *, solver: str = "race",
         40-65% fewer domains on the MNIST-sized MLP of `benchmarks/bab.py`; it pays a second
         compilation and its estimates, so it was slower on the easier questions there (img0,
         eps 0.006: 15.4 s against 11.6 s) and much faster on the hardest (img1, eps 0.008:
-        verified in 124 s; BaBSR with 20 steps left it open at 90 s, worst bound -0.027).
+        verified in 130 s; BaBSR with 20 steps left it open at 90 s, worst bound -0.027).
       progress: print branch and bound's progress (domains per second, open domains, worst
         bound) to standard error.
 

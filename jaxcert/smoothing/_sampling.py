@@ -221,15 +221,18 @@ def noisy_inputs(x, keys, sigma, first, count, noise="gaussian"):
     `keys[i]` (`_stream`; rows of the values of one image), or of `keys` for every image when
     it is a single key (shared noise).
     """
-    rows = get_noise(noise).rows
-    size = math.prod(x.shape[1:])  # drawn flat: XLA vectorises a flat draw best
-
     def copies(key):
-        return rows(key, first, count, size, x.dtype)
+        return noise_rows(key, first, count, x, noise)
 
     eps = copies(keys)[None] if keys.ndim == 0 else jax.vmap(copies)(keys)
-    flat = x.reshape(x.shape[0], 1, size)
+    flat = x.reshape(x.shape[0], 1, -1)
     return (flat + sigma * eps).reshape(-1, *x.shape[1:])
+
+
+def noise_rows(key, first, count, x, noise):
+    """Rows [first, first + count) of one key's noise stream for images shaped like x's, drawn
+    flat (XLA vectorises a flat draw best): (count, size of one image), in x's dtype."""
+    return get_noise(noise).rows(key, first, count, math.prod(x.shape[1:]), x.dtype)
 
 
 def count_predictions(logits, num_classes, valid):
@@ -285,9 +288,7 @@ def _sample_counts(
                     params, inputs if compute_dtype is None else inputs.astype(compute_dtype)
                 )
             else:
-                rows = get_noise(noise).rows(
-                    keys, start + offsets[0], per_image, math.prod(x.shape[1:]), x.dtype
-                )
+                rows = noise_rows(keys, start + offsets[0], per_image, x, noise)
                 logits = cut.logits(images, cut.rows(sigma * rows.reshape(-1, *x.shape[1:])))
             return counts + count_predictions(logits, num_classes, valid)
 
