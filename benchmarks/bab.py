@@ -21,7 +21,8 @@ its solver processes replaced, and their start-up (seconds of CPU) would otherwi
 against the next question's branch and bound.
 
     python benchmarks/bab.py [--networks mnist_random,digits,digits_pgd,acas_like]
-        [--images 4] [--time-limit 60] [--milp-time-limit 30]
+        [--images 4] [--time-limit 60] [--milp-time-limit 30] [--strategies bab,milp]
+        [--branching fsb]
 """
 
 import argparse
@@ -160,7 +161,10 @@ def main():
     parser.add_argument("--properties", type=int, default=12, help="ACAS-like properties")
     parser.add_argument("--time-limit", type=float, default=60.0, help="branch and bound, s")
     parser.add_argument("--milp-time-limit", type=float, default=30.0)
+    parser.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated")
+    parser.add_argument("--branching", default="fsb", help="of branch and bound: fsb or babsr")
     args = parser.parse_args()
+    strategies = args.strategies.split(",")
     limits = {"bab": args.time_limit, "milp": args.milp_time_limit}
     results = {}
     for name in args.networks.split(","):
@@ -173,10 +177,11 @@ def main():
             for label, _, lower, upper in questions:
                 box = jc.Box(lower[None].astype(np.float32), upper[None].astype(np.float32))
                 rows.append({"question": label, "unstable": unstable_count(net, box)})
-            for strategy in STRATEGIES:
+            for strategy in strategies:
                 for row, (_, prop, _, _) in zip(rows, questions):
                     r = jc.exact.verify_property(net, prop, strategy=strategy,
-                                                 time_limit=limits[strategy])  # fmt: skip
+                                                 time_limit=limits[strategy],
+                                                 branching=args.branching)  # fmt: skip
                     row[strategy] = {"status": r.result, "seconds": round(r.seconds, 3),
                                      "domains": r.domains}  # fmt: skip
         else:
@@ -186,23 +191,18 @@ def main():
             for label, x, _, eps in questions:
                 spec = jc.LinfBall(x, eps)
                 rows.append({"question": label, "unstable": unstable_count(net, spec)})
-            for strategy in STRATEGIES:
+            for strategy in strategies:
                 for row, (_, x, y, eps) in zip(rows, questions):
                     (r,) = jc.exact.verify(net, jc.LinfBall(x, eps), np.array([y]),
-                                           strategy=strategy,
-                                           time_limit=limits[strategy])  # fmt: skip
+                                           strategy=strategy, time_limit=limits[strategy],
+                                           branching=args.branching)  # fmt: skip
                     row[strategy] = {"status": r.status, "seconds": round(r.seconds, 3),
                                      "domains": r.domains}  # fmt: skip
-        results[name] = {
-            **info,
-            "bab": summary(rows, "bab"),
-            "milp": summary(rows, "milp"),
-            "questions": rows,
-        }
-        print(json.dumps({name: results[name]["bab"], "milp": results[name]["milp"]}),
-              flush=True, file=sys.stderr)  # fmt: skip
+        results[name] = {**info, **{s: summary(rows, s) for s in strategies}, "questions": rows}
+        print(json.dumps({name: {s: results[name][s] for s in strategies}}), flush=True,
+              file=sys.stderr)  # fmt: skip
     print(json.dumps({"benchmark": "bab", "machine": machine(), "time_limit_s": limits,
-                      "results": results}, indent=2))  # fmt: skip
+                      "branching": args.branching, "results": results}, indent=2))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from test_exact import exact_min_margin, mlp_apply, random_mlp
 
 import jaxcert as jc
 from jaxcert.bounds._branching import INPUT_CHUNK
-from jaxcert.exact._bab import _clip_boxes, _halving, _input_weights, _split_scores
+from jaxcert.exact._bab import _clip_boxes, _halving, _input_weights, _Pool, _split_scores
 from jaxcert.exact._clock import Clock, OutOfTime
 
 
@@ -71,6 +71,78 @@ def test_split_domain_bounds_hold_at_every_sampled_point_of_the_domain(kind):
             splits, *start, steps=0,
         )  # fmt: skip
         assert np.all(np.asarray(bounds.lower) >= np.asarray(at_start.lower))
+
+
+def test_split_estimates_hold_in_each_child_and_rank_one_ones_match_the_backward_pass():
+    # Every free unstable neuron of 8 parents (1 to 3 splits each, at a sampled point) is a
+    # candidate: its two children's estimates must hold at every sampled point of the child,
+    # and for a first-layer neuron the rank-one update must give the backward pass's bound,
+    # less at most the wider rounding allowance.
+    params = random_mlp(3, (4, 10, 10, 3))
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.uniform(0.3, 0.7, (1, 4)), jnp.float32)
+    net = jc.trace(mlp_apply, params, x)
+    spec = jc.LinfBall(x, 0.2)
+    example = jax.tree.map(lambda a: a[0], spec)
+    hidden = jc.bounds.intermediate_bounds(net, spec)
+    lower = np.concatenate([np.asarray(b.lower).reshape(1, -1) for b in hidden], 1)
+    upper = np.concatenate([np.asarray(b.upper).reshape(1, -1) for b in hidden], 1)
+    unstable = np.flatnonzero((lower[0] < 0) & (upper[0] > 0))
+    first_unstable = unstable[unstable < 10]
+    assert first_unstable.size >= 4 and (unstable >= 10).sum() >= 4
+    points = _sample(spec, rng, 40000)
+    out, pre = _pre_activations(params, points)
+    C = jnp.asarray(rng.normal(size=(2, 3)), jnp.float32)
+    values = out @ np.asarray(C, np.float64).T
+    splits = np.zeros((8, 20), np.int8)
+    for d in range(8):
+        chosen = rng.choice(unstable, size=1 + d % 3, replace=False)
+        splits[d, chosen] = np.where(pre[d, chosen] >= 0, 1, -1)
+    free = [np.setdiff1d(unstable, np.flatnonzero(s)) for s in splits]
+    count = min(len(f) for f in free)
+    candidates = np.stack([f[:count] for f in free]).astype(np.int32)
+    first_count = min(np.isin(f, first_unstable).sum() for f in free)
+    first_candidates = np.stack([f[np.isin(f, first_unstable)][:first_count]
+                                 for f in free]).astype(np.int32)  # fmt: skip
+    tile = (8, 1)
+    alpha = rng.uniform(0, 1, (8, 2, 20)).astype(np.float32)
+    beta = np.where(splits[:, None] != 0, rng.uniform(0, 2, (8, 2, 20)), 0).astype(np.float32)
+    arrays = (np.tile(lower, tile), np.tile(upper, tile), splits, alpha, beta)
+    first = jc.bounds.first_layer(net, example)
+    np.testing.assert_allclose(first.jacobian, np.asarray(params[0][0]).T, rtol=1e-6)
+    np.testing.assert_allclose(first.offset, params[0][1], rtol=1e-6, atol=1e-6)
+    full = np.asarray(jc.bounds.split_estimates(net, example, C, *arrays, candidates))
+    both = np.asarray(jc.bounds.split_estimates(net, example, C, *arrays, candidates, first,
+                                                first_candidates))  # fmt: skip
+    assert full.shape == (8, 2, count, 2) and both.shape == (8, 2, count + first_count, 2)
+    np.testing.assert_array_equal(both[:, :, :count], full)
+    for d in range(8):
+        s = splits[d]
+        parent = np.all(pre[:, s > 0] >= 0, axis=1) & np.all(pre[:, s < 0] <= 0, axis=1)
+        for c, neuron in enumerate(candidates[d]):
+            for side, inside in enumerate((pre[:, neuron] >= 0, pre[:, neuron] <= 0)):
+                held = values[parent & inside] >= full[d, side, c] - 1e-5
+                assert held.all(), (d, neuron, side)
+        cheap = both[d, :, count:]
+        expected = full[d, :, [list(candidates[d]).index(n) for n in first_candidates[d]]]
+        assert np.all(cheap <= np.swapaxes(expected, 0, 1) + 1e-6)
+        np.testing.assert_allclose(cheap, np.swapaxes(expected, 0, 1), atol=1e-3)
+    with pytest.raises(ValueError, match="go together"):
+        jc.bounds.split_estimates(net, example, C, *arrays, candidates, first)
+
+
+def test_a_domain_whose_bounds_cross_is_empty_and_its_bound_infinite():
+    params = random_mlp(3, (4, 10, 10, 3))
+    x = jnp.full((1, 4), 0.5, jnp.float32)
+    net = jc.trace(mlp_apply, params, x)
+    example = jax.tree.map(lambda a: a[0], jc.LinfBall(x, 0.2))
+    lower, upper = -jnp.ones((2, 20)), jnp.ones((2, 20))
+    splits = jnp.zeros((2, 20), jnp.int8).at[1, 3].set(1)
+    upper = upper.at[1, 3].set(-0.5)  # split z >= 0 where z <= -0.5: no input is left
+    out = jc.bounds.bound_relu_domains(net, example, jnp.eye(3)[:2], jnp.zeros(2), lower, upper,
+                                       splits, None, None, steps=2)  # fmt: skip
+    assert np.all(np.isfinite(np.asarray(out.lower[0])))
+    assert np.all(np.asarray(out.lower[1]) == np.inf)
 
 
 def test_domain_arguments_are_checked_and_the_adaptive_slopes_are_the_starting_ones():
@@ -302,6 +374,42 @@ def test_bab_answers_vnnlib_properties_and_keeps_their_time_limit():
     result = decide(top + 0.01, time_limit=0.05)
     assert result.result in ("timeout", "unsat")
     assert time.perf_counter() - began <= 1.05
+
+
+def test_the_pool_adds_and_takes_like_a_list():
+    # Positions move when domains are taken; what is held, and each domain's arrays together,
+    # must stay those of a list.
+    rng = np.random.default_rng(0)
+    pool, reference, serial = _Pool(), [], 0
+    for _ in range(200):
+        count = int(rng.integers(0, 40))
+        new = np.arange(serial, serial + count)
+        serial += count
+        pool.add({"values": new.astype(np.float64), "rows": np.stack([new, -new], axis=1)})
+        reference += list(new)
+        assert pool.size == len(reference)
+        if pool.size and rng.uniform() < 0.7:
+            take = rng.choice(pool.size, int(rng.integers(1, pool.size + 1)), replace=False)
+            expected = pool["values"][take].copy()
+            taken = pool.take(take)
+            np.testing.assert_array_equal(taken["values"], expected)
+            np.testing.assert_array_equal(taken["rows"][:, 1], -taken["rows"][:, 0])
+            for v in expected:
+                reference.remove(v)
+        assert sorted(pool["values"]) == sorted(reference)
+        np.testing.assert_array_equal(pool["rows"][:, 0], pool["values"])
+
+
+def test_a_computation_begun_by_the_clock_is_waited_for_within_its_deadline():
+    clock = Clock(30)
+    wait = clock.start(jax.jit(lambda v: v + 1), jnp.ones(3))
+    np.testing.assert_array_equal(wait(), np.full(3, 2.0))
+    short = Clock(0.2)
+    began = time.perf_counter()
+    wait = short.start(lambda: time.sleep(1.0))
+    with pytest.raises(OutOfTime):
+        wait()
+    assert time.perf_counter() - began < 0.6
 
 
 def test_calls_computed_at_once_keep_their_order_errors_and_deadline():

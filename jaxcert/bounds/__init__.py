@@ -1,10 +1,13 @@
 """Relaxed certification: bounds on a traced network's outputs over an input set."""
 
 from ._branching import DomainBounds as DomainBounds
+from ._branching import FirstLayer as FirstLayer
 from ._branching import adaptive_slopes as adaptive_slopes
 from ._branching import bound_input_domains as bound_input_domains
 from ._branching import bound_relu_domains as bound_relu_domains
+from ._branching import first_layer as first_layer
 from ._branching import neuron_layout as neuron_layout
+from ._branching import split_estimates as split_estimates
 from ._crown import alpha_crown as alpha_crown
 from ._crown import crown as crown
 from ._crown import intermediate_bounds as intermediate_bounds

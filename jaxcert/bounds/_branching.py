@@ -46,13 +46,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from .._rounding import full_precision
+from .._rounding import full_precision, lowered
 from .._sets import Box, InputSet
 from .._sharding import shard_batch, single_cpu_device, unpad
 from ..graph import Network, read
-from ._crown import _activation_bounds, _backward, relaxation
+from ._crown import _activation_bounds, _backward, _linear_bound, relaxation
 from ._ibp import ibp_environment
 from ._interval import Interval
+from ._spec import input_scale
 
 INPUT_CHUNK = 64  # boxes per step of `bound_input_domains` on one CPU device (see `_in_chunks`)
 # Gradient steps on the output pass's slopes per box (`bound_input_domains`). On the ACAS-like
@@ -60,6 +61,8 @@ INPUT_CHUNK = 64  # boxes per step of `bound_input_domains` on one CPU device (s
 # 7,143; p1: 2,445 against 2,797), 2 steps 17%, 20 steps 22%.
 INPUT_STEPS = 5
 INPUT_OPTIMIZER = optax.adam(0.5)
+# The largest first-layer matrix (`first_layer`) kept for rank-one split estimates: 64 MB.
+FIRST_LAYER_ENTRIES = 1 << 24
 
 
 def _in_chunks(fn, chunk):
@@ -154,6 +157,63 @@ def _check_domains(net, C, lower, upper, splits, thresholds=None):
         raise TypeError(f"splits must be integers (+1, -1 or 0), got {splits.dtype}")
 
 
+class FirstLayer(NamedTuple):
+    """The first activation's input as an affine function of the network's input over one
+    example's set: z = jacobian @ x + offset, with n1 neurons and n inputs (`first_layer`).
+
+    Attributes:
+      jacobian: (n1, n).
+      offset: (n1,).
+      magnitude: (n1,) the magnitude of the terms of jacobian @ x + offset over the set, for
+        the rounding allowance.
+    """
+
+    jacobian: jax.Array
+    offset: jax.Array
+    magnitude: jax.Array
+
+
+class _NotAffine(Exception):
+    """The first activation's input is not an affine function of the network's input."""
+
+
+def first_layer(net: Network, example: InputSet) -> FirstLayer | None:
+    """The first activation's input as an affine function of the input (`FirstLayer`), which
+    makes `split_estimates` of its neurons rank-one updates; None where the network has no
+    activation, where that input is not affine in the network's input, or where the matrix
+    would hold more than FIRST_LAYER_ENTRIES entries.
+
+    Args:
+      net: a traced network.
+      example: the input set of one example (no batch axis).
+    """
+    activations = net.activations()
+    if not activations:
+        return None
+    size = math.prod(activations[0].inputs[0].shape) * math.prod(net.input_shape)
+    if size > FIRST_LAYER_ENTRIES:
+        return None
+    try:
+        return _first_layer(net, example)
+    except _NotAffine:
+        return None
+
+
+@jax.jit
+@full_precision
+def _first_layer(net, example):
+    env = ibp_environment(net, *(b[None] for b in example.box()))
+    var = net.activations()[0].inputs[0]
+    n1 = math.prod(var.shape)
+
+    def relax(eq):
+        raise _NotAffine
+
+    eye = jnp.eye(n1, dtype=var.dtype).reshape(n1, *var.shape)
+    jacobian, offset, scale = _linear_bound(net, env, var, eye, relax)
+    return FirstLayer(jacobian.reshape(n1, -1), offset, scale + input_scale(example, jacobian))
+
+
 def bound_relu_domains(
     net: Network, example: InputSet, C: jax.Array, thresholds: jax.Array, lower: jax.Array,
     upper: jax.Array, splits: jax.Array, alpha: jax.Array | None, beta: jax.Array | None, *,
@@ -167,8 +227,9 @@ def bound_relu_domains(
       C: the rows (K, num_outputs).
       thresholds: (K,): the best row of a domain is the one with the largest lower bound minus
         its threshold (its scores and point follow that row).
-      lower, upper: (D, N) bounds of every activation's input over the input set (flat, in
-        `neuron_layout` order); the splits tighten them.
+      lower, upper: (D, N) bounds of every activation's input over each domain (flat, in
+        `neuron_layout` order); the splits tighten them. A domain where they cross, after the
+        splits, is empty: its bounds are +inf.
       splits: (D, N) int8: +1 for z >= t, -1 for z <= t, 0 free.
       alpha: (D, K, N) starting slopes, or None for CROWN's adaptive ones.
       beta: (D, K, N) starting multipliers (>= 0), or None for zeros.
@@ -260,6 +321,150 @@ def _adaptive_slopes(net, example, lower, upper, splits, rows):
     return jax.vmap(one)(lower, upper, splits)
 
 
+class _Domain:
+    """One activation-split domain while tracing: its tightened bounds (`_tightened`), whether
+    they cross (the domain is empty), and its beta-CROWN bound as a function of the flat
+    (alpha, beta) parameters (module docstring)."""
+
+    def __init__(self, net, env, example, rows, low, high, s):
+        self.net, self.env, self.example, self.rows, self.s = net, env, example, rows, s
+        self.parts = _tightened(net, env, low, high, s)
+        bounds = [b for b, _, _, _ in self.parts.values()]
+        self.empty = jnp.any(jnp.stack([jnp.any(b.lower > b.upper) for b in bounds]))
+        self.ranges = {}
+        for eq, (bound, _, _, _) in self.parts.items():
+            constants = [read(env, v) for v in eq.inputs[1:]]
+            (self.ranges[eq],) = eq.activation.param_range(bound.lower, bound.upper, *constants)
+
+    def bound(self, params, record=None):
+        """Rounding-safe lower bounds (K,) of the rows over the domain, for any slopes in range
+        and multipliers >= 0 (`project`)."""
+        a, constant, scale = self.linear(params, record)
+        scale = scale + input_scale(self.example, a)
+        return lowered(constant + self.example.minimum(a), scale, self.rows.dtype)
+
+    def linear(self, params, record=None):
+        """The bound before its minimum over the input set: `_linear_bound`'s (a, constant,
+        scale)."""
+        net, env, k = self.net, self.env, self.rows.shape[0]
+        slopes, multipliers = _unflat(net, params[0]), _unflat(net, params[1])
+
+        def relax(eq):
+            return relaxation(eq, self.parts[eq][0], env, None, (slopes[eq],))
+
+        def split(eq):
+            _, t, _, sign = self.parts[eq]
+            coefficients = -multipliers[eq] * sign  # beta * (-1 for z >= t, +1 for z <= t)
+            constant = -jnp.sum((coefficients * t).reshape(k, -1), axis=1)
+            return coefficients, constant
+
+        return _linear_bound(net, env, net.graph.output_var, self.rows, relax, split, record)
+
+    def project(self, params):
+        """The parameters clipped to their ranges; a free neuron's multiplier is zero."""
+        slopes = _unflat(self.net, params[0])
+        slopes = {eq: jnp.clip(a, *self.ranges[eq]) for eq, a in slopes.items()}
+        free = (self.s == 0)[None]
+        k = self.rows.shape[0]
+        return _flat(self.net, slopes, k), jnp.where(free, 0.0, jnp.maximum(params[1], 0.0))
+
+
+def split_estimates(net: Network, example: InputSet, C: jax.Array, lower: jax.Array,
+                    upper: jax.Array, splits: jax.Array, alpha: jax.Array, beta: jax.Array,
+                    candidates: jax.Array, first: FirstLayer | None = None,
+                    first_candidates: jax.Array | None = None) -> jax.Array:  # fmt: skip
+    """Lower bounds of the children of candidate splits, with their parent's slopes and
+    multipliers and no gradient step (the new split's multiplier zero): what filtered smart
+    branching compares (De Palma et al., 2021).
+
+    A candidate of `candidates` costs a backward pass per child. A candidate of the first
+    activation (`first_candidates`, with `first`) costs a rank-one update of the parent's
+    pass: splitting it changes only its own lines, by d_slope z + d_intercept per row, and
+    z = jacobian @ x + offset, so the row's input coefficients gain lambda d_slope times the
+    neuron's jacobian row (lambda: the row's coefficient on the neuron's output).
+
+    Args:
+      net, example, C, lower, upper, splits, alpha, beta: D parents, as for
+        `bound_relu_domains` (alpha and beta required).
+      candidates: (D, c) int: neurons of each parent to split (free ones).
+      first: `first_layer(net, example)`, with first_candidates.
+      first_candidates: (D, c1) int: free neurons of the first activation to split, or None.
+
+    Returns:
+      (D, 2, c + c1, K) rounding-safe lower bounds of the rows over the child with z >= t
+      (index 0) and the one with z <= t (index 1) of each candidate, `candidates` first; +inf
+      for an empty child.
+
+    Raises:
+      ValueError, TypeError: arguments of the wrong shape or type, before any compilation.
+    """
+    _check_domains(net, C, lower, upper, splits)
+    if (first is None) != (first_candidates is None):
+        raise ValueError("first and first_candidates go together")
+    arrays = (lower, upper, splits, alpha, beta, candidates, first_candidates)
+    arrays, count = shard_batch(arrays)
+    return unpad(_split_estimates(net, example, C, first, *arrays), count)
+
+
+@jax.jit
+@full_precision
+def _split_estimates(net, example, C, first, lower, upper, splits, alpha, beta, candidates,
+                     first_candidates):  # fmt: skip
+    env = ibp_environment(net, *(b[None] for b in example.box()))
+    out_var = net.graph.output_var
+    rows = C.astype(out_var.dtype).reshape(C.shape[0], *out_var.shape)
+    k = rows.shape[0]
+    signs = jnp.asarray([1, -1], splits.dtype)
+
+    def child(low, high, s, params, neuron, sign):
+        domain = _Domain(net, env, example, rows, low, high, s.at[neuron].set(sign))
+        value = domain.bound(domain.project(params))
+        return jnp.where(domain.empty, jnp.inf, value)
+
+    def rank_one(low, high, s, params, neurons):
+        domain = _Domain(net, env, example, rows, low, high, s)
+        params = domain.project(params)
+        record = {}
+        a, constant, scale = domain.linear(params, record)
+        scale = scale + input_scale(example, a)
+        eq = net.activations()[0]
+        bound, t, _, _ = domain.parts[eq]
+        reach = record[eq].reshape(k, -1)
+        slopes = _unflat(net, params[0])[eq]
+
+        def lines_on(interval):  # (slope, intercept) per row, as the pass picks them
+            lines = [jnp.broadcast_to(v, slopes.shape).reshape(k, -1)
+                     for v in relaxation(eq, interval, env, None, (slopes,))]  # fmt: skip
+            up = reach >= 0
+            return jnp.where(up, lines[0], lines[2]), jnp.where(up, lines[1], lines[3])
+
+        old = lines_on(bound)
+        new = (lines_on(Interval(jnp.maximum(bound.lower, t), bound.upper)),
+               lines_on(Interval(bound.lower, jnp.minimum(bound.upper, t))))  # fmt: skip
+
+        def one(side, i):
+            slope = reach[:, i] * (side[0][:, i] - old[0][:, i])
+            shift = reach[:, i] * (side[1][:, i] - old[1][:, i])
+            row = first.jacobian[i].reshape(a.shape[1:])
+            a_new = a + slope.reshape(k, *[1] * (a.ndim - 1)) * row
+            # |a_new| <= |a| + |slope| |jacobian row|: the terms of both passes cover the new
+            total = scale + jnp.abs(slope) * first.magnitude[i] + jnp.abs(shift)
+            value = constant + slope * first.offset[i] + shift + example.minimum(a_new)
+            return lowered(value, total, rows.dtype)
+
+        return jnp.stack([jax.vmap(partial(one, side))(neurons) for side in new])
+
+    def parent(low, high, s, alpha0, beta0, neurons, first_neurons):
+        each = jax.vmap(jax.vmap(child, (None,) * 4 + (0, None)), (None,) * 5 + (0,))
+        out = each(low, high, s, (alpha0, beta0), neurons, signs)
+        if first_neurons is None:
+            return out
+        cheap = rank_one(low, high, s, (alpha0, beta0), first_neurons)
+        return jnp.concatenate([out, cheap], axis=1)
+
+    return jax.vmap(parent)(lower, upper, splits, alpha, beta, candidates, first_candidates)
+
+
 @partial(jax.jit, static_argnums=(9, 10))
 @full_precision
 def _relu_domains(net, example, C, thresholds, lower, upper, splits, alpha, beta, steps,
@@ -271,33 +476,8 @@ def _relu_domains(net, example, C, thresholds, lower, upper, splits, alpha, beta
     k = rows.shape[0]
 
     def one(low, high, s, alpha0, beta0):
-        parts = _tightened(net, env, low, high, s)
-        ranges = {}
-        for eq, (bound, _, _, _) in parts.items():
-            constants = [read(env, v) for v in eq.inputs[1:]]
-            (ranges[eq],) = eq.activation.param_range(bound.lower, bound.upper, *constants)
-
-        def bounds_of(params, record=None):
-            slopes, multipliers = _unflat(net, params[0]), _unflat(net, params[1])
-
-            def relax(eq):
-                return relaxation(eq, parts[eq][0], env, None, (slopes[eq],))
-
-            def split(eq):
-                _, t, _, sign = parts[eq]
-                coefficients = -multipliers[eq] * sign  # beta * (-1 for z >= t, +1 for z <= t)
-                constant = -jnp.sum((coefficients * t).reshape(k, -1), axis=1)
-                return coefficients, constant
-
-            return _backward(net, env, example, out_var, rows, relax, split, record)
-
-        def project(params):
-            slopes = {
-                eq: jnp.clip(a, *ranges[eq]) for eq, a in _unflat(net, params[0]).items()
-            }
-            free = (s == 0)[None]
-            return _flat(net, slopes, k), jnp.where(free, 0.0, jnp.maximum(params[1], 0.0))
-
+        domain = _Domain(net, env, example, rows, low, high, s)
+        bounds_of, project = domain.bound, domain.project
         params = project((alpha0, beta0))
 
         def loss(params):
@@ -317,10 +497,10 @@ def _relu_domains(net, example, C, thresholds, lower, upper, splits, alpha, beta
         )
         record = {}
         final = bounds_of(params, record)
-        best = jnp.where(final > best, final, best)
+        best = jnp.where(domain.empty, jnp.inf, jnp.where(final > best, final, best))
         row = jnp.argmax(best - thresholds)
         scores = {}
-        for eq, (bound, t, convex, sign) in parts.items():
+        for eq, (bound, t, convex, sign) in domain.parts.items():
             lines = relaxation(eq, bound, env, None, (_unflat(net, params[0])[eq][row],))
             gap = (lines.upper_slope - lines.lower_slope) * t + (
                 lines.upper_intercept - lines.lower_intercept

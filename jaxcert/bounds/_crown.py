@@ -99,9 +99,23 @@ def _backward(net, env, example, target, rows, relax, split=None, record=None):
     """Rounding-safe lower bounds of <row_k, target> over one example's input set.
 
     Args:
+      example: the input set of one example; the other arguments as for `_linear_bound`.
+
+    Returns:
+      The K lower bounds, each lowered by the allowance of its terms (module docstring).
+    """
+    a, constant, scale = _linear_bound(net, env, target, rows, relax, split, record)
+    scale = scale + input_scale(example, a)
+    return lowered(constant + example.minimum(a), scale, rows.dtype)
+
+
+def _linear_bound(net, env, target, rows, relax, split=None, record=None):
+    """Linear lower bounds a_k . x + constant_k <= <row_k, target> over the input set on which
+    the relaxations hold (the backward pass, before its minimum over the set).
+
+    Args:
       net: the traced network.
       env: constant values of the equations (from `ibp_environment`).
-      example: the input set of one example.
       target: the variable bounded; `rows` has shape (K, *target.shape).
       rows: the linear functions to bound.
       relax: maps an activation equation to its `Lines`.
@@ -112,7 +126,8 @@ def _backward(net, env, example, target, rows, relax, split=None, record=None):
         (key: the equation) and the input (key: the input variable), (K, *shape).
 
     Returns:
-      The K lower bounds, each lowered by the allowance of its terms (module docstring).
+      (a, constant, scale): a (K, *input shape without its batch axis), constant (K,), and
+      the magnitude of the terms summed into the constant (K,), for the rounding allowance.
     """
     coefficients = {target: rows}
     constant = jnp.zeros(rows.shape[0], rows.dtype)
@@ -145,8 +160,7 @@ def _backward(net, env, example, target, rows, relax, split=None, record=None):
     a = coefficients[net.graph.input_var][:, 0]
     if record is not None:
         record[net.graph.input_var] = a
-    scale = scale + input_scale(example, a)
-    return lowered(constant + example.minimum(a), scale, rows.dtype)
+    return a, constant, scale
 
 
 def _chunked(fn, rows, chunk):

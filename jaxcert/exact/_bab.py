@@ -7,11 +7,12 @@ of c_k . f(x) above d_k + tol_k. Branch and bound keeps a pool of open domains o
 bounds fixed-size batches of them in one jitted, vmapped call
 (`jaxcert.bounds.bound_relu_domains`, `bound_input_domains`), and splits what is not yet safe:
 
-* activation splits: the free unstable neuron with the best branching score (or, with
-  branching="fsb", of the best-scored few the one whose children bound best) gets z >= t in one
-  child and z <= t in the other; children start from the parent's slopes and multipliers
-  (beta-CROWN). A domain with no unstable neuron left is decided by an LP (GLOP) with every
-  split as a constraint, exact for a piecewise-linear network;
+* activation splits: of the best-scored few free unstable neurons the one whose children bound
+  best (branching="fsb"; or the best-scored one, "babsr") gets z >= t in one child and z <= t in
+  the other; children start from the parent's slopes and multipliers (beta-CROWN), and a child
+  whose estimate already proves it safe is not bounded again. A domain with no unstable neuron
+  left is decided by an LP (GLOP) with every split as a constraint, exact for a
+  piecewise-linear network;
 * input splits (low-dimensional box-shaped sets): the box is halved along the coordinate with
   the largest smear, or where no smear reaches the gap left the one of largest width weighted
   by the first activations' sensitivity to it (`_split_scores`).
@@ -23,13 +24,17 @@ goes to `confirm`, which re-runs it through the network in float32 and float64, 
 confirmed point answers "falsified". The answer "verified" needs every domain proved safe; a
 domain that can be split no further and not decided leaves the answer "unknown", and the time
 limit "timeout". The parents taken next are the K with the lowest bound; when the pool holds
-`max_domains`, the deepest instead (depth first), which bounds its memory.
+`max_domains`, the deepest instead (depth first), which bounds its memory. The pool (`_Pool`)
+keeps its domains in buffers that grow by doubling, so that a round costs what it adds and
+takes, not the pool's size.
 
-Batches are padded to a few sizes (8, 64, 512, ...) so that each compiles once (input splits on
-a single CPU device: calls of `CPU_INPUT_CALL` boxes only, `CONCURRENT_CALLS` at a time, each
-in a thread); a batch of domains is spread over all devices by `jaxcert.bounds` (JAX
-sharding). The deadline covers compilation: every call runs under `Clock.run` (or
-`Clock.run_each`), which returns at the deadline.
+Batches are padded to few sizes so that each function compiles once or a few times
+(activation splits: `batch_size`; their estimates: `FSB_CALL` parents; input splits: 8, 64,
+..., `batch_size`, or on a single CPU device calls of `CPU_INPUT_CALL` boxes,
+`CONCURRENT_CALLS` at a time, each in a thread); a batch
+of domains is spread over all devices by `jaxcert.bounds` (JAX sharding). The deadline covers
+compilation: every call runs under `Clock.run` (or `Clock.run_each`, `Clock.start`), which
+returns at the deadline.
 
 References:
   S. Wang et al., "Beta-CROWN: Efficient Bound Propagation with Per-neuron Split Constraints for
@@ -63,9 +68,11 @@ from ..bounds import (
     bound_input_domains,
     bound_relu_domains,
     breakpoints,
+    first_layer,
     intermediate_bounds,
     lp_model,
     neuron_layout,
+    split_estimates,
 )
 from ..graph import Network
 from ._clock import Clock, OutOfTime
@@ -84,16 +91,20 @@ CPU_INPUT_CALL = 64
 # cores busy (FSB's estimates, two at a time: 5% slower).
 CONCURRENT_CALLS = 2
 BRANCHING = ("babsr", "fsb")  # how activation splits choose their neuron (`_smart_choice`)
-# Neurons per parent whose children "fsb" bounds before choosing. On the MNIST-sized MLP of
-# benchmarks/bab.py (img1, eps 0.008, 5 steps; 2-core Intel Xeon) the first class was verified
-# in 124 s with 16 (210,997 domains), 172 s with 8 (335,655), 186 s with 32 (197,187); 4 had
-# not finished at 236 s.
-FSB_CANDIDATES = 16
-# Gradient steps on alpha and beta per activation-split domain. Fewer, cheaper bounds won on
-# the MNIST-sized MLP of benchmarks/bab.py (2-core Intel Xeon): img0, eps 0.006, BaBSR: 11.6 s
-# with 5 against 16.1 s with 20; img1, eps 0.008, "fsb" (8 candidates): 172 s with 5, 178 s
-# with 2, 232 s with 20.
-RELU_STEPS = 5
+# Filtered smart branching ("fsb"): the neurons per parent whose children are bounded before
+# choosing, of the later activations (a backward pass per child) and of the first activation
+# (a rank-one update per child, `split_estimates`); parents per call of the estimates. On the
+# MNIST-sized MLP of benchmarks/bab.py (img1, eps 0.008, 2 steps, 2-core AMD EPYC) its hardest
+# class was verified in 48-52 s with 8 and 16 (244,437 domains), 58 s with 8 and 8, 57 s with
+# 8 and 32, 65 s with 4 and 16 (393,925) and 65 s with 16 and 16 (201,027); 32 parents per
+# call: 51 s, 64: 41-50 s, 128: 44 s, 256: 66 s.
+FSB_CANDIDATES = 8
+FSB_FIRST_CANDIDATES = 16
+FSB_CALL = 64
+# Gradient steps on alpha and beta per activation-split domain. On the same question ("fsb",
+# 16 candidates, no rank-one estimates): 65-67 s with 2 steps (229,603 domains), 71 s with 1
+# and 3, 82 s with 5 (210,695); without steps it was open at 233 s.
+RELU_STEPS = 2
 
 
 class BranchResult(NamedTuple):
@@ -144,7 +155,7 @@ def check_split(net: Network, spec: InputSet, split: str) -> str:
 def branch_and_bound(net: Network, example: InputSet, C, d, tol, *, clock: Clock,
                      confirm: Callable, split: str = "relu", relu_bounds=None,
                      batch_size: int = 512, steps: int = RELU_STEPS, leaf_tolerance=None,
-                     branching: str = "babsr", progress: bool = False) -> BranchResult:  # fmt: skip
+                     branching: str = "fsb", progress: bool = False) -> BranchResult:  # fmt: skip
     """Decide whether some input of `example` reaches C @ f(x) <= d (module docstring).
 
     Args:
@@ -161,9 +172,9 @@ def branch_and_bound(net: Network, example: InputSet, C, d, tol, *, clock: Clock
       steps: alpha/beta gradient steps per bound (activation splits).
       leaf_tolerance: (K,) how far an LP optimum of a fully split domain must clear d (the
         LP is solved in float64 on float32 bounds); default tol.
-      branching: how activation splits choose their neuron: "babsr" (the largest score) or
-        "fsb" (filtered smart branching: the best of the top candidates' children, bounded
-        first).
+      branching: how activation splits choose their neuron: "fsb" (default; filtered smart
+        branching: the best of the top candidates' children, bounded first) or "babsr" (the
+        largest score).
       progress: print domains per second, open domains and the worst bound to standard error.
 
     Returns:
@@ -313,6 +324,52 @@ def _padded(arrays, size):
     return [np.concatenate([a, np.repeat(a[:1], size - len(a), axis=0)]) for a in arrays]
 
 
+def _best(scores, count):
+    """(P, count) indices of each row's highest scores, best first."""
+    return np.argsort(-scores, axis=1, kind="stable")[:, :count]
+
+
+class _Pool:
+    """The open domains: per-domain arrays (a dict of them, "values" among them) in buffers
+    that double when full; taking domains out moves the last ones into their places. Adding
+    and taking cost what is added or taken, not the pool's size."""
+
+    def __init__(self):
+        self.buffers, self.size = None, 0
+
+    def __getitem__(self, key):
+        return self.buffers[key][: self.size]
+
+    def add(self, new):
+        count = len(new["values"])
+        if self.buffers is None:
+            self.buffers = {k: np.empty((max(count, 64), *v.shape[1:]), v.dtype)
+                            for k, v in new.items()}  # fmt: skip
+        capacity = len(self.buffers["values"])
+        if self.size + count > capacity:
+            capacity = max(2 * capacity, self.size + count)
+            for k, v in self.buffers.items():
+                grown = np.empty((capacity, *v.shape[1:]), v.dtype)
+                grown[: self.size] = v[: self.size]
+                self.buffers[k] = grown
+        for k, v in self.buffers.items():
+            v[self.size : self.size + count] = new[k]
+        self.size += count
+
+    def take(self, indices):
+        """The domains at `indices` (distinct, below the size), removed from the pool."""
+        taken = {k: v[indices] for k, v in self.buffers.items()}
+        end = self.size - len(indices)
+        holes = indices[indices < end]
+        tail = np.ones(len(indices), bool)
+        tail[indices[indices >= end] - end] = False
+        movers = end + np.flatnonzero(tail)
+        for v in self.buffers.values():
+            v[holes] = v[movers]
+        self.size = end
+        return taken
+
+
 class _Search:
     """The pool and the loop of one branch and bound."""
 
@@ -326,13 +383,20 @@ class _Search:
         self.concurrent_calls = 1
         self.status, self.counterexample = "verified", None
         self.undecidable, self.max_domains = False, batch_size
-        self.domains, self.open_values, self.safe_min = 0, np.zeros(0), np.inf
+        self.domains, self.pool, self.safe_min = 0, _Pool(), np.inf
+        self.first_size = 0  # first-activation neurons split-estimated by rank-one updates
         self.progress = progress
         self.called = set()  # (bound function, batch size) already called once
+        self.warming = {}  # bound function -> waits for its first call, begun in the background
         self.tty = progress and sys.stderr.isatty()
         self.next_report = 0.0
 
     # ------------------------------------------------------------------ shared by both splits
+
+    @property
+    def open_values(self):
+        """max_k (lower_k - d_k - tol_k) of each open domain."""
+        return self.pool["values"] if self.pool.buffers is not None else np.zeros(0)
 
     def lower(self):
         if self.domains == 0 or self.status == "falsified":
@@ -340,14 +404,18 @@ class _Search:
         open_min = float(self.open_values.min()) if self.open_values.size else math.inf
         return min(open_min, self.safe_min)
 
-    def _bound(self, fn, count, arrays, *, counted=True):
-        """fn on the arrays padded to a bucket, in calls of at most call_size; NumPy out.
-        The domains are added to the count bounded unless `counted` is False."""
-        calls, sizes = [], []
-        for start in range(0, count, self.call_size):
-            part = [a[start : start + self.call_size] for a in arrays]
+    def _bound(self, fn, count, arrays, *, counted=True, call_size=None):
+        """fn on the arrays padded to a bucket, in calls of at most `call_size` (default
+        self.call_size); NumPy out. The domains are added to the count bounded unless
+        `counted` is False."""
+        if fn in self.warming:  # compiled in the background: wait for it
+            self.warming.pop(fn)()
+        calls, sizes, call_size = [], [], call_size or self.call_size
+        for start in range(0, count, call_size):
+            part = [a[start : start + call_size] for a in arrays]
             sizes.append(len(part[0]))
-            calls.append(_padded(part, next(b for b in self.buckets if b >= sizes[-1])))
+            bucket = min(call_size, next(b for b in self.buckets if b >= sizes[-1]))
+            calls.append(_padded(part, bucket))
         results, first = [], (fn, len(calls[0][0]))
         if first not in self.called:  # its first call alone: one compilation, not two
             results.append(self.clock.run(fn, *calls.pop(0)))
@@ -360,7 +428,11 @@ class _Search:
 
     def _values(self, bounds):
         """max_k (lower_k - d_k - tol_k) per domain."""
-        return np.max(bounds.lower.astype(np.float64) - self.d - self.tol, axis=1)
+        return self._values_of(bounds.lower)
+
+    def _values_of(self, lower):
+        """max_k (lower_k - d_k - tol_k) along the last axis of the lower bounds."""
+        return np.max(lower.astype(np.float64) - self.d - self.tol, axis=-1)
 
     def _check_points(self, bounds):
         """Confirm the candidate points that reach the region by the tolerance. A point that
@@ -406,52 +478,49 @@ class _Search:
 
         bound(children) -> DomainBounds; state(children, bounds) -> dict of per-domain arrays;
         leaf(children, i) decides a domain whose scores are all -inf (NaN: undecided);
-        branch(parents) -> (children, the index of each child's parent), children a tuple of
-        arrays with a leading domain axis; shrink(children, bounds) -> (children, bounds,
-        margin, empty) cuts proven-safe parts off the children (`_clip_boxes`). A child keeps
-        its parent's bound where that is higher (the parent's set holds the child's).
+        branch(parents) -> (children, known), children a tuple of arrays with a leading domain
+        axis and known (children, K) their lower bounds proven so far (the parent's at least:
+        the parent's set holds the child's), children already proven safe left out;
+        shrink(children, bounds) -> (children, bounds, margin, empty) cuts proven-safe parts
+        off the children (`_clip_boxes`). A child keeps its known bound where that is higher.
         """
-        pool, inherited = None, None
+        pool, inherited = self.pool, None
         while True:
-            bounds = self._bound(bound, len(children[0]), children)
-            self._check_points(bounds)
-            empty = np.zeros(len(children[0]), bool)
-            if shrink is not None:  # with each child's own bound, before inheriting
-                children, bounds, margin, empty = shrink(children, bounds)
-                self.safe_min = min(self.safe_min, float(margin.min(initial=math.inf)))
-            if inherited is not None:
-                bounds = bounds._replace(lower=np.maximum(bounds.lower, inherited))
-            values = self._values(bounds)
-            keep = ~(values > 0) & ~empty
-            if leaf is not None:
-                leaves = keep & ~np.isfinite(bounds.scores).any(axis=1)
-                for i in np.flatnonzero(leaves):
-                    self.clock.check()
-                    values[i] = leaf(children, i)  # a positive value, or None: undecided
-                    if np.isnan(values[i]):
-                        self.undecidable = True
-                keep &= ~leaves
-            self.safe_min = min(self.safe_min, *values[~keep & (values > 0)], math.inf)
-            new = {**state(children, bounds), "lower": bounds.lower}
-            new = {key: value[keep] for key, value in new.items()}
-            pool = new if pool is None else {k: np.concatenate([pool[k], new[k]]) for k in pool}
-            self.open_values = np.concatenate([self.open_values, values[keep]])
+            if len(children[0]):
+                self._bound_children(children, inherited, bound, state, leaf, shrink)
             self.report()
-            if not self.open_values.size:
+            if not pool.size:
                 return
             self.clock.check()
-            full = self.open_values.size >= self.max_domains
+            full = pool.size >= self.max_domains
             depth = pool["depth"] if full else None
-            take = self._select(self.batch_size // 2, depth)
-            rest = np.ones(self.open_values.size, bool)
-            rest[take] = False
-            parents = {key: value[take] for key, value in pool.items()}
-            pool = {key: value[rest] for key, value in pool.items()}
-            self.open_values = self.open_values[rest]
-            children, parent = branch(parents)
-            inherited = parents["lower"][parent]
-            if not len(children[0]):
-                return
+            parents = pool.take(self._select(self.batch_size // 2, depth))
+            children, inherited = branch(parents)
+
+    def _bound_children(self, children, inherited, bound, state, leaf, shrink):
+        """One round of `run` for a batch of children: bound them, confirm their points, and
+        put the open ones in the pool."""
+        bounds = self._bound(bound, len(children[0]), children)
+        self._check_points(bounds)
+        empty = np.zeros(len(children[0]), bool)
+        if shrink is not None:  # with each child's own bound, before inheriting
+            children, bounds, margin, empty = shrink(children, bounds)
+            self.safe_min = min(self.safe_min, float(margin.min(initial=math.inf)))
+        if inherited is not None:
+            bounds = bounds._replace(lower=np.maximum(bounds.lower, inherited))
+        values = self._values(bounds)
+        keep = ~(values > 0) & ~empty
+        if leaf is not None:
+            leaves = keep & ~np.isfinite(bounds.scores).any(axis=1)
+            for i in np.flatnonzero(leaves):
+                self.clock.check()
+                values[i] = leaf(children, i)  # a positive value, or None: undecided
+                if np.isnan(values[i]):
+                    self.undecidable = True
+            keep &= ~leaves
+        self.safe_min = min(self.safe_min, *values[~keep & (values > 0)], math.inf)
+        new = {**state(children, bounds), "lower": bounds.lower, "values": values}
+        self.pool.add({key: value[keep] for key, value in new.items()})
 
     def input_splits(self):
         """Halve boxes along their coordinate of largest smear."""
@@ -501,7 +570,7 @@ class _Search:
                 np.concatenate([left_hi, hi[rows]]).reshape(-1, *shape),
                 depth,
             )
-            return children, np.concatenate([rows, rows])
+            return children, parents["lower"][np.concatenate([rows, rows])]
 
         self.run((lower, upper, np.zeros(1, np.int32)), bound, state, branch, shrink=shrink)
 
@@ -519,17 +588,26 @@ class _Search:
         C, thresholds = jnp.asarray(self.C), jnp.asarray(self.thresholds)
         example = self.example
         self.max_domains = max(self.batch_size, MEMORY // (n + 8 * k * n + 16))
+        # One size compiled: small batches padded to batch_size cost milliseconds, each
+        # further compilation seconds (MNIST-sized MLP of benchmarks/bab.py, img1, eps 0.008,
+        # "fsb": 41.4 s for its hardest class against 48.1 s with sizes 8, 64 and 512).
+        self.buckets = [self.batch_size]
+        first = self.clock.run(first_layer, net, example) if self.branching == "fsb" else None
+        self.first_size = neuron_layout(net)[0][1] if first is not None else 0
 
-        def bound(splits, alpha, beta, steps=steps):
-            m = len(splits)
-            return bound_relu_domains(
-                net, example, C, thresholds, jnp.broadcast_to(root_lo, (m, n)),
-                jnp.broadcast_to(root_hi, (m, n)), jnp.asarray(splits), jnp.asarray(alpha),
-                jnp.asarray(beta), steps=steps,
-            )  # fmt: skip
+        def root(m):
+            return jnp.broadcast_to(root_lo, (m, n)), jnp.broadcast_to(root_hi, (m, n))
 
-        def estimate(splits, alpha, beta):
-            return bound(splits, alpha, beta, steps=0)
+        def bound(splits, alpha, beta):
+            arrays = map(jnp.asarray, (splits, alpha, beta))
+            return bound_relu_domains(net, example, C, thresholds, *root(len(splits)), *arrays,
+                                      steps=steps)  # fmt: skip
+
+        def estimate(splits, alpha, beta, candidates, first_candidates=None):
+            arrays = (*root(len(splits)), *map(jnp.asarray, (splits, alpha, beta, candidates)))
+            if first_candidates is None:
+                return split_estimates(net, example, C, *arrays)
+            return split_estimates(net, example, C, *arrays, first, jnp.asarray(first_candidates))
 
         def state(children, bounds):
             splits = children[0]
@@ -537,16 +615,20 @@ class _Search:
                     "scores": bounds.scores, "depth": np.count_nonzero(splits, axis=1)}  # fmt: skip
 
         def branch(parents):
-            neuron = self._smart_choice(parents, estimate)
+            neuron, estimates = self._smart_choice(parents, estimate)
             rows = np.arange(len(neuron))
             up, down = parents["splits"].copy(), parents["splits"].copy()
             up[rows, neuron], down[rows, neuron] = 1, -1
-            children = (
-                np.concatenate([up, down]),
-                np.concatenate([parents["alpha"]] * 2),
-                np.concatenate([parents["beta"]] * 2),
-            )
-            return children, np.concatenate([rows, rows])
+            children = (np.concatenate([up, down]), np.concatenate([parents["alpha"]] * 2),
+                        np.concatenate([parents["beta"]] * 2))  # fmt: skip
+            known = np.concatenate([parents["lower"]] * 2)
+            if estimates is not None:  # filtered smart branching bounded these children already
+                known = np.maximum(known, np.concatenate([estimates[:, 0], estimates[:, 1]]))
+            values = self._values_of(known)
+            safe = values > 0
+            self.domains += int(safe.sum())
+            self.safe_min = min(self.safe_min, float(values[safe].min(initial=math.inf)))
+            return tuple(a[~safe] for a in children), known[~safe]
 
         kinks = breakpoints(net)
 
@@ -555,38 +637,57 @@ class _Search:
             return np.nan if value is None else value
 
         splits = np.zeros((1, n), np.int8)
-        alpha = np.asarray(self.clock.run(adaptive_slopes, net, example, C, root_lo[None],
-                                          root_hi[None], jnp.asarray(splits)))  # fmt: skip
-        self.run((splits, alpha, np.zeros_like(alpha)), bound, state, branch, leaf)
+        alpha = np.asarray(self.clock.run(adaptive_slopes, net, example, C, *root(1),
+                                          jnp.asarray(splits)))  # fmt: skip
+        beta = np.zeros_like(alpha)
+        if self.branching == "fsb" and n >= 2:  # compile the estimates while the root is bounded
+            self._warm(estimate, (splits, alpha, beta),
+                       self._candidates(np.zeros((FSB_CALL, n), np.float32)))  # fmt: skip
+        self.run((splits, alpha, beta), bound, state, branch, leaf)
+
+    def _warm(self, fn, arrays, extra):
+        """Begin fn's first call (on the arrays' first entry, FSB_CALL times, and `extra`) in
+        the background: its compilation runs beside the main thread's (`Clock.start`)."""
+        args = [np.repeat(a[:1], FSB_CALL, axis=0) for a in arrays] + list(extra)
+        self.warming[fn] = self.clock.start(fn, *args)
+        self.called.add((fn, FSB_CALL))
+
+    def _candidates(self, scores):
+        """The neurons whose children `_smart_choice` estimates: (P, c) of the later
+        activations' best-scored, then, where the first activation's estimates are rank-one
+        updates, (P, c1) of its best-scored."""
+        n1 = self.first_size
+        count = min(FSB_CANDIDATES, scores.shape[1] - n1)
+        top = (n1 + _best(scores[:, n1:], count)).astype(np.int32)
+        if not n1:
+            return (top,)
+        return top, _best(scores[:, :n1], min(FSB_FIRST_CANDIDATES, n1)).astype(np.int32)
 
     def _smart_choice(self, parents, estimate):
-        """The neuron each parent splits: the best-scored free one (BaBSR), or with
-        branching="fsb" (filtered smart branching, De Palma et al., 2021), of its
-        FSB_CANDIDATES best-scored free neurons the one whose better child has the higher
-        bound. The children of every candidate are bounded in one pass with the parent's slopes
-        and multipliers and no gradient step (the new split's multiplier is zero). Taking the
+        """The neuron each parent splits, and the lower bounds (P, 2, K) of its two children
+        where they were computed (else None): the best-scored free neuron (BaBSR), or with
+        branching="fsb" (filtered smart branching, De Palma et al., 2021) the candidate
+        (`_candidates`) whose better child has the higher bound. The children of every
+        candidate are bounded in one pass with the parent's slopes and multipliers and no
+        gradient step (the new split's multiplier is zero; `split_estimates`). Taking the
         better child, not the worse, needed the fewest domains on the MNIST-sized MLP of
         benchmarks/bab.py (img0, eps 0.006, 4 candidates: 12,062 against 27,880; the mean of
-        the two 13,764; BaBSR alone 20,084; 8 candidates and the better child 8,990; how many
-        candidates: FSB_CANDIDATES)."""
+        the two 13,764; BaBSR alone 20,084)."""
         scores = parents["scores"]
         count = min(FSB_CANDIDATES, scores.shape[1])
         if self.branching == "babsr" or count < 2:
-            return np.argmax(scores, axis=1)
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :count]  # (P, c), best first
+            return np.argmax(scores, axis=1), None
+        arrays = tuple(parents[key] for key in ("splits", "alpha", "beta"))
+        candidates = self._candidates(scores)
+        arrays += candidates
+        top = np.concatenate(candidates, axis=1)  # (P, c + c1)
         valid = np.isfinite(np.take_along_axis(scores, top, axis=1))
-        parent = np.repeat(np.arange(len(top)), count)
-        splits = np.concatenate([parents["splits"][parent]] * 2)
-        rows = np.arange(len(parent))
-        splits[rows, top.ravel()] = 1
-        splits[len(parent) + rows, top.ravel()] = -1
-        both = np.concatenate([parent, parent])
-        bounds = self._bound(estimate, len(splits),
-                             (splits, parents["alpha"][both], parents["beta"][both]),
-                             counted=False)  # fmt: skip
-        values = self._values(bounds).reshape(2, len(top), count)
-        better = np.where(valid, np.max(values, axis=0), -np.inf)
-        return top[np.arange(len(top)), np.argmax(better, axis=1)]
+        lower = self._bound(estimate, len(top), arrays, counted=False, call_size=FSB_CALL)
+        values = self._values_of(lower)  # (P, 2, c)
+        better = np.where(valid, np.max(values, axis=1), -np.inf)
+        pick = np.argmax(better, axis=1)
+        rows = np.arange(len(top))
+        return top[rows, pick], lower[rows, :, pick]
 
     def _leaf(self, relu_bounds, kinks, splits, leaf_tolerance):
         """A domain with every unstable neuron split: the LP over the set with the splits as

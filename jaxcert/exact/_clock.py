@@ -7,14 +7,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import jax
 
-_ABANDONED = set()  # threads still computing for a call that returned at its deadline
+_RUNNING = set()  # threads computing: some for a call that returned at its deadline
 
 
 @atexit.register
-def _finish_abandoned():
-    """Wait for abandoned computations before the interpreter exits: a JAX computation still
-    running in a thread at exit aborts the process ("terminate called ...")."""
-    for thread in list(_ABANDONED):
+def _finish_running():
+    """Wait for computations left running (abandoned at a deadline, or begun by `Clock.start`
+    and never waited for) before the interpreter exits: a JAX computation still running in a
+    thread at exit aborts the process ("terminate called ...")."""
+    for thread in list(_RUNNING):
         thread.join()
 
 
@@ -73,7 +74,16 @@ class Clock:
         with eager JAX calls (each compiled on first use, which can take seconds)."""
         return self._within(lambda: fn(*args, **kwargs))
 
+    def start(self, fn, *args, **kwargs):
+        """Begin fn(*args, **kwargs) now, in a daemon thread, and return a function that waits
+        for its result as `run` does (OutOfTime at the deadline): to compile one computation
+        while another runs."""
+        return self._start(lambda: jax.block_until_ready(fn(*args, **kwargs)))
+
     def _within(self, work):
+        return self._start(work)()
+
+    def _start(self, work):
         self.check()
         result, done = {}, threading.Event()
 
@@ -84,13 +94,17 @@ class Clock:
                 result["error"] = e
             finally:
                 done.set()
+                _RUNNING.discard(thread)
 
         thread = threading.Thread(target=compute, daemon=True)
+        _RUNNING.add(thread)
         thread.start()
-        if not done.wait(max(self.left(), 0.0)):
-            _ABANDONED.difference_update([t for t in _ABANDONED if not t.is_alive()])
-            _ABANDONED.add(thread)
-            raise OutOfTime
-        if "error" in result:
-            raise result["error"]
-        return result["value"]
+
+        def wait():
+            if not done.wait(max(self.left(), 0.0)):
+                raise OutOfTime
+            if "error" in result:
+                raise result["error"]
+            return result["value"]
+
+        return wait

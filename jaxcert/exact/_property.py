@@ -119,7 +119,7 @@ def verify_property(
     attack_steps: int = 50,
     seed: int = 0,
     strategy: str = "auto",
-    branching: str = "babsr",
+    branching: str = "fsb",
     progress: bool = False,
 ) -> PropertyResult:
     """Decide a `jaxcert.vnnlib.Property` on a traced network.
@@ -148,8 +148,8 @@ def verify_property(
         sigmoid/tanh, else activation splits), or "auto" (default): as in `verify`, today
         branch and bound. Without "milp", a network with sigmoid or tanh is decided by input
         splits.
-      branching: how branch and bound's activation splits choose their neuron, "babsr" or
-        "fsb" (as in `verify`).
+      branching: how branch and bound's activation splits choose their neuron, "fsb"
+        (default) or "babsr" (as in `verify`).
       progress: print branch and bound's progress to standard error.
 
     Returns:
