@@ -161,7 +161,7 @@ def verify(net: Network, spec: InputSet, y: ArrayLike, *, solver: str = "race",
         branching: of the 8 best-scored neurons of the later activations and the 16 of the
         first, the one whose children bound best in a pass without gradient steps) or "babsr"
         (the largest BaBSR-style score). On the MNIST-sized MLP of `benchmarks/bab.py`, "fsb"
-        decided img1 at eps 0.008 in 38-50 s (BaBSR: open at 60 s, worst bound -0.016) and
+        decided img1 at eps 0.008 in 38-45 s (BaBSR: open at 60 s, worst bound -0.016) and
         img0 at eps 0.006 with 8,512 domains against 22,220; it pays a compilation of its
         estimates (in the background, while the root is bounded), seconds on easy questions.
       progress: print branch and bound's progress (domains per second, open domains, worst
