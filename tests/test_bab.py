@@ -129,6 +129,14 @@ def test_split_estimates_hold_in_each_child_and_rank_one_ones_match_the_backward
         np.testing.assert_allclose(cheap, np.swapaxes(expected, 0, 1), atol=1e-3)
     with pytest.raises(ValueError, match="go together"):
         jc.bounds.split_estimates(net, example, C, *arrays, candidates, first)
+    bad = {"candidates must have shape \\(8, c\\)": (candidates[:3],),
+           "candidates must be integers": (candidates.astype(np.float32),),
+           "candidates must be neuron indices in \\[0, 20\\)": (candidates + 20,),
+           "first_candidates must be neuron indices in \\[0, 10\\)":
+               (candidates, first, first_candidates + 10)}  # fmt: skip
+    for match, arguments in bad.items():
+        with pytest.raises((ValueError, TypeError), match=match):
+            jc.bounds.split_estimates(net, example, C, *arrays, *arguments)
 
 
 def test_a_domain_whose_bounds_cross_is_empty_and_its_bound_infinite():

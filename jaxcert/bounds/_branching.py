@@ -44,13 +44,14 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from .._rounding import full_precision, lowered
 from .._sets import Box, InputSet
 from .._sharding import shard_batch, single_cpu_device, unpad
 from ..graph import Network, read
-from ._crown import _activation_bounds, _backward, _linear_bound, relaxation
+from ._crown import _activation_bounds, _backward, _linear_bound, _minimum, relaxation
 from ._ibp import ibp_environment
 from ._interval import Interval
 from ._spec import input_scale
@@ -186,6 +187,9 @@ def first_layer(net: Network, example: InputSet) -> FirstLayer | None:
     Args:
       net: a traced network.
       example: the input set of one example (no batch axis).
+
+    Returns:
+      A `FirstLayer`, or None.
     """
     activations = net.activations()
     if not activations:
@@ -339,9 +343,7 @@ class _Domain:
     def bound(self, params, record=None):
         """Rounding-safe lower bounds (K,) of the rows over the domain, for any slopes in range
         and multipliers >= 0 (`project`)."""
-        a, constant, scale = self.linear(params, record)
-        scale = scale + input_scale(self.example, a)
-        return lowered(constant + self.example.minimum(a), scale, self.rows.dtype)
+        return _minimum(self.example, *self.linear(params, record))
 
     def linear(self, params, record=None):
         """The bound before its minimum over the input set: `_linear_bound`'s (a, constant,
@@ -400,10 +402,28 @@ def split_estimates(net: Network, example: InputSet, C: jax.Array, lower: jax.Ar
     """
     _check_domains(net, C, lower, upper, splits)
     if (first is None) != (first_candidates is None):
-        raise ValueError("first and first_candidates go together")
+        raise ValueError("first and first_candidates go together (`first_layer`), or neither")
+    n = lower.shape[1]
+    _check_candidates("candidates", candidates, lower.shape[0], n)
+    if first is not None:
+        _check_candidates("first_candidates", first_candidates, lower.shape[0],
+                          first.jacobian.shape[0])  # fmt: skip
     arrays = (lower, upper, splits, alpha, beta, candidates, first_candidates)
     arrays, count = shard_batch(arrays)
     return unpad(_split_estimates(net, example, C, first, *arrays), count)
+
+
+def _check_candidates(name, candidates, domains, neurons):
+    """(D, c) integers in [0, neurons), checked on the host before any compilation."""
+    values = np.asarray(candidates)
+    if values.ndim != 2 or values.shape[0] != domains:
+        raise ValueError(f"{name} must have shape ({domains}, c) (c neurons per domain), got "
+                         f"{values.shape}")  # fmt: skip
+    if not np.issubdtype(values.dtype, np.integer):
+        raise TypeError(f"{name} must be integers (neuron indices), got {values.dtype}")
+    if values.size and not (values.min() >= 0 and values.max() < neurons):
+        raise ValueError(f"{name} must be neuron indices in [0, {neurons}), got "
+                         f"{values.min()}..{values.max()}")  # fmt: skip
 
 
 @jax.jit

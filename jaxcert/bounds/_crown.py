@@ -105,8 +105,14 @@ def _backward(net, env, example, target, rows, relax, split=None, record=None):
       The K lower bounds, each lowered by the allowance of its terms (module docstring).
     """
     a, constant, scale = _linear_bound(net, env, target, rows, relax, split, record)
+    return _minimum(example, a, constant, scale)
+
+
+def _minimum(example, a, constant, scale):
+    """The rounding-safe minimum of a . x + constant over the example's set, `scale` being the
+    magnitude of the terms summed into the constant (`_linear_bound`)."""
     scale = scale + input_scale(example, a)
-    return lowered(constant + example.minimum(a), scale, rows.dtype)
+    return lowered(constant + example.minimum(a), scale, constant.dtype)
 
 
 def _linear_bound(net, env, target, rows, relax, split=None, record=None):

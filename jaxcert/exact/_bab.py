@@ -603,11 +603,11 @@ class _Search:
             return bound_relu_domains(net, example, C, thresholds, *root(len(splits)), *arrays,
                                       steps=steps)  # fmt: skip
 
-        def estimate(splits, alpha, beta, candidates, first_candidates=None):
-            arrays = (*root(len(splits)), *map(jnp.asarray, (splits, alpha, beta, candidates)))
-            if first_candidates is None:
-                return split_estimates(net, example, C, *arrays)
-            return split_estimates(net, example, C, *arrays, first, jnp.asarray(first_candidates))
+        def estimate(splits, alpha, beta, *candidates):  # candidates stay NumPy: checked there
+            arrays = (*root(len(splits)), *map(jnp.asarray, (splits, alpha, beta)))
+            if len(candidates) == 1:
+                return split_estimates(net, example, C, *arrays, *candidates)
+            return split_estimates(net, example, C, *arrays, candidates[0], first, candidates[1])
 
         def state(children, bounds):
             splits = children[0]
